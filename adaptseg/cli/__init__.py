@@ -1,0 +1,1 @@
+"""Typer commands: thin wrappers that parse arguments, load recipes and call the library."""
