@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,28 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from adaptseg.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``6e-5`` as a float (YAML 1.1 needs ``6.0e-5``; every recipe writes the former)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class StrictModel(BaseModel):
@@ -50,7 +73,7 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise UserError("recipe file not found", path=path, fix="check the path (recipes live in train/, models/, export/, infer/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -75,7 +98,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not keys:
         raise UserError(f"override {text!r} has an empty key", fix="write e.g. --set optim.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return keys, value

@@ -33,13 +33,14 @@ def minicity(
     ),
 ) -> None:
     """Write MiniCity: small procedural street-scene datasets in the official layouts."""
+    hw = _parse_size(size)
     from adaptseg.data.minicity import DOMAINS, generate
 
     wanted = [d.strip() for d in domains.split(",") if d.strip()]
     unknown = [d for d in wanted if d not in DOMAINS]
     if unknown:
         raise UserError(f"unknown MiniCity domain(s) {unknown}", fix=f"choose from {', '.join(DOMAINS)}")
-    written = generate(out, seed=seed, images=images, size=_parse_size(size), domains=wanted)
+    written = generate(out, seed=seed, images=images, size=hw, domains=wanted)
     for name, root in written.items():
         typer.echo(f"{name:12s} {root}")
 
