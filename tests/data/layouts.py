@@ -107,13 +107,13 @@ def make_cityscapes(root: Path) -> Path:
 # --- GTA5 (§2) ------------------------------------------------------------------------------------
 
 
-def make_gta5(root: Path, *, split_mat: bool = True) -> Path:
+def make_gta5(root: Path, *, split_mat: bool = True, size_pitfall: bool = True) -> Path:
     """5 frames; 00003's label is twice the image size (the §10 pitfall); converter outputs beside them."""
     for n in range(1, 6):
         write_png(root / "images" / f"{n:05d}.png", rgb(n))
         ids = np.roll(GTA5_IDS, n - 1).tolist()
         label = grid(ids)
-        if n == 3:
+        if n == 3 and size_pitfall:
             label = cv2.resize(label, (2 * W, 2 * H), interpolation=cv2.INTER_NEAREST)
         write_palette_png(root / "labels" / f"{n:05d}.png", label)
         write_png(root / "labels" / f"{n:05d}_labelTrainIds.png", grid([n]))  # a converter's output

@@ -62,9 +62,8 @@ class ACDC(SegDataset):
     def _find_labels(self) -> LabelFiles:
         labels: LabelFiles = {}
         for cond in self.conditions:
-            folder = self._require_dir(
-                f"gt/{cond}/{self.split}", f"gt/{cond}/{self.split}/<seq>/*_gt_labelTrainIds.png"
-            )
+            relative = f"gt/{cond}/{self.split}"
+            folder = self._require_dir(relative, f"{relative}/<seq>/*_gt_labelTrainIds.png", role="labels")
             prefix = f"{cond}/"
             labels |= with_encoding(
                 collect_suffix(folder, "_gt_labelIds.png", prefix=prefix), CITYSCAPES_LABELIDS

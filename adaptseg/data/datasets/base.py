@@ -26,6 +26,14 @@ from adaptseg.io import read_image
 log = logging.getLogger(__name__)
 
 
+class MissingFolder(UserError):
+    """An expected folder of the layout is absent; ``role`` says whether it holds images or labels."""
+
+    def __init__(self, message: str, *, role: str, path: Path, fix: str):
+        super().__init__(message, path=path, fix=fix)
+        self.role = role
+
+
 class Sample(NamedTuple):
     """One item of a dataset."""
 
@@ -126,6 +134,8 @@ class SegDataset:
     splits: ClassVar[tuple[str, ...]]
     default_split: ClassVar[str]
     unlabelled_splits: ClassVar[frozenset[str]] = frozenset()
+    #: splits ``data check`` reads when none is named (None: all of ``splits``).
+    check_splits: ClassVar[tuple[str, ...] | None] = None
     label_encoding: ClassVar[LabelEncoding]  # the official encoding (the default of known_raw_values)
     #: GTA5 ships labels whose size disagrees with the image: resize them (nearest) instead of failing.
     resize_mismatched_labels: ClassVar[bool] = False
@@ -194,18 +204,20 @@ class SegDataset:
         """id → (label path, encoding) for the split (only called for labelled splits)."""
         raise NotImplementedError
 
-    def _require_dir(self, relative: str, expected: str) -> Path:
-        """``root/relative`` or a UserError naming it and the layout that was expected there."""
+    def _require_dir(self, relative: str, expected: str, *, role: str = "images") -> Path:
+        """``root/relative`` or a :class:`MissingFolder` naming it and the layout expected there."""
         folder = self.root / relative
         if not folder.is_dir():
-            raise self._missing_folder(relative, expected)
+            raise self._missing_folder(relative, expected, role=role)
         return folder
 
-    def _missing_folder(self, relative: str, expected: str) -> UserError:
-        return UserError(
+    def _missing_folder(self, relative: str, expected: str, *, role: str = "images") -> MissingFolder:
+        return MissingFolder(
             f"missing folder {relative}/ (expected {expected} under this root, the official {self.name} layout)",
+            role=role,
             path=self.root,
-            fix=f"point ROOT at the folder that holds {relative.split('/')[0]}/",
+            fix=f"point ROOT at the folder that holds {relative.split('/')[0]}/"
+            + (", or read images only with labels=False" if role == "labels" else ""),
         )
 
     # --- reading ------------------------------------------------------------------------------

@@ -31,9 +31,8 @@ class Cityscapes(SegDataset):
         return {key: (path, {}) for key, path in collect_suffix(folder, "_leftImg8bit.png").items()}
 
     def _find_labels(self) -> LabelFiles:
-        folder = self._require_dir(
-            f"gtFine/{self.split}", f"gtFine/{self.split}/<city>/*_gtFine_labelIds.png (or pass labels=False)"
-        )
+        relative = f"gtFine/{self.split}"
+        folder = self._require_dir(relative, f"{relative}/<city>/*_gtFine_labelIds.png", role="labels")
         converted = with_encoding(collect_suffix(folder, "_gtFine_labelTrainIds.png"), TRAINIDS)
         official = with_encoding(collect_suffix(folder, "_gtFine_labelIds.png"), CITYSCAPES_LABELIDS)
         return converted | official

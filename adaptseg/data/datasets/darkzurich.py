@@ -54,7 +54,7 @@ class DarkZurich(SegDataset):
 
     def _find_labels(self) -> LabelFiles:
         relative = f"gt/{self.split}/{self.time}"
-        folder = self._require_dir(relative, f"{relative}/<seq>/*_gt_labelTrainIds.png")
+        folder = self._require_dir(relative, f"{relative}/<seq>/*_gt_labelTrainIds.png", role="labels")
         prefix = f"{self.time}/"
         label_ids = with_encoding(
             collect_suffix(folder, "_gt_labelIds.png", prefix=prefix), CITYSCAPES_LABELIDS

@@ -30,6 +30,7 @@ class GTA5(SegDataset):
     default_split = "all"
     label_encoding = GTA5_PALETTE
     resize_mismatched_labels = True
+    check_splits = ("all",)  # train/val/test are subsets of all: check them with --split
 
     def layout_hint(self, split: str) -> str:
         return "images/<5 digits>.png"
@@ -44,7 +45,7 @@ class GTA5(SegDataset):
         return {key: images[key] for key in listed if key in images}
 
     def _find_labels(self) -> LabelFiles:
-        folder = self._require_dir("labels", "labels/<5 digits>.png (palette PNGs)")
+        folder = self._require_dir("labels", "labels/<5 digits>.png (palette PNGs)", role="labels")
         return with_encoding(collect_numbered(folder), GTA5_PALETTE)
 
     def _split_ids(self) -> list[str]:

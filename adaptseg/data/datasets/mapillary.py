@@ -48,5 +48,7 @@ class Mapillary(SegDataset):
                 fix=f"use the v1.2 labels ({split}/v1.2/labels/) of the same package",
             )
         raise self._missing_folder(
-            f"{split}/v1.2/labels", f"{split}/v1.2/labels/<key>.png (or {split}/labels/<key>.png)"
+            f"{split}/v1.2/labels",
+            f"{split}/v1.2/labels/<key>.png (or {split}/labels/<key>.png)",
+            role="labels",
         )

@@ -29,6 +29,6 @@ class Synscapes(SegDataset):
         return {key: (path, {}) for key, path in collect_numbered(folder).items()}
 
     def _find_labels(self) -> LabelFiles:
-        folder = self._require_dir("img/class", "img/class/{n}.png (labelIds)")
+        folder = self._require_dir("img/class", "img/class/{n}.png (labelIds)", role="labels")
         converted = with_encoding(collect_numbered(folder, "_gt_labelTrainIds.png"), TRAINIDS)
         return converted | with_encoding(collect_numbered(folder), CITYSCAPES_LABELIDS)

@@ -37,5 +37,7 @@ class Synthia(SegDataset):
         return {key: (path, {}) for key, path in collect_numbered(folder).items()}
 
     def _find_labels(self) -> LabelFiles:
-        folder = self._require_dir("GT/LABELS", "GT/LABELS/<7 digits>.png (16-bit, class in R)")
+        folder = self._require_dir(
+            "GT/LABELS", "GT/LABELS/<7 digits>.png (16-bit, class in R)", role="labels"
+        )
         return with_encoding(collect_numbered(folder), SYNTHIA_16BIT)
