@@ -8,7 +8,9 @@ zlib release the GIL), with a progress bar on a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +126,8 @@ def _print_details(console, s: SplitCheck) -> None:  # noqa: ANN001
             console.print(f"  … and {len(lines) - EXAMPLES} more", markup=False)
 
     if s.absent is not None:
-        console.print(f"[bold]{s.split}[/]: absent —", s.absent, soft_wrap=True, markup=False)
+        console.print(f"[bold]{s.split}[/]: absent (not checked)")
+        console.print(f"  {s.absent}", markup=False, soft_wrap=True)
         return
     if s.error is not None:
         section("cannot be read", [s.error])
@@ -195,6 +198,19 @@ def _open(
     return None
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own warnings on corrupt files while checking: the report names them instead."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _check_split(dataset: SegDataset, result: SplitCheck, workers: int) -> None:
     from rich.console import Console
     from rich.progress import Progress
@@ -206,6 +222,7 @@ def _check_split(dataset: SegDataset, result: SplitCheck, workers: int) -> None:
     result.missing_images = list(dataset.missing_images)
     console = Console(stderr=True)
     with (
+        _quiet_opencv(),
         Progress(console=console, transient=True, disable=not console.is_terminal) as progress,
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):

@@ -42,11 +42,16 @@ class GTA5(SegDataset):
             return images
         listed = self._split_ids()
         self.missing_images = [key for key in listed if key not in images]
+        self._members = {key for key in listed if key in images}
         return {key: images[key] for key in listed if key in images}
 
     def _find_labels(self) -> LabelFiles:
         folder = self._require_dir("labels", "labels/<5 digits>.png (palette PNGs)", role="labels")
-        return with_encoding(collect_numbered(folder), GTA5_PALETTE)
+        labels = with_encoding(collect_numbered(folder), GTA5_PALETTE)
+        if self.split == "all":
+            return labels
+        # a subset split owns only the labels of its images (its missing images are reported apart)
+        return {key: value for key, value in labels.items() if key in self._members}
 
     def _split_ids(self) -> list[str]:
         """The 5-digit ids of the split, from ``split.mat`` or ``<split>.txt``, sorted numerically."""
