@@ -1,0 +1,206 @@
+"""The training recipe schema: what ``train/<method>/<benchmark>.yaml`` may say, validated strictly.
+
+A recipe names the model preset, the data streams (``source``, ``target``, … — each a dataset plus its
+training pipeline and batch size), the optimiser and lr schedule, the precision/speed switches and an
+ordered list of **stages**. Every stage runs one registered method (a training method or a task such as
+prototype estimation) with its own options, validated by that method's own schema.
+
+``overrides`` on a stage is a recipe fragment merged into the recipe for that stage only (e.g. DDB's R2
+self-training at a 10× lower lr: ``overrides: {optim: {lr: 6.0e-6}}``), so one recipe holds a whole
+multi-stage method without copies.
+
+Switches left at ``auto`` follow the device the run lands on: on CUDA, ``amp: bf16``,
+``channels_last: true`` and ``compile: true``; on CPU all three off (DESIGN.md; shared/environment.md
+measured no CPU speed-up from compile). ``batch_size`` is per process (mmseg's ``samples_per_gpu``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from adaptseg.config import StrictModel, deep_merge, validate
+from adaptseg.errors import UserError
+
+
+class CheckpointRef(StrictModel):
+    """A weights file to load into a model: a path, or ``<stage>/<file>`` naming an earlier stage's output."""
+
+    path: str
+    format: str = "adaptseg"
+    strict: bool = True
+
+
+class ModelSection(StrictModel):
+    """Architecture preset (``models/<name>.yaml`` or a path) and the weights it starts from."""
+
+    preset: str
+    init: CheckpointRef | None = None
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class DatasetSpec(StrictModel):
+    """One dataset split through a reader of ``adaptseg.data`` (``build_dataset(name, root, split, ...)``).
+
+    ``root`` is a folder in the official layout, or ``minicity:<domain>`` for the built-in MiniCity data
+    (generated on first use into the MiniCity cache, see :mod:`adaptseg.data.pipeline`).
+    ``ids`` optionally restricts the split to the sample ids listed one per line in a file (a path or an
+    earlier stage's output, e.g. ``rank/easy.txt``).
+    """
+
+    name: str
+    root: str
+    split: str | None = None
+    labels: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+    ids: str | None = None
+
+
+class StreamSpec(DatasetSpec):
+    """A training data stream: a dataset, its augmentation pipeline and its per-process batch size."""
+
+    batch_size: int = Field(2, ge=1)
+    pipeline: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EvalSection(StrictModel):
+    """Periodic evaluation of the student on a labelled split (logged only; never used for selection)."""
+
+    every: int = Field(0, ge=0)
+    dataset: DatasetSpec | None = None
+    pipeline: list[dict[str, Any]] = Field(default_factory=list)
+    protocol: Literal[19, 16, 13] = 19
+    max_images: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1)
+
+
+class ParamRule(StrictModel):
+    """mmcv ``paramwise_cfg.custom_keys`` entry: multipliers for parameters whose name contains the key."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+class OptimSection(StrictModel):
+    """Optimiser (mmcv ``DefaultOptimizerConstructor`` semantics for ``custom_keys``, see optim.py)."""
+
+    type: Literal["sgd", "adamw"]
+    lr: float = Field(gt=0)
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = Field(0.0, ge=0)
+    custom_keys: dict[str, ParamRule] = Field(default_factory=dict)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class ScheduleSection(StrictModel):
+    """Iteration-based poly decay with optional warmup (mmcv semantics, see schedule.py).
+
+    ``iters`` is how many iterations a training stage runs (a stage's own ``iters`` wins); ``horizon`` is
+    the poly decay length when it differs (DecoupleNet decays over 93,750 but stops at 60,000).
+    """
+
+    iters: int = Field(ge=1)
+    horizon: int | None = Field(None, ge=1)
+    power: float = 1.0
+    min_lr: float = 0.0
+    warmup: Literal["linear", "constant", "exp"] | None = None
+    warmup_iters: int = Field(0, ge=0)
+    warmup_ratio: float = 1e-6
+
+
+class CompileSection(StrictModel):
+    """Options passed to ``torch.compile`` (crop sizes are fixed so each model compiles once)."""
+
+    mode: str | None = None
+    fullgraph: bool = False
+    dynamic: bool | None = False
+
+
+class MiniCitySection(StrictModel):
+    """How ``minicity:<domain>`` roots are generated: cache folder (default ``$ADAPTSEG_MINICITY`` or
+    ``~/.cache/adaptseg/minicity``), seed, image size and images per split (``None``: generator default)."""
+
+    cache: str | None = None
+    seed: int = 0
+    size: tuple[int, int] = (128, 256)
+    images: int | None = None
+
+
+class StageSpec(StrictModel):
+    """One step of the pipeline: a registered method (training) or task, run under ``RUN_DIR/<name>/``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    method: str
+    iters: int | None = Field(None, ge=1)
+    init_from: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _student_shorthand(cls, value: Any) -> Any:
+        return {"student": value} if isinstance(value, str) else value
+
+
+class Recipe(StrictModel):
+    """A whole training recipe (one YAML file after ``extends:`` and ``--set``)."""
+
+    model: ModelSection
+    data: dict[str, StreamSpec] = Field(default_factory=dict)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    optim: OptimSection | None = None
+    schedule: ScheduleSection | None = None
+    stages: list[StageSpec] = Field(min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool | Literal["auto"] | CompileSection = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    workers: int = Field(2, ge=0)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    quirks: Literal["official", "intended"] = "intended"
+    minicity: MiniCitySection = Field(default_factory=MiniCitySection)
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> Recipe:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage name {stage.name!r} is used twice")
+            seen.add(stage.name)
+        return self
+
+    def stage(self, name: str) -> StageSpec:
+        """The stage called ``name`` (a UserError lists the valid names)."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        import difflib
+
+        close = difflib.get_close_matches(name, [s.name for s in self.stages], n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"stages: {', '.join(s.name for s in self.stages)}"
+        raise UserError(f"the recipe has no stage '{name}'", fix=fix)
+
+
+def stage_recipe(recipe: Recipe, stage: StageSpec, *, source: str | Path | None = None) -> Recipe:
+    """The recipe as one stage sees it: the stage's ``overrides`` merged in, its ``iters`` applied."""
+    data = recipe.model_dump(mode="python")
+    if stage.overrides:
+        if "stages" in stage.overrides:
+            raise UserError(f"stage '{stage.name}': overrides cannot change 'stages'", path=source)
+        data = deep_merge(data, stage.overrides)
+    resolved = validate(Recipe, data, source=f"{source} (stage '{stage.name}' overrides)" if source else None)
+    if stage.iters is not None and resolved.schedule is not None:
+        resolved.schedule = resolved.schedule.model_copy(update={"iters": stage.iters})
+    return resolved
