@@ -140,6 +140,16 @@ class SegDataset:
     #: GTA5 ships labels whose size disagrees with the image: resize them (nearest) instead of failing.
     resize_mismatched_labels: ClassVar[bool] = False
 
+    root: Path
+    split: str
+    has_labels: (
+        bool  # False for unlabelled splits (Cityscapes/ACDC test, Dark Zurich train/test) or labels=False
+    )
+    entries: list[Entry]
+    unpaired_images: list[Path]  # images of a labelled split without a label (kept only with strict=False)
+    unpaired_labels: list[Path]  # label files whose image is missing (never read; data check reports them)
+    missing_images: list[str]  # ids a split list names whose image is missing (GTA5 split.mat)
+
     def __init__(
         self, root: str | Path, split: str | None = None, *, labels: bool = True, strict: bool = True
     ):
@@ -152,8 +162,7 @@ class SegDataset:
             )
         self.split = choose("split", split or self.default_split, self.splits, dataset=self.name)
         self.has_labels = labels and self.split not in self.unlabelled_splits
-        #: ids a split list names but whose image is missing (GTA5 split.mat); reported by data check.
-        self.missing_images: list[str] = []
+        self.missing_images = []
         images = self._find_images()
         if not images:
             raise UserError(
@@ -161,18 +170,9 @@ class SegDataset:
                 path=self.root,
                 fix="check that the archive was extracted completely into this root",
             )
-        found_labels = self._find_labels() if self.has_labels else {}
-        self.entries: list[Entry] = []
-        self.unpaired_images: list[Path] = []
-        for key, (image_path, meta) in images.items():
-            label = found_labels.pop(key, None)
-            if label is not None:
-                meta = {**meta, "label_encoding": label[1].name}
-            elif self.has_labels:
-                self.unpaired_images.append(image_path)
-            self.entries.append(Entry(key, image_path, label[0] if label else None, meta))
-        #: label files whose image is missing (never read; reported by data check).
-        self.unpaired_labels: list[Path] = sorted(path for path, _ in found_labels.values())
+        self.entries, self.unpaired_images, self.unpaired_labels = self._pair(
+            images, self._find_labels() if self.has_labels else {}
+        )
         self._warned_resize: set[str] = set()
         if strict and self.unpaired_images:
             raise UserError(
@@ -189,6 +189,21 @@ class SegDataset:
                 path=self.root,
                 fix=f"run `adaptseg data check {self.name} {self.root} --split {self.split}`",
             )
+
+    def _pair(
+        self, images: dict[str, tuple[Path, dict]], labels: LabelFiles
+    ) -> tuple[list[Entry], list[Path], list[Path]]:
+        """Entries (images paired with labels by id), images without a label, label files without an image."""
+        entries, unpaired_images = [], []
+        labels = dict(labels)
+        for key, (image_path, meta) in images.items():
+            label = labels.pop(key, None)
+            if label is not None:
+                meta = {**meta, "label_encoding": label[1].name}
+            elif self.has_labels:
+                unpaired_images.append(image_path)
+            entries.append(Entry(key, image_path, label[0] if label else None, meta))
+        return entries, unpaired_images, sorted(path for path, _ in labels.values())
 
     # --- what a subclass provides -------------------------------------------------------------
 
