@@ -107,6 +107,23 @@ class ConfusionMatrix:
         self._counts += other._counts
         return self
 
+    def all_reduce(self, group: Any = None) -> ConfusionMatrix:
+        """Sum the counts over the ranks of ``torch.distributed`` in place (no-op when not distributed).
+
+        Every rank must call it. With the NCCL backend the counts travel on the current CUDA device.
+        """
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        on_gpu = dist.get_backend(group) == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+        counts = torch.from_numpy(self._counts).to(device)
+        dist.all_reduce(counts, group=group)
+        self._counts = counts.cpu().numpy().astype(np.int64, copy=False)
+        return self
+
     def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         return self.merge(other)
 

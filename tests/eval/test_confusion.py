@@ -183,3 +183,36 @@ def test_counts_match_a_pixel_by_pixel_count(pred, rnd):
             assert math.isnan(got)
         else:
             assert got == pytest.approx(tp[c] / denom)
+
+
+def test_all_reduce_is_a_no_op_outside_distributed_runs():
+    cm = ConfusionMatrix(3).update(np.array([0, 1]), np.array([0, 0]))
+    before = cm.counts.copy()
+    assert cm.all_reduce() is cm
+    np.testing.assert_array_equal(cm.counts, before)
+
+
+def _reduce_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        gt = np.array([0, 1, 2, 2])
+        cm = ConfusionMatrix(3).update(np.full(4, rank), gt)  # rank r predicts class r everywhere
+        np.save(f"{out_dir}/rank{rank}.npy", cm.all_reduce().counts)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_all_reduce_sums_the_ranks(tmp_path):
+    world = 2
+    torch.multiprocessing.spawn(
+        _reduce_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True
+    )
+    gt = np.array([0, 1, 2, 2])
+    expected = ConfusionMatrix(3)
+    for rank in range(world):
+        expected.update(np.full(4, rank), gt)
+    for rank in range(world):
+        np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npy"), expected.counts)
