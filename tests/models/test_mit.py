@@ -21,6 +21,7 @@ from adaptseg.models.backbones.mit import (
     drop_path,
 )
 from adaptseg.models.checkpoint import get_format, load_checkpoint
+from adaptseg.models.presets import build_model
 from adaptseg.models.registry import build_backbone, build_head
 from adaptseg.models.segmentor import Segmentor
 
@@ -191,9 +192,7 @@ def test_init_follows_segformer() -> None:
 
 # -------------------------------------------------------------------------------- checkpoint import
 def _tiny_segmentor() -> Segmentor:
-    backbone = build_backbone("mit_tiny")
-    head = build_head("daformer", in_channels=backbone.out_channels, num_classes=19, channels=32, embed_dims=32)
-    return Segmentor(backbone, head, num_classes=19, output_stride=4).eval()
+    return build_model("tiny-daformer").eval()
 
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict"])

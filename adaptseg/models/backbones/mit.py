@@ -35,7 +35,7 @@ def drop_path(x: Tensor, prob: float, training: bool) -> Tensor:
     if prob == 0.0 or not training:
         return x
     keep = 1.0 - prob
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep)
     return x * mask / keep
 
 
@@ -96,11 +96,11 @@ class EfficientSelfAttention(nn.Module):
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
         n, length, dim = x.shape
         q = self.q(x).reshape(n, length, self.num_heads, -1).transpose(1, 2)
-        if self.sr_ratio > 1:
+        if hasattr(self, "sr"):  # a compile-time check under TorchScript
             reduced = self.sr(tokens_to_map(x, h, w))
             x = self.norm(reduced.flatten(2).transpose(1, 2))
-        k, v = self.kv(x).reshape(n, x.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
+        kv = self.kv(x).reshape(n, x.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -208,14 +208,24 @@ class MixVisionTransformer(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        outs: list[Tensor] = []
-        for i in range(1, 5):
-            x, h, w = getattr(self, f"patch_embed{i}")(x)
-            for block in getattr(self, f"block{i}"):
-                x = block(x, h, w)
-            x = tokens_to_map(getattr(self, f"norm{i}")(x), h, w)
-            outs.append(x)
-        return outs
+        # Unrolled over the four stages (rather than a loop over getattr names) so that TorchScript can
+        # compile it while the attribute names stay those of the released checkpoints.
+        x, h, w = self.patch_embed1(x)
+        for block in self.block1:
+            x = block(x, h, w)
+        c1 = tokens_to_map(self.norm1(x), h, w)
+        x, h, w = self.patch_embed2(c1)
+        for block in self.block2:
+            x = block(x, h, w)
+        c2 = tokens_to_map(self.norm2(x), h, w)
+        x, h, w = self.patch_embed3(c2)
+        for block in self.block3:
+            x = block(x, h, w)
+        c3 = tokens_to_map(self.norm3(x), h, w)
+        x, h, w = self.patch_embed4(c3)
+        for block in self.block4:
+            x = block(x, h, w)
+        return [c1, c2, c3, tokens_to_map(self.norm4(x), h, w)]
 
     def drop_path_rates(self) -> list[float]:
         """The stochastic-depth probability of every block, in order (for inspection and tests)."""
@@ -238,17 +248,17 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_mit(name: str, **kwargs: float | int) -> MixVisionTransformer:
-    """Build the MiT size ``name`` (a key of :data:`MIT_CONFIGS`); ``kwargs`` override e.g. ``drop_path_rate``."""
+def build_mit(name: str, *, drop_path_rate: float = 0.1, in_channels: int = 3) -> MixVisionTransformer:
+    """Build the MiT size ``name`` (a key of :data:`MIT_CONFIGS`)."""
     cfg = MIT_CONFIGS[name]
     return MixVisionTransformer(
-        cfg.embed_dims, cfg.num_heads, cfg.depths, cfg.sr_ratios, cfg.mlp_ratio, **kwargs
+        cfg.embed_dims, cfg.num_heads, cfg.depths, cfg.sr_ratios, cfg.mlp_ratio, drop_path_rate, in_channels
     )
 
 
 def _register(name: str) -> None:
-    def builder(**kwargs: float | int) -> MixVisionTransformer:
-        return build_mit(name, **kwargs)
+    def builder(*, drop_path_rate: float = 0.1, in_channels: int = 3) -> MixVisionTransformer:
+        return build_mit(name, drop_path_rate=drop_path_rate, in_channels=in_channels)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"MiT encoder '{name}': {MIT_CONFIGS[name]}."

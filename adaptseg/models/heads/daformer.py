@@ -8,7 +8,7 @@ reduced by a 3×3 bottleneck.  Dropout2d and a 1×1 classifier (init N(0, 0.01))
 Module names follow DAFormer's release (``embed_layers.0.proj``, ``fuse_layer.aspp_modules.1
 .depthwise_conv.conv``, ``fuse_layer.bottleneck.bn``, ``conv_seg``) so ``decode_head.*`` of DAFormer
 and ATP checkpoints load without renaming.  The conv blocks use mmcv ``ConvModule``'s layout
-(``conv``, ``bn``); :class:`ConvModule` and :class:`LinearEmbed` here are shared by the other MiT heads.
+(``conv``, ``bn``); :class:`LinearEmbed` and :func:`resize_to` here are shared by the other MiT heads.
 """
 
 from __future__ import annotations
@@ -19,44 +19,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptseg.models.layers import ConvModule, kaiming_init
 from adaptseg.models.registry import register_head
 
 
-class ConvModule(nn.Sequential):
-    """Conv (no bias) → BatchNorm → ReLU, with mmcv ``ConvModule``'s parameter names (``conv``, ``bn``).
+class DepthwiseSeparableConvModule(nn.Module):
+    """Depthwise k×k (dilated) ConvModule on the input channels, then a pointwise ConvModule to ``out_channels``.
 
-    The conv gets mmcv's init: He-normal in fan-out mode; BN starts at weight 1, bias 0.
+    mmcv ``DepthwiseSeparableConvModule``'s names (``depthwise_conv``, ``pointwise_conv``); both get BN + ReLU.
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        *,
-        dilation: int = 1,
-        groups: int = 1,
-        act: bool = True,
-    ):
-        super().__init__()
-        padding = dilation * (kernel_size // 2)
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, groups=groups, bias=False
-        )
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True) if act else nn.Identity()
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-
-
-class DepthwiseSeparableConvModule(nn.Sequential):
-    """Depthwise 3×3 (dilated) ConvModule on the input channels, then a pointwise ConvModule to ``out_channels``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, dilation: int = 1):
         super().__init__()
         self.depthwise_conv = ConvModule(
-            in_channels, in_channels, kernel_size, dilation=dilation, groups=in_channels
+            in_channels,
+            in_channels,
+            kernel_size,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            groups=in_channels,
         )
         self.pointwise_conv = ConvModule(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
 
 
 class LinearEmbed(nn.Module):
@@ -73,11 +59,11 @@ class LinearEmbed(nn.Module):
         return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize (align_corners=False), skipped when ``x`` already has spatial ``size``."""
-    if tuple(x.shape[-2:]) == tuple(size):
+def resize_to(x: Tensor, size: list[int]) -> Tensor:
+    """Bilinear resize (align_corners=False) to spatial ``size``, skipped when ``x`` already has it."""
+    if x.shape[-2:] == size:
         return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class SeparableASPP(nn.Module):
@@ -92,10 +78,14 @@ class SeparableASPP(nn.Module):
             else DepthwiseSeparableConvModule(in_channels, channels, 3, dilation=d)
             for d in dilations
         )
-        self.bottleneck = ConvModule(len(dilations) * channels, channels, 3)
+        self.bottleneck = ConvModule(len(dilations) * channels, channels, 3, padding=1)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bottleneck(torch.cat([branch(x) for branch in self.aspp_modules], dim=1))
+        branches: list[Tensor] = []
+        for branch in self.aspp_modules:
+            branches.append(branch(x))
+        return self.bottleneck(torch.cat(branches, dim=1))
 
 
 class DAFormerHead(nn.Module):
@@ -120,24 +110,33 @@ class DAFormerHead(nn.Module):
         dropout_ratio: float = 0.1,
     ):
         super().__init__()
-        self.embed_layers = nn.ModuleDict(
-            {str(i): LinearEmbed(c, embed_dims) for i, c in enumerate(in_channels)}
-        )
+        self.embed_layers = nn.ModuleList(LinearEmbed(c, embed_dims) for c in in_channels)
         self.fuse_layer = SeparableASPP(embed_dims * len(in_channels), channels, dilations)
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         self.feature_channels = channels
+        self.output_index = 0  # logits at the first (stride-4) stage's resolution
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         size = features[0].shape[-2:]
-        embedded = [resize_to(embed(x), size) for embed, x in zip(self.embed_layers.values(), features, strict=True)]
+        embedded: list[Tensor] = []
+        for i, embed in enumerate(self.embed_layers):
+            embedded.append(resize_to(embed(features[i]), size))
         fused = self.fuse_layer(torch.cat(embedded, dim=1))
         return self.conv_seg(self.dropout(fused)), fused
 
 
 @register_head("daformer")
-def daformer(*, in_channels: Sequence[int], num_classes: int, **options) -> DAFormerHead:
-    """DAFormer head (``daformer_sepaspp``); ``options`` as :class:`DAFormerHead`."""
-    return DAFormerHead(in_channels, num_classes, **options)
+def daformer(
+    *,
+    in_channels: Sequence[int],
+    num_classes: int,
+    channels: int = 256,
+    embed_dims: int = 256,
+    dilations: Sequence[int] = (1, 6, 12, 18),
+    dropout_ratio: float = 0.1,
+) -> DAFormerHead:
+    """DAFormer head (``daformer_sepaspp``); options as :class:`DAFormerHead`."""
+    return DAFormerHead(in_channels, num_classes, channels, embed_dims, dilations, dropout_ratio)

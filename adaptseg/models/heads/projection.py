@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaptseg.models.heads.daformer import ConvModule, resize_to
+from adaptseg.models.heads.daformer import resize_to
+from adaptseg.models.layers import ConvModule, kaiming_init
 from adaptseg.models.registry import register_head
 
 
@@ -34,6 +35,7 @@ class ProjectionHead(nn.Module):
         total = sum(in_channels)
         mid = mid_channels or total // len(in_channels)
         self.convs = nn.Sequential(ConvModule(total, mid, 1), ConvModule(mid, channels, 1))
+        kaiming_init(self)
         self.channels = channels
 
     def forward(self, features: list[Tensor]) -> Tensor:
@@ -43,6 +45,12 @@ class ProjectionHead(nn.Module):
 
 
 @register_head("atp_projection")
-def atp_projection(*, in_channels: Sequence[int], num_classes: int | None = None, **options) -> ProjectionHead:
-    """ATP/SePiCo projection head; ``num_classes`` is accepted for the common head signature and unused."""
-    return ProjectionHead(in_channels, **options)
+def atp_projection(
+    *,
+    in_channels: Sequence[int],
+    num_classes: int | None = None,
+    channels: int = 512,
+    mid_channels: int | None = None,
+) -> ProjectionHead:
+    """ATP/SePiCo projection head; ``num_classes`` is part of the common head signature and unused."""
+    return ProjectionHead(in_channels, channels, mid_channels)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from adaptseg.models.heads.daformer import ConvModule, LinearEmbed, resize_to
+from adaptseg.models.heads.daformer import LinearEmbed, resize_to
+from adaptseg.models.layers import ConvModule, kaiming_init
 from adaptseg.models.registry import register_head
 
 
@@ -38,21 +39,27 @@ class SegFormerHead(nn.Module):
         for i, c in enumerate(in_channels, start=1):
             self.add_module(f"linear_c{i}", LinearEmbed(c, embed_dim))
         self.linear_fuse = ConvModule(4 * embed_dim, embed_dim, 1)
+        kaiming_init(self.linear_fuse)
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
         self.feature_channels = embed_dim
+        self.output_index = 0  # logits at the first (stride-4) stage's resolution
         nn.init.normal_(self.linear_pred.weight, 0.0, 0.01)
         nn.init.zeros_(self.linear_pred.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         size = features[0].shape[-2:]
-        embeds = [self.linear_c1, self.linear_c2, self.linear_c3, self.linear_c4]
-        embedded = [resize_to(embed(x), size) for embed, x in zip(embeds, features, strict=True)]
-        fused = self.linear_fuse(torch.cat(embedded[::-1], dim=1))
+        c4 = resize_to(self.linear_c4(features[3]), size)
+        c3 = resize_to(self.linear_c3(features[2]), size)
+        c2 = resize_to(self.linear_c2(features[1]), size)
+        c1 = self.linear_c1(features[0])
+        fused = self.linear_fuse(torch.cat([c4, c3, c2, c1], dim=1))
         return self.linear_pred(self.dropout(fused)), fused
 
 
 @register_head("segformer")
-def segformer(*, in_channels: Sequence[int], num_classes: int, **options) -> SegFormerHead:
-    """SegFormer all-MLP head; ``options`` as :class:`SegFormerHead`."""
-    return SegFormerHead(in_channels, num_classes, **options)
+def segformer(
+    *, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256, dropout_ratio: float = 0.1
+) -> SegFormerHead:
+    """SegFormer all-MLP head; options as :class:`SegFormerHead`."""
+    return SegFormerHead(in_channels, num_classes, embed_dim, dropout_ratio)
