@@ -1,0 +1,147 @@
+"""Inference presets (``infer/*.yaml``): how the engine cuts, batches, averages and augments.
+
+A preset is validated by :class:`InferenceConfig` (unknown keys are errors with the nearest valid key
+named). ``extends:`` and ``--set`` overrides work as for recipes (:mod:`adaptseg.config`).
+
+Example (``infer/cityscapes-slide.yaml``)::
+
+    mode: slide
+    resize: [2048, 1024]   # keep-ratio target scale (mmseg img_scale): long side <= 2048, short <= 1024
+    crop: [1024, 1024]     # (h, w)
+    stride: [512, 512]     # (h, w)
+    batch_size: 4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from adaptseg.config import StrictModel, apply_overrides, load_yaml, validate
+from adaptseg.errors import UserError
+
+Pair = tuple[int, int]
+
+#: The repository's ``infer/`` folder, where preset names resolve.
+PRESET_DIR = Path(__file__).resolve().parents[2] / "infer"
+
+#: The preset ``adaptseg eval`` uses for a dataset when none is given (shared/datasets.md §8).
+DATASET_PRESETS: dict[str, str] = {
+    "cityscapes": "cityscapes-whole-1024x512",
+    "acdc": "acdc",
+    "darkzurich": "darkzurich",
+    "mapillary": "mapillary-half",
+}
+
+
+class BackendOptions(StrictModel):
+    """Options of the eager PyTorch backend (exported artifacts fix their own precision)."""
+
+    amp: bool = Field(False, description="autocast: float16 on CUDA, bfloat16 on CPU (see amp_dtype)")
+    amp_dtype: Literal["float16", "bfloat16"] | None = Field(None, description="override autocast's dtype")
+    channels_last: bool = Field(True, description="channels-last memory format (faster convolutions)")
+    compile: bool = Field(False, description="torch.compile the model for the fixed crop shape (pays on GPU)")
+
+
+class TTAConfig(StrictModel):
+    """Test-time augmentation; variants are merged by averaging their probabilities (mmseg aug_test)."""
+
+    flip: bool = False
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, scales: list[float]) -> list[float]:
+        if any(s <= 0 for s in scales):
+            raise ValueError("every scale ratio must be positive")
+        return scales
+
+
+class InferenceConfig(StrictModel):
+    """How the sliding-window engine runs (see :class:`adaptseg.infer.engine.SlidingWindow`).
+
+    * ``mode``: ``whole`` (one window = the whole resized image) or ``slide`` (``crop``/``stride``).
+    * ``resize``: keep-ratio target scale ``[long, short]`` as mmseg's ``img_scale`` with
+      ``keep_ratio=True``; ``null`` keeps the native size. Outputs are always upsampled back to the
+      original image size before the argmax. ``upscale: false`` leaves images that already fit the
+      scale at their native size (so a Cityscapes preset also suits 256×128 MiniCity images).
+    * ``average``: what overlapping windows average. ``logits`` (default) is mmseg's
+      ``slide_inference`` — the protocol every published number in shared/datasets.md was measured
+      with, so ``eval`` reproduces them; ``probs`` averages per-window softmax outputs, which bounds
+      how much one over-confident window can outvote its neighbours.
+    * ``weights``: ``uniform`` (mmseg: count-normalised) or ``gaussian`` (σ = ``sigma`` × crop side).
+    * ``tta``: flips and scale ratios (of the resized size); always merged by averaging probabilities.
+    """
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop: Pair | None = Field(None, description="slide window (h, w)")
+    stride: Pair | None = Field(None, description="slide step (h, w); default half the crop")
+    resize: Pair | None = Field(None, description="keep-ratio target [long, short]; null = native size")
+    upscale: bool = True
+    batch_size: int = Field(4, ge=1)
+    weights: Literal["uniform", "gaussian"] = "uniform"
+    sigma: float = Field(0.25, gt=0)
+    average: Literal["logits", "probs"] = "logits"
+    tta: TTAConfig = Field(default_factory=TTAConfig)
+    workers: int = Field(2, ge=1, description="reader threads that decode and resize images ahead")
+    prefetch: int = Field(4, ge=1, description="images decoded ahead of the model")
+    backend: BackendOptions = Field(default_factory=BackendOptions)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> InferenceConfig:
+        if self.mode == "slide" and self.crop is None:
+            raise ValueError("mode 'slide' needs crop: [h, w]")
+        if self.mode == "whole" and (self.crop is not None or self.stride is not None):
+            raise ValueError("crop/stride only apply to mode 'slide' (whole-image mode uses the image size)")
+        for name in ("crop", "stride", "resize"):
+            value = getattr(self, name)
+            if value is not None and min(value) < 1:
+                raise ValueError(f"{name} must be positive, got {list(value)}")
+        if self.crop is not None and self.stride is not None and (
+            self.stride[0] > self.crop[0] or self.stride[1] > self.crop[1]
+        ):
+            raise ValueError(f"stride {list(self.stride)} exceeds crop {list(self.crop)}: windows would leave gaps")
+        return self
+
+    @property
+    def slide_stride(self) -> Pair | None:
+        """The stride slide mode uses (half the crop when not given)."""
+        if self.crop is None:
+            return None
+        return self.stride or (max(self.crop[0] // 2, 1), max(self.crop[1] // 2, 1))
+
+
+def preset_path(preset: str | Path) -> Path:
+    """A preset file from a path or a name in the repository's ``infer/`` folder."""
+    path = Path(preset)
+    if path.is_file():
+        return path
+    named = PRESET_DIR / f"{preset}.yaml"
+    if path.suffix == "" and named.is_file():
+        return named
+    known = ", ".join(available_presets()) or "none"
+    raise UserError("inference preset not found", path=path, fix=f"pass a YAML file or one of: {known}")
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``infer/``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+
+
+def load_preset(preset: str | Path | InferenceConfig | None, overrides: Iterable[str] = ()) -> InferenceConfig:
+    """Load and validate an inference preset (path or name); ``None`` gives the defaults."""
+    if isinstance(preset, InferenceConfig):
+        return validate(InferenceConfig, apply_overrides(preset.model_dump(mode="json"), overrides), source="--set")
+    if preset is None:
+        return validate(InferenceConfig, apply_overrides({}, overrides), source="--set")
+    path = preset_path(preset)
+    return validate(InferenceConfig, apply_overrides(load_yaml(path), overrides), source=path)
+
+
+def dataset_preset(name: str) -> Path | None:
+    """The preset file of a dataset's evaluation protocol, or ``None`` (native whole-image) when none is known."""
+    preset = DATASET_PRESETS.get(name.lower())
+    return PRESET_DIR / f"{preset}.yaml" if preset else None
