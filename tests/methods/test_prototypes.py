@@ -170,3 +170,9 @@ def test_proto_contrastive_without_valid_cells_is_zero_with_graph():
     features = torch.randn(1, 4, 2, 2, requires_grad=True)
     loss = proto_contrastive_loss(features, torch.full((1, 2, 2), 255), torch.randn(3, 4))
     assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_cumulative_mean_drops_ignored_cells():
+    protos = CumulativeMeanPrototypes(num_classes=2, dim=1)
+    protos.update(torch.tensor([[1.0], [5.0], [100.0]]), torch.tensor([1, 1, 255]))
+    assert protos.prototypes.flatten().tolist() == [0.0, 3.0] and protos.counts.tolist() == [0.0, 2.0]

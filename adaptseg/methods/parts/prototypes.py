@@ -172,9 +172,11 @@ class CumulativeMeanPrototypes:
         self.counts = torch.zeros(num_classes, dtype=dtype, device=device)
 
     @torch.no_grad()
-    def update(self, features: Tensor, labels: Tensor) -> None:
-        """Fold in M×D features with their M class labels (cells labelled 255 must be removed first)."""
+    def update(self, features: Tensor, labels: Tensor, *, ignore_index: int = IGNORE_INDEX) -> None:
+        """Fold in M×D features with their M class labels; cells labelled ``ignore_index`` are dropped."""
         num_classes = self.prototypes.shape[0]
+        keep = labels != ignore_index
+        features, labels = features[keep], labels[keep]
         features = features.detach().to(self.prototypes.device, self.prototypes.dtype)
         onehot = F.one_hot(labels.to(self.prototypes.device).long(), num_classes=num_classes).to(
             features.dtype
@@ -223,6 +225,7 @@ def proto_contrastive_loss(
     feats, target = valid_cell_features(features, labels, ignore_index=ignore_index)
     if feats.shape[0] == 0:
         return features.sum() * 0.0
+    feats = feats.to(torch.promote_types(feats.dtype, torch.float32))
     protos = prototypes.detach().to(feats.device, feats.dtype)
     loss = F.cross_entropy(feats @ protos.t() / temperature, target)
     if use_reg:
