@@ -106,9 +106,11 @@ class CappedMeanPrototypes:
         self.update(*class_mean_features(features, logits, min_pixels=min_pixels))
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of ``prototypes`` (C×D) and ``counts`` (C,), ready for safetensors."""
         return {"prototypes": self.prototypes.clone(), "counts": self.counts.clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore ``prototypes`` and ``counts``; shapes must match (ValueError otherwise)."""
         _load_into(self, state)
 
 
@@ -189,9 +191,11 @@ class CumulativeMeanPrototypes:
         self.counts = self.counts + batch_counts
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Copies of ``prototypes`` (C×D) and ``counts`` (C,), ready for safetensors."""
         return {"prototypes": self.prototypes.clone(), "counts": self.counts.clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore ``prototypes`` and ``counts``; shapes must match (ValueError otherwise)."""
         _load_into(self, state)
 
 
