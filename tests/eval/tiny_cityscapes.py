@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from adaptseg.data.labels import CITYSCAPES_LUT, IGNORE_INDEX, NUM_CLASSES
-from adaptseg.io import write_png
+from adaptseg.io import read_label, write_png
 
 #: labelIds used in the ground truth: every evaluated class except bus (28) and train (31), plus
 #: ignored ids (0 unlabeled, 4 static, 6 ground, 9 parking, 15 bridge).
@@ -48,6 +48,31 @@ def make_cityscapes(
         write_png(root / "gtFine" / split / city / f"{base}_gtFine_labelIds.png", labelids)
         items.append(Item(city, image_path.stem, image_path, labelids, CITYSCAPES_LUT[labelids]))
     return items
+
+
+def read_items(root: Path, split: str = "val") -> list[Item]:
+    """The items of an existing Cityscapes-layout split (e.g. one written by MiniCity), sorted by stem."""
+    items = []
+    for gt in sorted((root / "gtFine" / split).glob("*/*_gtFine_labelIds.png")):
+        base = gt.name[: -len("_gtFine_labelIds.png")]
+        image_path = root / "leftImg8bit" / split / gt.parent.name / f"{base}_leftImg8bit.png"
+        labelids = read_label(gt)
+        items.append(Item(gt.parent.name, image_path.stem, image_path, labelids, CITYSCAPES_LUT[labelids]))
+    return items
+
+
+def relabel(root: Path, items: list[Item], mapping: dict[int, int], split: str = "val") -> list[Item]:
+    """Rewrite the ground truth with labelIds replaced by ``mapping`` (e.g. to remove a class)."""
+    lut = np.arange(256, dtype=np.uint8)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    out = []
+    for item in items:
+        labelids = lut[item.labelids]
+        base = item.stem[: -len("_leftImg8bit")]
+        write_png(root / "gtFine" / split / item.city / f"{base}_gtFine_labelIds.png", labelids)
+        out.append(Item(item.city, item.stem, item.image_path, labelids, CITYSCAPES_LUT[labelids]))
+    return out
 
 
 def corrupt(trainids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
