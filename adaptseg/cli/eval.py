@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from adaptseg.errors import NotBuiltError, UserError
+
+if TYPE_CHECKING:
+    from adaptseg.data import SegDataset
+    from adaptseg.eval import ConfusionMatrix
 
 
 def _parse_compare(items: list[str]) -> dict[str, dict[str, float]]:
@@ -24,10 +29,13 @@ def _parse_compare(items: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _evaluate_model(model: str, dataset, preset: Path | None):  # noqa: ANN001, ANN202 - see evaluate_model
+def _evaluate_model(model: str, dataset: SegDataset, preset: Path | None) -> tuple[ConfusionMatrix, int]:
+    """Run the model over the split with the inference engine (issue #5) and count its confusion matrix."""
     try:
         from adaptseg.infer.evaluate import evaluate_model
-    except ImportError:
+    except ImportError as exc:
+        if exc.name not in ("adaptseg.infer", "adaptseg.infer.evaluate"):
+            raise  # the engine is there but one of its own imports is broken: show that
         raise NotBuiltError("evaluating a model needs the inference engine (issue #5)") from None
     return evaluate_model(model=model, dataset=dataset, preset=preset)
 

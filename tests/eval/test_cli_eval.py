@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
+import types
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -111,10 +113,8 @@ def test_neither_pred_nor_model(setup):
     assert result.exit_code == 2 and "exactly one of --pred DIR and --model M" in result.output
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("adaptseg.infer.evaluate") is not None, reason="the inference engine is built"
-)
-def test_model_evaluation_needs_the_engine(setup):
+def test_model_evaluation_needs_the_engine(setup, monkeypatch):
+    monkeypatch.setitem(sys.modules, "adaptseg.infer.evaluate", None)  # as before issue #5 landed
     tmp_path = setup[0]
     args = [
         "eval",
@@ -129,3 +129,26 @@ def test_model_evaluation_needs_the_engine(setup):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "needs the inference engine (issue #5)" in result.output
+
+
+def test_model_mode_reports_what_the_engine_counted(setup, monkeypatch):
+    """The CLI half of the --model contract: evaluate_model(model=, dataset=, preset=) → (cm, n)."""
+    tmp_path, items, expected = setup
+    calls = []
+
+    def evaluate_model(model, dataset, preset):
+        calls.append((model, len(dataset), preset))
+        return expected, len(dataset)
+
+    engine = types.ModuleType("adaptseg.infer.evaluate")
+    engine.evaluate_model = evaluate_model
+    monkeypatch.setitem(sys.modules, "adaptseg.infer.evaluate", engine)
+    args = ["eval", "--model", "runs/x", "--preset", "p.yaml", "--dataset", "cityscapes", "--root"]
+    out = tmp_path / "model.json"
+    result = runner.invoke(
+        app, [*args, str(tmp_path / "cs"), "--json", str(out), "--plots", str(tmp_path / "mp")]
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [("runs/x", len(items), Path("p.yaml"))]
+    assert json.loads(out.read_text())["mIoU"] == pytest.approx(100 * expected.miou())
+    assert (tmp_path / "mp" / "per_class_iou.png").is_file()
