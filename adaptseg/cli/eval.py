@@ -74,10 +74,13 @@ def register(app: typer.Typer) -> None:
 
         if (pred is None) == (model is None):
             raise UserError(
-                "give exactly one of --pred DIR and --model M", fix="score predictions or a model, not both"
+                "give exactly one of --pred DIR and --model M",
+                fix="--pred scores a folder of prediction PNGs, --model runs a model",
             )
         if preset is not None and model is None:
             raise UserError("--preset only applies to --model", fix="drop --preset when scoring --pred PNGs")
+        if compare and plots is None:
+            raise UserError("--compare only applies to the --plots bar chart", fix="add --plots DIR")
         if protocol not in PROTOCOLS:
             raise UserError(
                 f"--protocol {protocol} is not one of {sorted(PROTOCOLS, reverse=True)}",

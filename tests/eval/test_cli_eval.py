@@ -99,7 +99,8 @@ def test_missing_prediction_exits_2_naming_it(setup):
         (["--protocol", "17"], "--protocol 17 is not one of [19, 16, 13]"),
         (["--model", "m"], "exactly one of --pred DIR and --model M"),
         (["--preset", "p.yaml"], "--preset only applies to --model"),
-        (["--compare", "nope.json"], "report not found"),
+        (["--compare", "nope.json", "--plots", "p"], "report not found"),
+        (["--compare", "r.json"], "--compare only applies to the --plots bar chart"),
     ],
 )
 def test_bad_options_exit_2(setup, extra, message):
