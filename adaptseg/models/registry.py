@@ -5,7 +5,11 @@ stage, shallow to deep) and which has ``out_channels: list[int]`` and ``out_stri
 A head builder takes ``in_channels`` (the backbone's ``out_channels``) and ``num_classes`` plus its own
 options and returns an ``nn.Module`` whose ``forward(features: list[Tensor])`` gives
 ``(logits, feature)``: logits at the head's output stride and the feature that prototype methods use
-(DDB's 256-d adapter output, DAFormer's fused bottleneck, ATP's projection, …).
+(DDB's 256-d adapter output, DAFormer's fused bottleneck, ATP's projection, …). A head whose logits are
+not at the resolution of the last feature says which input sets it with ``output_index`` (an index into
+the backbone's features: 0 for the stride-4 decoders of SegFormer/DAFormer/DeepLabV3+; default -1);
+the segmentor's output stride is ``backbone.out_strides[head.output_index]``.
+An auxiliary head is built the same way; its ``forward(features)`` gives a tensor (or ``(out, feature)``).
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ def register_head(name: str) -> Callable[[Builder], Builder]:
     return _register(HEADS, "head", name)
 
 
-def _build(table: dict[str, Builder], kind: str, name: str, **kwargs: Any) -> nn.Module:
-    import adaptseg.models.backbones  # noqa: F401  (registers the built-in parts)
+def load_builtin_parts() -> None:
+    """Import the built-in backbone and head modules, which register themselves."""
+    import adaptseg.models.backbones  # noqa: F401
     import adaptseg.models.heads  # noqa: F401
 
+
+def _build(table: dict[str, Builder], kind: str, name: str, **kwargs: Any) -> nn.Module:
+    load_builtin_parts()
     if name not in table:
         import difflib
 
