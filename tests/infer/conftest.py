@@ -64,6 +64,26 @@ def tiny_backend(num_classes: int = 5, seed: int = 0) -> TorchBackend:
     )
 
 
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> str:
+    """Fixed random weights of the tiny-deeplabv2 preset, named in the file's header (for plumbing tests)."""
+    from adaptseg.models import build_model, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "student.safetensors"
+    save_weights(build_model("tiny-deeplabv2"), path, {"preset": "tiny-deeplabv2"})
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def minicity(tmp_path_factory) -> Path:
+    """A small MiniCity Cityscapes-layout tree (4 images per split, 64×128)."""
+    from adaptseg.data.minicity import generate
+
+    out = tmp_path_factory.mktemp("minicity")
+    return generate(out, images=4, size=(64, 128), domains=["cityscapes"], progress=False)["cityscapes"]
+
+
 @pytest.fixture
 def backend() -> TorchBackend:
     return tiny_backend()

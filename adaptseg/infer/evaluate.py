@@ -1,0 +1,70 @@
+"""Score a model on a labelled dataset split with the sliding-window engine (``adaptseg eval --model``).
+
+Protocol (shared/datasets.md §8): the engine infers at the preset's scale (e.g. Cityscapes whole-image
+at 1024×512), upsamples the output bilinearly to the image's original size, and the argmax is compared
+with the full-resolution ground truth; one confusion matrix is summed over the whole split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from rich.console import Console
+
+from adaptseg.data.labels import NUM_CLASSES
+from adaptseg.errors import UserError
+from adaptseg.eval.confusion import ConfusionMatrix
+from adaptseg.infer.backends import load_backend
+from adaptseg.infer.config import InferenceConfig, dataset_preset, load_preset
+from adaptseg.infer.engine import SlidingWindow
+from adaptseg.infer.sources import SideLoads, dataset_items, progress_bar
+
+
+def evaluate_model(
+    model: str | Path | Any,
+    dataset: Any,
+    preset: str | Path | InferenceConfig | None = None,
+    *,
+    device: str | None = None,
+    arch: str | None = None,
+    console: Console | None = None,
+) -> tuple[ConfusionMatrix, int]:
+    """Run ``model`` over every image of ``dataset`` and count a confusion matrix at full GT resolution.
+
+    Args:
+        model: what :func:`~adaptseg.infer.backends.load_backend` resolves (run folder, weights,
+            preset name, artifact), or an in-process backend/callable honouring the deploy contract.
+        dataset: a reader from :func:`adaptseg.data.build_dataset` (``entries``, ``read_image``,
+            ``read_label``, ``name``) on a labelled split.
+        preset: an inference preset (path, name or config); ``None`` uses the dataset's protocol
+            preset (:data:`~adaptseg.infer.config.DATASET_PRESETS`), or native whole-image inference.
+
+    Returns:
+        The split's confusion matrix and the number of images scored.
+    """
+    if len(dataset) == 0:
+        raise UserError("the dataset split is empty; nothing to evaluate")
+    config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
+    backend = load_backend(model, device, config.backend, arch=arch) if isinstance(model, (str, Path)) else model
+    engine = SlidingWindow(backend, config)
+    cm = ConfusionMatrix(max(int(getattr(backend, "num_classes", NUM_CLASSES)), NUM_CLASSES))
+    labels = SideLoads()
+    with progress_bar("evaluating", len(dataset), console) as progress:
+        task = progress.add_task("evaluating", total=len(dataset))
+        for prediction in engine.run(dataset_items(dataset, labels=labels)):
+            target = labels.pop(prediction.index)
+            if target is None:
+                raise UserError(
+                    f"image {prediction.id!r} has no ground truth to evaluate against",
+                    path=dataset.entries[prediction.index].image_path,
+                    fix="evaluate on a labelled split (e.g. val)",
+                )
+            output = prediction.output
+            if tuple(output.shape[-2:]) != target.shape:
+                # ground truth stored at another size than its image: score at the GT's resolution
+                output = F.interpolate(output[None], size=target.shape, mode="bilinear", align_corners=False)[0]
+            cm.update(output.argmax(0).cpu(), target)
+            progress.advance(task)
+    return cm, len(dataset)

@@ -1,0 +1,248 @@
+"""The pseudo-label store: per image a trainId PNG, a confidence PNG and optionally top-k soft labels.
+
+Layout of a store folder (ids may contain ``/``; their folders are created)::
+
+    store.json              format version, classes, top-k settings, the model and preset that wrote it
+    label/<id>.png          uint8 trainIds, 255 = ignored (a valid prediction folder for `adaptseg eval --pred`)
+    conf/<id>.png           uint8 round(max probability × 255)
+    topk/<id>.npz           (only with topk > 0) classes uint8 k×h×w, probs uint8 k×h×w (round(p × 255)),
+                            at 1/``topk_stride`` of the image size
+
+Quantisation: a probability p is stored as q = round(255·p) and read back as q/255, so the error is at
+most 0.5/255 ≈ 0.002 — finer than any threshold the methods use (DACS' 0.968, DecoupleNet's per-class
+percentiles) can notice, and a PNG stays one byte per pixel before compression. Top-k soft labels keep the
+k most likely classes per pixel (the rest of the mass is almost always negligible) in a zlib-compressed
+``.npz`` (lossless on the quantised values, readable with plain NumPy); storing them at a stride of 4
+cuts them 16× and matches what soft-label methods keep anyway (DecoupleNet saves its logits at 1/8).
+
+Every file is written atomically (temporary file + rename). An image is *complete* when all its files
+exist and end with their format's end marker (PNG ``IEND``, zip end-of-directory), so an interrupted run
+resumes by skipping complete images and redoing the rest; temporary files left by a killed run are
+deleted when the store is opened for writing. Methods read labels and confidences and apply their own
+selection rules (class-wise percentile thresholds, DACS' confidence fraction, …) at read time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adaptseg.data.labels import IGNORE_INDEX
+from adaptseg.errors import UserError
+from adaptseg.io import atomic_path, read_label, write_json_atomic, write_png
+
+STORE_VERSION = 1
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_ZIP_END = b"PK\x05\x06"
+
+
+class TopK(NamedTuple):
+    """The k most likely classes per pixel at 1/``stride`` resolution, most likely first."""
+
+    classes: np.ndarray  # uint8 k×h×w
+    probs: np.ndarray  # float32 k×h×w, dequantised (multiples of 1/255)
+    stride: int
+
+
+class PseudoLabel(NamedTuple):
+    label: np.ndarray  # uint8 H×W trainIds, 255 = ignored
+    confidence: np.ndarray  # float32 H×W in [0, 1], multiples of 1/255
+    topk: TopK | None
+
+
+def quantise(p: np.ndarray | Tensor) -> np.ndarray:
+    """Probabilities in [0, 1] → uint8 round(255·p)."""
+    if isinstance(p, Tensor):
+        return (p.float() * 255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+    return np.clip(np.rint(np.asarray(p, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def dequantise(q: np.ndarray) -> np.ndarray:
+    """uint8 → float32 probabilities (q / 255)."""
+    return q.astype(np.float32) / 255.0
+
+
+def check_id(image_id: str) -> PurePosixPath:
+    """An id as a safe relative path (no absolute paths, no ``..``), or a UserError."""
+    parts = image_id.split("/")
+    if not image_id or "\\" in image_id or any(part in ("", ".", "..") for part in parts):
+        raise UserError(f"image id {image_id!r} cannot name a file in the store", fix="use ids like 'city/name'")
+    return PurePosixPath(image_id)
+
+
+def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
+    """Whether the file ends with ``marker`` (``offset`` bytes before its end)."""
+    try:
+        size = path.stat().st_size
+        if size < len(marker) + offset:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - len(marker) - offset)
+            return f.read(len(marker)) == marker
+    except OSError:
+        return False
+
+
+class PseudoLabelStore:
+    """Write and read pseudo-labels of one model on one dataset split (see the module docstring).
+
+    Args:
+        root: the store folder.
+        topk: soft-label classes to keep per pixel (0: none). When writing into an existing store it
+            must match what ``store.json`` says.
+        topk_stride: the soft labels' subsampling (probabilities are averaged over stride×stride cells).
+        meta: facts recorded in ``store.json`` (model, preset, dataset, split).
+    """
+
+    def __init__(self, root: str | Path, *, topk: int | None = None, topk_stride: int | None = None,
+                 meta: Mapping[str, Any] | None = None):
+        self.root = Path(root)
+        info = self._read_info()
+        if info is not None:
+            self.num_classes: int | None = info.get("num_classes")
+            self.topk = int(info.get("topk", 0))
+            self.topk_stride = int(info.get("topk_stride", 1))
+            for name, asked, have in (("topk", topk, self.topk), ("topk_stride", topk_stride, self.topk_stride)):
+                if asked is not None and asked != have:
+                    raise UserError(
+                        f"this store was written with {name}={have}, not {asked}",
+                        path=self.root / "store.json",
+                        fix="resume with the same settings, or write to a new --out folder",
+                    )
+        else:
+            self.num_classes = None
+            self.topk = int(topk or 0)
+            self.topk_stride = int(topk_stride or 1)
+        if self.topk < 0 or self.topk_stride < 1:
+            raise ValueError("topk must be >= 0 and topk_stride >= 1")
+        self.meta = dict(meta or {})
+
+    # -- paths and completeness ---------------------------------------------------------------------
+    def paths(self, image_id: str) -> dict[str, Path]:
+        """Where the files of ``image_id`` go: ``label``, ``conf`` and (with top-k) ``topk``."""
+        rel = check_id(image_id)
+        out = {"label": self.root / "label" / f"{rel}.png", "conf": self.root / "conf" / f"{rel}.png"}
+        if self.topk:
+            out["topk"] = self.root / "topk" / f"{rel}.npz"
+        return out
+
+    def is_complete(self, image_id: str) -> bool:
+        """Whether every file of ``image_id`` exists and is whole (ends with its format's end marker)."""
+        for kind, path in self.paths(image_id).items():
+            ok = _ends_with(path, _ZIP_END, offset=18) if kind == "topk" else _ends_with(path, _PNG_END)
+            if not ok:
+                return False
+        return True
+
+    def __contains__(self, image_id: str) -> bool:
+        return self.is_complete(image_id)
+
+    def ids(self) -> list[str]:
+        """Ids of the complete images in the store, sorted."""
+        folder = self.root / "label"
+        if not folder.is_dir():
+            return []
+        found = (p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.png"))
+        return sorted(i for i in found if not PurePosixPath(i).name.startswith(".") and self.is_complete(i))
+
+    def clean_temporary(self) -> int:
+        """Delete temporary files a killed writer left behind; returns how many."""
+        removed = 0
+        for kind in ("label", "conf", "topk"):
+            folder = self.root / kind
+            if folder.is_dir():
+                for path in folder.rglob(".*.tmp*"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # -- writing --------------------------------------------------------------------------------------
+    def open_for_writing(self, num_classes: int) -> None:
+        """Create the folder and ``store.json`` (or check it matches), and drop stale temporary files."""
+        info = self._read_info()
+        if info is not None and info.get("num_classes") not in (None, num_classes):
+            raise UserError(
+                f"this store holds {info['num_classes']}-class pseudo-labels, not {num_classes}",
+                path=self.root / "store.json",
+                fix="write to a new --out folder",
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clean_temporary()
+        self.num_classes = num_classes
+        if info is None:
+            write_json_atomic(self.root / "store.json", {
+                "version": STORE_VERSION,
+                "num_classes": num_classes,
+                "topk": self.topk,
+                "topk_stride": self.topk_stride,
+                "confidence": "uint8 round(255 * max probability)",
+                **self.meta,
+            })
+
+    def write(self, image_id: str, probs: Tensor, ignore: Tensor | np.ndarray | None = None) -> None:
+        """Store the pseudo-label of one image from its C×H×W probabilities (``ignore``: H×W bool → 255)."""
+        if probs.ndim != 3:
+            raise ValueError(f"expected C×H×W probabilities, got shape {tuple(probs.shape)}")
+        if self.num_classes is None:
+            self.open_for_writing(probs.shape[0])
+        confidence, label = probs.max(0)
+        label = label.to(torch.uint8).cpu().numpy()
+        if ignore is not None:
+            label[np.asarray(ignore.cpu() if isinstance(ignore, Tensor) else ignore, dtype=bool)] = IGNORE_INDEX
+        paths = self.paths(image_id)
+        if self.topk:
+            self._write_topk(paths["topk"], probs)
+        write_png(paths["conf"], quantise(confidence))
+        write_png(paths["label"], label)
+
+    def _write_topk(self, path: Path, probs: Tensor) -> None:
+        k = min(self.topk, probs.shape[0])
+        if self.topk_stride > 1:
+            probs = F.avg_pool2d(probs[None].float(), self.topk_stride, ceil_mode=True)[0]
+        values, classes = probs.topk(k, dim=0)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, classes=classes.to(torch.uint8).cpu().numpy(), probs=quantise(values))
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def read(self, image_id: str) -> PseudoLabel:
+        """``(label, confidence, topk)`` of one image; ``topk`` is None when the store keeps none."""
+        paths = self.paths(image_id)
+        if not self.is_complete(image_id):
+            raise UserError(
+                f"no complete pseudo-label for {image_id!r} in this store",
+                path=self.root,
+                fix="run `adaptseg pseudo-label` again (it resumes) for this split",
+            )
+        label = read_label(paths["label"])
+        confidence = dequantise(read_label(paths["conf"]))
+        topk = None
+        if "topk" in paths:
+            with np.load(paths["topk"]) as data:
+                topk = TopK(data["classes"], dequantise(data["probs"]), self.topk_stride)
+        return PseudoLabel(label, confidence, topk)
+
+    def __iter__(self) -> Iterator[tuple[str, PseudoLabel]]:
+        for image_id in self.ids():
+            yield image_id, self.read(image_id)
+
+    def _read_info(self) -> dict[str, Any] | None:
+        path = self.root / "store.json"
+        if not path.is_file():
+            return None
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"unreadable store.json ({exc})", path=path, fix="delete the store and write it again") from None
+        if not isinstance(info, dict) or info.get("version") != STORE_VERSION:
+            raise UserError("not a pseudo-label store of this version", path=path, fix="write to a new folder")
+        return info
