@@ -1,0 +1,140 @@
+"""Export profiles (``export/*.yaml``): precision, exporters, TensorRT shape profile, parity bar.
+
+A profile is validated by :class:`ExportProfile` (unknown keys are errors naming the nearest valid key);
+``extends:`` works as for recipes. Example (``export/trt-fp16.yaml``)::
+
+    extends: default.yaml
+    precision: fp16
+    tensorrt:
+      batch: {min: 1, opt: 4, max: 8}   # the optimisation profile of the fixed crop
+
+The crop is not a profile key: an artifact's crop is the model preset's unless ``--crop HxW`` says
+otherwise, because it belongs to the model (what it was trained on), not to the export recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from adaptseg.config import StrictModel, load_yaml, validate
+from adaptseg.errors import UserError
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+#: The repository's ``export/`` folder, where profile names resolve.
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
+DEFAULT_PROFILE = "default"
+
+
+class ParityBar(StrictModel):
+    """The least an artifact must reach against eager fp32 PyTorch on the parity crops."""
+
+    min_agreement: float = Field(ge=0.0, le=1.0, description="fraction of pixels with the same argmax")
+    max_abs_diff: float | None = Field(None, gt=0.0, description="largest |Δlogit| allowed; null = unbounded")
+
+
+#: The default bar per precision (issue #6: fp32 ≥ 99.9 % agreement and |Δ| ≤ 1e-3). Reduced precision
+#: is judged by what a user sees, the class map; its logit bound only catches overflow and garbage.
+DEFAULT_BARS: dict[str, ParityBar] = {
+    "fp32": ParityBar(min_agreement=0.999, max_abs_diff=1e-3),
+    "fp16": ParityBar(min_agreement=0.99, max_abs_diff=0.5),
+    "int8": ParityBar(min_agreement=0.95, max_abs_diff=None),
+}
+
+
+class ParityConfig(StrictModel):
+    """How export checks an artifact against eager PyTorch (``verify.py``)."""
+
+    images: int = Field(4, ge=1, description="calibration images cut into parity crops")
+    batch_size: int = Field(2, ge=1, description="crops per forward (exercises the dynamic batch)")
+    min_agreement: float | None = Field(None, ge=0.0, le=1.0, description="override the precision's bar")
+    max_abs_diff: float | None = Field(None, gt=0.0, description="override the precision's bar")
+
+    def bar(self, precision: Precision) -> ParityBar:
+        """The bar for ``precision`` with this profile's overrides applied."""
+        default = DEFAULT_BARS[precision]
+        return ParityBar(
+            min_agreement=self.min_agreement if self.min_agreement is not None else default.min_agreement,
+            max_abs_diff=self.max_abs_diff if self.max_abs_diff is not None else default.max_abs_diff,
+        )
+
+
+class OnnxConfig(StrictModel):
+    """``torch.onnx.export`` settings. ``legacy`` (the TorchScript-based exporter) is the default; see
+    :mod:`adaptseg.export.onnx` for why."""
+
+    opset: int = Field(18, ge=13, le=21)
+    exporter: Literal["legacy", "dynamo"] = "legacy"
+
+
+class TorchScriptConfig(StrictModel):
+    """``auto`` scripts the model and falls back to tracing when scripting fails or is not exact."""
+
+    mode: Literal["auto", "script", "trace"] = "auto"
+
+
+class BatchProfile(StrictModel):
+    """A TensorRT optimisation profile over the batch dimension (the crop is fixed)."""
+
+    min: int = Field(1, ge=1)
+    opt: int = Field(4, ge=1)
+    max: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchProfile:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"batch sizes must satisfy min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+        return self
+
+
+class Int8Calibration(StrictModel):
+    """Entropy calibration (``IInt8EntropyCalibrator2``) over target-domain crops."""
+
+    images: int = Field(32, ge=1, description="calibration images (MiniCity target, or --calib DIR)")
+    batch_size: int = Field(8, ge=1)
+    cache: bool = Field(True, description="keep the calibration table next to the timing cache")
+
+
+class TensorRTConfig(StrictModel):
+    batch: BatchProfile = Field(default_factory=BatchProfile)
+    workspace_gib: float = Field(4.0, gt=0)
+    timing_cache: str = Field(
+        "~/.cache/adaptseg/tensorrt/timing.cache",
+        description="builder timing cache shared by builds (speeds up rebuilds); '' disables it",
+    )
+    calibration: Int8Calibration = Field(default_factory=Int8Calibration)
+
+
+class ExportProfile(StrictModel):
+    precision: Precision = "fp32"
+    stride: tuple[int, int] | None = Field(None, description="sliding stride recorded for the crop; default half")
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    torchscript: TorchScriptConfig = Field(default_factory=TorchScriptConfig)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+
+
+def profile_path(profile: str | Path) -> Path:
+    """A profile file from a path, or a name in the repository's ``export/`` folder."""
+    path = Path(profile)
+    if path.is_file():
+        return path
+    named = PROFILE_DIR / f"{profile}.yaml"
+    if path.suffix == "" and named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))) if PROFILE_DIR.is_dir() else "none"
+    raise UserError("export profile not found", path=path, fix=f"pass a YAML file or one of: {known}")
+
+
+def load_profile(profile: str | Path | ExportProfile | None = None) -> ExportProfile:
+    """Load and validate a profile (path or name); ``None`` gives ``export/default.yaml`` (or the defaults)."""
+    if isinstance(profile, ExportProfile):
+        return profile.model_copy(deep=True)
+    if profile is None:
+        default = PROFILE_DIR / f"{DEFAULT_PROFILE}.yaml"
+        return validate(ExportProfile, load_yaml(default), source=default) if default.is_file() else ExportProfile()
+    path = profile_path(profile)
+    return validate(ExportProfile, load_yaml(path), source=path)

@@ -1,0 +1,101 @@
+"""Parity: an exported artifact against eager fp32 PyTorch on real crops, or no artifact at all.
+
+Export runs the artifact *through the backend the engine will use* (so the check covers loading,
+providers and bindings too) and compares with the eager deploy module: the largest |Δlogit| and the
+fraction of pixels whose argmax class agrees. Below the precision's bar
+(:data:`~adaptseg.export.profile.DEFAULT_BARS`) the artifact folder is deleted and export fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from adaptseg.errors import UserError
+from adaptseg.export.artifact import ParityFigures
+from adaptseg.export.profile import ParityBar
+
+Predict = Callable[[Tensor], Tensor]
+
+
+class ParityError(UserError):
+    """The artifact's outputs differ from eager PyTorch by more than the bar allows."""
+
+
+@torch.inference_mode()
+def measure_parity(
+    reference: Predict, candidate: Predict, crops: Tensor, *, batch_size: int, device: torch.device | str = "cpu"
+) -> tuple[float, float, int]:
+    """(max |Δlogit|, argmax agreement, pixels) of ``candidate`` against ``reference`` over ``crops``.
+
+    Both get the same float32 0–255 batches of ``batch_size`` crops (the last may be smaller, which
+    also exercises the dynamic batch).
+    """
+    device = torch.device(device)
+    max_abs, agree, pixels = 0.0, 0, 0
+    for start in range(0, crops.shape[0], batch_size):
+        x = crops[start : start + batch_size].to(device)
+        ref = reference(x).float()
+        out = candidate(x).to(ref.device).float()
+        if out.shape != ref.shape:
+            raise ParityError(f"the artifact returned {tuple(out.shape)} where eager PyTorch gives {tuple(ref.shape)}")
+        if not torch.isfinite(out).all():
+            return float("inf"), 0.0, pixels + ref[:, 0].numel()
+        max_abs = max(max_abs, float((out - ref).abs().max()))
+        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        pixels += ref[:, 0].numel()
+    return max_abs, agree / max(pixels, 1), pixels
+
+
+def passes(max_abs: float, agreement: float, bar: ParityBar) -> bool:
+    """Whether measured figures reach ``bar``."""
+    return agreement >= bar.min_agreement and (bar.max_abs_diff is None or max_abs <= bar.max_abs_diff)
+
+
+def verify_artifact(
+    folder: Path,
+    reference: nn.Module,
+    crops: Tensor,
+    bar: ParityBar,
+    *,
+    images: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> ParityFigures:
+    """Load the artifact in ``folder`` through its backend and compare it with ``reference`` (eager fp32).
+
+    On failure the whole artifact folder is deleted and :class:`ParityError` says by how much it
+    missed; on success the figures for ``model.json`` are returned.
+    """
+    from adaptseg.infer.backends import load_backend
+
+    device = torch.device(device)
+    try:
+        backend = load_backend(folder, device=device)
+        reference = reference.eval().to(device)
+        max_abs, agreement, pixels = measure_parity(reference, backend, crops, batch_size=batch_size, device=device)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if not passes(max_abs, agreement, bar):
+        shutil.rmtree(folder, ignore_errors=True)
+        bound = f", max |Δlogit| <= {bar.max_abs_diff:g}" if bar.max_abs_diff is not None else ""
+        raise ParityError(
+            f"the exported model differs from eager PyTorch: argmax agreement {agreement:.4%}, "
+            f"max |Δlogit| {max_abs:.3g} (bar: agreement >= {bar.min_agreement:.2%}{bound}); artifact deleted",
+            path=folder,
+            fix="check the model's export capabilities, or try another exporter/precision in the export profile",
+        )
+    return ParityFigures(
+        images=images,
+        crops=int(crops.shape[0]),
+        pixels=pixels,
+        max_abs_diff=max_abs,
+        agreement=agreement,
+        bar=bar,
+        device=str(device),
+    )
