@@ -1,16 +1,22 @@
-"""`adaptseg train`."""
+"""`adaptseg train RECIPE [--set k=v ...] [--out RUN_DIR] [--stage NAME] [--resume]`."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from adaptseg.errors import NotBuiltError
+import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train(ctx: typer.Context) -> None:
-        """Train a recipe's stages (source-only and every adaptation method)."""
-        raise NotBuiltError(
-            "`adaptseg train` is not built yet: it needs the trainer (issue #4)", fix="see the open issues"
-        )
+    @app.command("train")
+    def train(
+        recipe: Path = typer.Argument(..., help="Training recipe (train/<method>/<benchmark>.yaml)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable)."),
+        out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<method>-<recipe name>)."),
+        stage: str | None = typer.Option(None, "--stage", help="Run only this stage."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted stage from its last checkpoint."),
+    ) -> None:
+        """Train a recipe's stages in order; finished stages are skipped. Multi-GPU: launch with torchrun."""
+        from adaptseg.train.pipeline import run_recipe
+
+        run_recipe(recipe, set_, out=out, stage=stage, resume=resume)

@@ -26,11 +26,18 @@ from adaptseg.errors import UserError
 
 
 class CheckpointRef(StrictModel):
-    """A weights file to load into a model: a path, or ``<stage>/<file>`` naming an earlier stage's output."""
+    """A weights file to load into a model (``adaptseg.models.load_checkpoint`` options).
+
+    ``path`` is a file, or ``<stage>/<file>`` naming an earlier stage's output (``source/student.safetensors``).
+    ``partial`` allows model tensors the file lacks (ImageNet backbone weights into a segmentor);
+    ``prefix`` picks one model out of a multi-model checkpoint (``model.``, ``ema_model.``, ``stu_model.``).
+    """
 
     path: str
-    format: str = "adaptseg"
+    format: str = "auto"
     strict: bool = True
+    partial: bool = False
+    prefix: str | None = None
 
 
 class ModelSection(StrictModel):
@@ -130,7 +137,7 @@ class MiniCitySection(StrictModel):
     ``~/.cache/adaptseg/minicity``), seed, image size and images per split (``None``: generator default)."""
 
     cache: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     size: tuple[int, int] = (128, 256)
     images: int | None = None
 
@@ -141,14 +148,18 @@ class StageSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     method: str
     iters: int | None = Field(None, ge=1)
-    init_from: dict[str, str] = Field(default_factory=dict)
+    init_from: dict[str, CheckpointRef] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("init_from", mode="before")
     @classmethod
     def _student_shorthand(cls, value: Any) -> Any:
-        return {"student": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = {"student": value}
+        if isinstance(value, dict):
+            return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
 
 class Recipe(StrictModel):
@@ -164,7 +175,7 @@ class Recipe(StrictModel):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool | Literal["auto"] | CompileSection = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     deterministic: bool = False
     workers: int = Field(2, ge=0)
     checkpoint_every: int = Field(1000, ge=1)

@@ -1,0 +1,235 @@
+"""From dataset readers to training batches: reproducible sampling, augmentation and loading.
+
+**Every batch is a pure function of (seed, stream, iteration, rank).** Sample ``j`` of rank ``r`` at
+iteration ``t`` sits at position ``p = (t·W + r)·B + j`` of an endless stream of epochs (``W`` processes,
+``B`` per-process batch); epoch ``e = p // N`` is a permutation of the ``N`` samples drawn from
+``(seed, stream, e)``, and the sample's augmentation draws from its own generator seeded by
+``(seed, stream, p)``. So the ranks see disjoint samples that cover each epoch (what a
+``DistributedSampler`` gives), the result does not depend on the number of loader workers, and a resumed
+run needs no loader state: it simply starts at its iteration.
+
+A loader yields, per iteration, ``{stream: {"image": float N×3×H×W (normalised), "label": uint8 N×H×W
+(when labelled), "id": [str]}}``; the Trainer moves it to the device and turns labels into ``long``.
+
+``minicity:<domain>`` dataset roots name the built-in MiniCity data; it is generated on first use into a
+cache folder (``$ADAPTSEG_MINICITY``, else ``~/.cache/adaptseg/minicity``), one folder per (seed, size,
+images, domain), under a file lock so that concurrent processes generate it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from adaptseg.data.transforms import Compose, Normalize, build_pipeline
+from adaptseg.errors import UserError
+from adaptseg.io import write_text_atomic
+
+MINICITY_PREFIX = "minicity:"
+
+
+# ------------------------------------------------------------------------------------------- roots
+def minicity_cache() -> Path:
+    """Where generated MiniCity datasets live: ``$ADAPTSEG_MINICITY`` or ``~/.cache/adaptseg/minicity``."""
+    env = os.environ.get("ADAPTSEG_MINICITY")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "adaptseg" / "minicity"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def minicity_root(
+    domain: str,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 256),
+    images: int | None = None,
+    cache: str | Path | None = None,
+) -> Path:
+    """The root of MiniCity ``domain`` for these settings, generating it first if it is missing."""
+    from adaptseg.data import minicity
+
+    if domain not in minicity.DOMAINS:
+        raise UserError(
+            f"unknown MiniCity domain {domain!r}", fix=f"write minicity:<domain> with one of {', '.join(minicity.DOMAINS)}"
+        )
+    base = Path(cache).expanduser() if cache else minicity_cache()
+    folder = base / f"s{seed}-{size[0]}x{size[1]}-n{images if images is not None else 'default'}" / domain
+    marker = folder / ".complete"
+    with _file_lock(folder.parent / f".{domain}.lock"):
+        if not marker.is_file():
+            roots = minicity.generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])
+            write_text_atomic(marker, str(Path(roots[domain]).resolve()))
+    return Path(marker.read_text().strip())
+
+
+def resolve_root(root: str, *, minicity: Mapping[str, Any] | None = None) -> Path:
+    """A dataset root from a recipe: a folder, or ``minicity:<domain>`` (generated on demand)."""
+    if root.startswith(MINICITY_PREFIX):
+        return minicity_root(root[len(MINICITY_PREFIX):], **dict(minicity or {}))
+    return Path(root).expanduser()
+
+
+def open_dataset(
+    name: str,
+    root: str,
+    split: str | None = None,
+    *,
+    labels: bool = True,
+    options: Mapping[str, Any] | None = None,
+    ids: Path | None = None,
+    minicity: Mapping[str, Any] | None = None,
+):
+    """Open a dataset reader (``adaptseg.data.build_dataset``), optionally keeping only the ids in a file."""
+    from adaptseg.data.datasets import build_dataset
+
+    opts = dict(options or {})
+    if not labels:
+        opts["labels"] = False
+    dataset = build_dataset(name, resolve_root(root, minicity=minicity), split, **opts)
+    if ids is not None:
+        if not ids.is_file():
+            raise UserError("id list not found", path=ids, fix="point 'ids' at a file with one sample id per line")
+        wanted = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
+        by_id = {entry.id: entry for entry in dataset.entries}
+        unknown = [i for i in wanted if i not in by_id]
+        if unknown:
+            raise UserError(
+                f"{len(unknown)} id(s) are not in {dataset!r}, e.g. {unknown[0]!r}",
+                path=ids,
+                fix="list ids of this dataset split (as `adaptseg data check` prints them)",
+            )
+        dataset.entries = [by_id[i] for i in wanted]
+    if len(dataset) == 0:
+        raise UserError(f"{dataset!r} has no samples", path=ids or root)
+    return dataset
+
+
+def with_normalize(pipeline: Sequence[Mapping[str, Any]], mean: Sequence[float], std: Sequence[float]) -> Compose:
+    """Build a pipeline spec; if it does not end by normalising, normalise with the model's mean/std."""
+    compose = build_pipeline(list(pipeline))
+    if not compose.steps or not isinstance(compose.steps[-1], Normalize):
+        compose.steps.append(Normalize(tuple(mean), tuple(std)))
+    return compose
+
+
+# ----------------------------------------------------------------------------------------- sampling
+def stream_key(name: str) -> int:
+    """A stable integer for a stream name (part of every seed that stream uses)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class StreamSampler:
+    """Which sample sits at stream position ``p``, and the augmentation generator for it (module docstring)."""
+
+    size: int
+    seed: int
+    key: int
+
+    def index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        return int(np.random.default_rng([self.seed, self.key, epoch]).permutation(self.size)[offset])
+
+    def rng(self, position: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.key, position, 1])
+
+    def positions(self, iteration: int, rank: int, world_size: int, batch_size: int) -> range:
+        start = (iteration * world_size + rank) * batch_size
+        return range(start, start + batch_size)
+
+
+class TrainStream:
+    """One named stream: a reader, its augmentation pipeline, its batch size and its sampler."""
+
+    def __init__(self, name: str, reader, transform: Compose, batch_size: int, seed: int):
+        self.name = name
+        self.reader = reader
+        self.transform = transform
+        self.batch_size = batch_size
+        self.sampler = StreamSampler(len(reader), seed, stream_key(name))
+
+    def sample(self, position: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        index = self.sampler.index(position)
+        item = self.reader[index]
+        image, label = self.transform(item.image, item.label, self.sampler.rng(position))
+        return image, label, item.id
+
+    def batch(self, iteration: int, rank: int, world_size: int) -> dict[str, Any]:
+        samples = [self.sample(p) for p in self.sampler.positions(iteration, rank, world_size, self.batch_size)]
+        shapes = {s[0].shape for s in samples}
+        if len(shapes) > 1:
+            raise UserError(
+                f"stream '{self.name}': augmented samples differ in size {sorted(shapes)}",
+                fix="end its pipeline with a fixed-size random_crop and pad",
+            )
+        out: dict[str, Any] = {
+            "image": torch.from_numpy(np.stack([s[0] for s in samples])),
+            "id": [s[2] for s in samples],
+        }
+        labels = [s[1] for s in samples]
+        if all(label is not None for label in labels):
+            out["label"] = torch.from_numpy(np.stack(labels))
+        return out
+
+
+class IterationBatches(Dataset):
+    """Map-style dataset whose item ``t`` is this rank's whole batch (all streams) for iteration ``t``."""
+
+    def __init__(self, streams: Mapping[str, TrainStream], rank: int = 0, world_size: int = 1):
+        self.streams = dict(streams)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __getitem__(self, iteration: int) -> dict[str, dict[str, Any]]:
+        return {name: s.batch(iteration, self.rank, self.world_size) for name, s in self.streams.items()}
+
+    def __len__(self) -> int:  # the index space is unbounded; the loader's sampler picks the iterations
+        return 2**62
+
+
+def build_loader(
+    streams: Mapping[str, TrainStream],
+    start: int,
+    stop: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 2,
+    pin_memory: bool = False,
+    worker_init: Callable[[int], None] | None = None,
+) -> DataLoader:
+    """A loader over iterations ``start .. stop-1``; each item is the batch dict of one iteration.
+
+    The loader owns a private ``torch.Generator`` so that creating it never consumes the global torch RNG
+    (which would make a resumed run diverge from an uninterrupted one).
+    """
+    return DataLoader(
+        IterationBatches(streams, rank, world_size),
+        batch_size=None,
+        sampler=range(start, stop),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=worker_init,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -1,0 +1,138 @@
+"""What a stage sees: its resolved recipe, folders, device, process rank and helpers to build things.
+
+Methods and tasks receive a :class:`StageContext` (``self.ctx``). It resolves references to earlier
+stages' outputs (``source/student.safetensors`` → ``RUN_DIR/source/student.safetensors``), builds the
+recipe's model with its initial weights, opens datasets, and hands out deterministic random generators
+keyed by iteration so that a resumed run replays the same draws.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptseg.config import StrictModel
+from adaptseg.errors import UserError
+from adaptseg.train.config import CheckpointRef, DatasetSpec, Recipe, StageSpec
+from adaptseg.train.distributed import DistInfo
+
+
+@dataclass
+class StageContext:
+    """One stage of one run, as seen from one process."""
+
+    stage: StageSpec
+    recipe: Recipe  # with the stage's overrides and iters applied
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    recipe_path: Path | None = None
+    stage_names: tuple[str, ...] = ()
+    options: StrictModel | None = None
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir / self.stage.name
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def iters(self) -> int:
+        if self.recipe.schedule is None:
+            raise UserError(f"stage '{self.name}' trains but the recipe has no 'schedule'",
+                            path=self.recipe_path, fix="add schedule: {iters: ...}")
+        return self.recipe.schedule.iters
+
+    @cached_property
+    def preset(self):
+        """The model preset (``adaptseg.models.ModelPreset``: mean/std, crop, classes)."""
+        from adaptseg.models import load_preset
+
+        return load_preset(self.recipe.model.preset)
+
+    # -- references to files ------------------------------------------------------------------------
+    def resolve(self, ref: str) -> Path:
+        """A path from a recipe: ``<stage>/<file>`` names an earlier stage's output, anything else a file."""
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and path.parts and path.parts[0] in self.stage_names:
+            stage = path.parts[0]
+            resolved = self.run_dir / path
+            if not resolved.exists():
+                raise UserError(
+                    f"stage '{self.name}' needs '{ref}', an output of stage '{stage}', which is missing",
+                    path=resolved,
+                    fix=f"run stage '{stage}' first (adaptseg train RECIPE --stage {stage})",
+                )
+            return resolved
+        if not path.exists():
+            raise UserError(f"stage '{self.name}': file not found", path=path, fix="check the path in the recipe")
+        return path
+
+    def init_ref(self, model: str) -> CheckpointRef | None:
+        """Where model ``model`` starts from: the stage's ``init_from[model]``, else ``model.init`` for the student."""
+        if model in self.stage.init_from:
+            return self.stage.init_from[model]
+        return self.recipe.model.init if model == "student" else None
+
+    # -- models -------------------------------------------------------------------------------------
+    def load_into(self, model: nn.Module, ref: CheckpointRef):
+        """Load ``ref`` into ``model`` (``adaptseg.models.load_checkpoint``); returns its load report."""
+        from adaptseg.models import load_checkpoint
+
+        return load_checkpoint(model, self.resolve(ref.path), format=ref.format, strict=ref.strict,
+                               partial=ref.partial, prefix=ref.prefix)
+
+    def build_model(self, init: str | None = "student") -> nn.Module:
+        """The recipe's model preset, with the weights of ``init_ref(init)`` loaded (random when none).
+
+        Pass the role name whose initial weights to load (``"student"``, or e.g. ``"teacher_cu"`` for a
+        frozen DDB teacher from ``init_from``), or ``None`` for random weights.
+        """
+        from adaptseg.models import build_model
+
+        torch.manual_seed(self.recipe.seed)  # identical random init on every rank and every run
+        model = build_model(self.preset)
+        ref = self.init_ref(init) if init is not None else None
+        if ref is not None:
+            self.load_into(model, ref)
+        return model
+
+    # -- data ---------------------------------------------------------------------------------------
+    def minicity_options(self) -> dict[str, Any]:
+        m = self.recipe.minicity
+        return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+
+    def open_dataset(self, spec: DatasetSpec):
+        """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand)."""
+        from adaptseg.data.pipeline import open_dataset
+
+        return open_dataset(
+            spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options,
+            ids=self.resolve(spec.ids) if spec.ids else None, minicity=self.minicity_options(),
+        )
+
+    # -- randomness ---------------------------------------------------------------------------------
+    def seed_for(self, it: int, *keys: str | int) -> int:
+        """A 63-bit seed that depends on the recipe seed, the stage, the iteration, the rank and ``keys``."""
+        parts = [self.recipe.seed, zlib.crc32(self.name.encode()), it, self.dist.rank]
+        parts += [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+        return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+    def generator(self, it: int, *keys: str | int, device: torch.device | str | None = None) -> torch.Generator:
+        """A ``torch.Generator`` (on ``device``, default the stage's) seeded by :meth:`seed_for`."""
+        gen = torch.Generator(device=device or self.device)
+        gen.manual_seed(self.seed_for(it, *keys))
+        return gen
