@@ -1,1 +1,47 @@
-"""adaptseg.infer"""
+"""Batched sliding-window inference: engine, presets, backends, pseudo-label store, evaluation.
+
+Names are imported lazily so that ``import adaptseg.infer`` stays quick::
+
+    from adaptseg.infer import SlidingWindow, load_backend, load_preset
+    engine = SlidingWindow(load_backend("runs/x"), load_preset("cityscapes-slide"))
+    for prediction in engine.run([("a", image)]):
+        label = prediction.label()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "SlidingWindow": "adaptseg.infer.engine",
+    "Prediction": "adaptseg.infer.engine",
+    "InferenceConfig": "adaptseg.infer.config",
+    "load_preset": "adaptseg.infer.config",
+    "Backend": "adaptseg.infer.backends",
+    "TorchBackend": "adaptseg.infer.backends",
+    "load_backend": "adaptseg.infer.backends",
+    "register_backend": "adaptseg.infer.backends",
+    "PseudoLabelStore": "adaptseg.infer.store",
+    "evaluate_model": "adaptseg.infer.evaluate",
+}
+
+__all__ = [
+    "Backend", "InferenceConfig", "Prediction", "PseudoLabelStore", "SlidingWindow", "TorchBackend",
+    "evaluate_model", "load_backend", "load_preset", "register_backend",
+]  # fmt: skip
+
+if TYPE_CHECKING:
+    from adaptseg.infer.backends import Backend, TorchBackend, load_backend, register_backend
+    from adaptseg.infer.config import InferenceConfig, load_preset
+    from adaptseg.infer.engine import Prediction, SlidingWindow
+    from adaptseg.infer.evaluate import evaluate_model
+    from adaptseg.infer.store import PseudoLabelStore
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'adaptseg.infer' has no attribute {name!r}")

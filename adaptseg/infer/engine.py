@@ -166,7 +166,8 @@ class _Batch:
     def add(self, variant: _Variant, window: Window) -> None:
         if self.buffer is None:
             self.shape = variant.crop
-            self.buffer = torch.zeros((self.capacity, 3, *variant.crop), dtype=torch.uint8, pin_memory=self.pin)
+            # uninitialised: pixels outside a window are set to the pad colour on the device
+            self.buffer = torch.empty((self.capacity, 3, *variant.crop), dtype=torch.uint8, pin_memory=self.pin)
         assert variant.image is not None
         y0, y1, x0, x1 = window
         self.buffer[len(self.entries), :, : y1 - y0, : x1 - x0].copy_(variant.image[:, y0:y1, x0:x1])
@@ -307,7 +308,8 @@ class SlidingWindow:
         for ratio in self.config.tta.scales:
             size = variant_size(height, width, self.config, ratio)
             resized = image if size == (height, width) else cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-            tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)
+            # planar (3×h×w contiguous) here in the reader thread, so crops copy out as plain rows
+            tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).contiguous()
             variants.append((tensor, False))
             if self.config.tta.flip:
                 variants.append((tensor.flip(-1), True))
@@ -370,7 +372,8 @@ class SlidingWindow:
             )
         if tuple(out.shape[-2:]) != crop:
             out = F.interpolate(out.float(), size=crop, mode="bilinear", align_corners=False)
-        return out.float()
+        # one layout change per batch (channels-last models answer in NHWC) beats strided adds per window
+        return out.float().contiguous()
 
     def _accumulate(self, variant: _Variant, window: Window, out: Tensor, weights: Tensor | None) -> None:
         job = variant.job
@@ -404,24 +407,29 @@ class SlidingWindow:
         job = variant.job
         acc, norm = variant.acc, variant.norm
         assert acc is not None
-        released = acc.nbytes + (norm.nbytes if norm is not None else 0)
         variant.acc = variant.norm = None
         if norm is not None:
             acc.div_(norm)
+            self.stats.release(norm.nbytes)
             del norm
         if tuple(acc.shape[-2:]) != job.size:
-            acc = F.interpolate(acc[None], size=job.size, mode="bilinear", align_corners=False)[0]
+            acc = self._replace(acc, F.interpolate(acc[None], size=job.size, mode="bilinear", align_corners=False)[0])
         if self.output == "probs" and self.config.average == "logits":
             _softmax_(acc, 0)
         if variant.flip:
-            acc = acc.flip(-1)
+            acc = self._replace(acc, acc.flip(-1))
         if job.merged is None:
             job.merged = acc
-            self.stats.hold(acc.nbytes)
         else:
             job.merged.add_(acc)
-        self.stats.release(released)
+            self.stats.release(acc.nbytes)
         job.remaining -= 1
+
+    def _replace(self, old: Tensor, new: Tensor) -> Tensor:
+        """Account for a buffer replaced by a new one (both exist for a moment)."""
+        self.stats.hold(new.nbytes)
+        self.stats.release(old.nbytes)
+        return new
 
     def _finish(self, job: _Job) -> Prediction:
         merged = job.merged
