@@ -12,8 +12,8 @@ tests use to build external-layout state dicts from our own modules). Built-in f
 ``torchvision``        torchvision ResNet ImageNet weights (``conv1``/``bn1``/``layer1..4``/``fc``)
 ``mmseg-resnet-v1c``   open-mmlab ``resnet{50,101}_v1c`` (deep stem ``stem.0..7``)
 ``fyu-drn``            fyu/drn ImageNet weights (``layer0..8``/``fc``), as EnD's DRN-D-54 uses
-``deeplab-jfzhang95``  jfzhang95 DeepLabV3+ state (``backbone.``/``aspp.``/``decoder.``), EnD's checkpoints
-``adaptsegnet``        AdaptSegNet/UMMA DeepLabV2 (``conv1``…``layer4``, ``layer5.conv2d_list.{i}``)
+``end-deeplabv3plus``  EnD's DeepLabV3+ (jfzhang95 layout ``backbone.``/``aspp.``/``decoder.``; BGR-trained)
+``adaptsegnet``        AdaptSegNet/UMMA DeepLab-v2 (``conv1``…``layer4``, ``layer5.conv2d_list.{i}``; BGR-trained)
 =====================  =====================================================================================
 
 Other modules add formats with :func:`register_format` (the MiT/SegFormer maps live in
@@ -197,7 +197,7 @@ _BACKBONE_ONLY = KeyMap(renames=(("", "backbone."),), drop=("fc.",))
 register_format(
     CheckpointFormat(
         name="adaptseg",
-        # our own layout is detected against the model's keys in load_checkpoint; never by keys alone
+        # our own layout is recognised by overlap with the model's keys (in _detect), after every other format
         detect=lambda keys: False,
         key_map=KeyMap(),
         description="adaptseg's own parameter names",
@@ -211,12 +211,32 @@ register_format(
         description="mmseg EncoderDecoder state dict (backbone./decode_head./auxiliary_head.)",
     )
 )
+def flip_input_channels(key: str) -> Callable[[StateDict], StateDict]:
+    """A convert/revert pair (its own inverse) that swaps a first conv's BGR input channels to RGB.
+
+    Caffe-lineage checkpoints (AdaptSegNet/UMMA, EnD) were trained on BGR images; our deploy contract
+    feeds RGB, so the first conv's input channels are reversed on import (and back on export).
+    """
+
+    def flip(state: StateDict) -> StateDict:
+        if key not in state:
+            return state
+        return {**state, key: state[key].flip(1)}
+
+    return flip
+
+
+_FLIP_DRN_STEM = flip_input_channels("backbone.layer0.0.weight")
+_FLIP_RESNET_STEM = flip_input_channels("backbone.conv1.weight")
+
 register_format(
     CheckpointFormat(
-        name="deeplab-jfzhang95",
+        name="end-deeplabv3plus",
         detect=lambda keys: _has_prefix(keys, "backbone.") and _has_prefix(keys, "aspp.aspp1."),
         key_map=KeyMap(renames=(("aspp.", "decode_head.aspp."), ("decoder.", "decode_head.decoder."))),
-        description="jfzhang95 pytorch-deeplab-xception DeepLabV3+ (EnD's checkpoints)",
+        convert=_FLIP_DRN_STEM,
+        revert=_FLIP_DRN_STEM,
+        description="EnD's DeepLabV3+ (jfzhang95 layout backbone./aspp./decoder., BGR input: stem flipped to RGB)",
     )
 )
 register_format(
@@ -226,7 +246,9 @@ register_format(
         key_map=KeyMap(
             renames=(("layer5.conv2d_list.{i}.", "decode_head.aspp_modules.{i}.conv."), ("", "backbone."))
         ),
-        description="AdaptSegNet/UMMA DeepLabV2 (conv1..layer4 + layer5.conv2d_list)",
+        convert=_FLIP_RESNET_STEM,
+        revert=_FLIP_RESNET_STEM,
+        description="AdaptSegNet/UMMA DeepLab-v2 (conv1..layer4 + layer5.conv2d_list, BGR input: conv1 flipped to RGB)",
     )
 )
 register_format(
@@ -282,8 +304,8 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> StateDict:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=not trusted)
         except pickle.UnpicklingError as exc:
-            if trusted:
-                raise UserError(f"not a readable torch checkpoint ({exc})", path=path) from None
+            if trusted or "Unsupported global" not in str(exc):
+                raise UserError("not a readable torch checkpoint (unpickling failed)", path=path) from None
             raise UserError(
                 "the checkpoint holds pickled Python objects besides tensors",
                 path=path,
@@ -384,11 +406,15 @@ def _select_prefix(state: StateDict, prefix: str | None, path: Path, model_keys:
 
 
 def _detect(keys: set[str], model_keys: set[str]) -> CheckpointFormat | None:
-    if keys and len(keys & model_keys) >= 0.5 * len(keys):
+    """Our own layout when every key is the model's; else the first format whose detector accepts ``keys``;
+    else our own layout again if most keys are the model's."""
+    if keys and keys <= model_keys:
         return FORMATS["adaptseg"]
     for fmt in FORMATS.values():
         if fmt.detect(keys):
             return fmt
+    if keys and len(keys & model_keys) >= 0.5 * len(keys):
+        return FORMATS["adaptseg"]
     return None
 
 

@@ -204,6 +204,9 @@ def _summary(preset: ModelPreset) -> tuple[int, int]:
     return count_parameters(model), model.output_stride
 
 
+_CAPABILITY_TAGS = {"torchscript": "script", "onnx": "onnx", "compile": "compile"}
+
+
 def print_presets(pattern: str = "*") -> None:
     """Print a table of the presets matching ``pattern`` (what ``adaptseg models list`` shows)."""
     from rich.console import Console
@@ -213,15 +216,19 @@ def print_presets(pattern: str = "*") -> None:
     if not names:
         raise UserError(f"no model preset matches '{pattern}'", fix="run `adaptseg models list` to see them all")
     table = Table(title=f"model presets ({models_dir()})")
-    for col in ("name", "size", "backbone", "head", "params", "OS", "crop", "capabilities"):
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
+    for col in ("size", "backbone", "head", "params", "OS", "crop", "capabilities"):
         table.add_column(col, justify="right" if col in ("params", "OS") else "left")
     for name in names:
         preset = load_preset(name)
         params, stride = _summary(preset)
         head = preset.decode_head.type + (f" + {preset.auxiliary_head.type}" if preset.auxiliary_head else "")
-        caps = ", ".join(k for k, v in preset.capabilities.model_dump().items() if v) or "-"
+        caps = " ".join(_CAPABILITY_TAGS[k] for k, v in preset.capabilities.model_dump().items() if v) or "-"
         table.add_row(
             name, preset.size, preset.backbone.type, head, f"{params / 1e6:.2f} M", str(stride),
             "×".join(map(str, preset.crop)), caps,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)

@@ -8,7 +8,8 @@
 Both replace strides with dilation as mmseg does (``contract_dilation``: the first block of a dilated stage
 uses half the dilation): output stride 8 uses strides (1, 2, 1, 1) and dilations (1, 1, 2, 4); output
 stride 16 uses (1, 2, 2, 1) and (1, 1, 1, 2); 32 is the classification network. ``style="caffe"`` puts the
-stride in the first 1×1 conv of a bottleneck (the DeepLab/AdaptSegNet ResNet UMMA uses).
+stride in the first 1×1 conv of a bottleneck and, with ``ceil_mode`` and ``contract_dilation=False``, gives
+the Caffe DeepLab ResNet of AdaptSegNet/UMMA (umma.md §4).
 ``forward`` returns the four stage outputs (C2..C5).
 """
 
@@ -94,6 +95,7 @@ class ResNet(nn.Module):
         output_stride: 8, 16 or 32.
         contract_dilation: the first block of a dilated stage uses half the dilation (mmseg, torchvision).
         style: ``"pytorch"`` or ``"caffe"`` (where a bottleneck strides).
+        ceil_mode: the stem max-pool rounds up, as Caffe's DeepLab does (a 512 input then gives 65, not 64).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class ResNet(nn.Module):
         output_stride: int = 8,
         contract_dilation: bool = True,
         style: str = "pytorch",
+        ceil_mode: bool = False,
         in_channels: int = 3,
     ):
         super().__init__()
@@ -134,7 +137,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(stem_channels)
             self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=ceil_mode)
 
         inplanes = stem_channels
         stride_so_far = 4
@@ -193,6 +196,7 @@ def _builder(depth: int, deep_stem: bool):
         blocks: Sequence[int] | None = None,
         contract_dilation: bool = True,
         style: str = "pytorch",
+        ceil_mode: bool = False,
     ) -> ResNet:
         return ResNet(
             block,
@@ -203,6 +207,7 @@ def _builder(depth: int, deep_stem: bool):
             output_stride=output_stride,
             contract_dilation=contract_dilation,
             style=style,
+            ceil_mode=ceil_mode,
         )
 
     build.__name__ = f"resnet{depth}_{variant}"
