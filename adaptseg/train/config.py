@@ -127,6 +127,7 @@ class ScheduleSection(StrictModel):
 class CompileSection(StrictModel):
     """Options passed to ``torch.compile`` (crop sizes are fixed so each model compiles once)."""
 
+    backend: str = "inductor"
     mode: str | None = None
     fullgraph: bool = False
     dynamic: bool | None = False

@@ -244,6 +244,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         out = self.ctx.out_dir
+        out.mkdir(parents=True, exist_ok=True)
         start = self.iteration if self.resume else None
         self._writers = [CSVWriter(out / CSV_NAME, resume_from=start),
                          TensorBoardWriter(out / "tb", purge_step=start)]
