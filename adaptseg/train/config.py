@@ -77,14 +77,17 @@ class StreamSpec(DatasetSpec):
 
 
 class EvalSection(StrictModel):
-    """Periodic evaluation of the student on a labelled split (logged only; never used for selection)."""
+    """Periodic evaluation of the student on a labelled split (logged only; never used for selection).
+
+    ``preset`` is an inference preset (``infer/<name>.yaml``: whole image or sliding window, scale,
+    batch); ``None`` uses the dataset's evaluation protocol (shared/datasets.md §8).
+    """
 
     every: int = Field(0, ge=0)
     dataset: DatasetSpec | None = None
-    pipeline: list[dict[str, Any]] = Field(default_factory=list)
+    preset: str | None = None
     protocol: Literal[19, 16, 13] = 19
     max_images: int | None = Field(None, ge=1)
-    batch_size: int = Field(1, ge=1)
 
 
 class ParamRule(StrictModel):

@@ -1,29 +1,29 @@
-"""Evaluation during training: a model over a labelled split → an ``adaptseg.eval.Report``.
+"""Evaluation during training: the model being trained over a labelled split → an ``adaptseg.eval.Report``.
 
-:func:`evaluate_segmentor` is the one function the Trainer's evaluation hook calls. Today it runs
-whole-image inference (the evaluation pipeline, e.g. a keep-ratio resize, then the model; logits
-upsampled bilinearly to the full-resolution label, as mmseg's ``whole_inference``); when the
-sliding-window engine (``adaptseg.infer``) lands, this is the single place to route through it.
+:func:`evaluate_segmentor` is the one function the Trainer's evaluation hook calls. It wraps the model in
+the deploy contract (normalisation + upsampling, :class:`adaptseg.models.DeployModule`) and runs it through
+the sliding-window engine (:func:`adaptseg.infer.evaluate_model`) with an inference preset — by default
+the dataset's evaluation protocol (Cityscapes: whole image at 1024×512, logits upsampled to the full
+resolution ground truth; shared/datasets.md §8) — so training-time numbers are the numbers ``adaptseg
+eval`` reports. The model's train/eval modes and memory format are restored afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+import copy
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from rich.console import Console
 from torch import nn
 
-from adaptseg.data.labels import IGNORE_INDEX
-from adaptseg.data.pipeline import with_normalize
-from adaptseg.eval import ConfusionMatrix, Report
+from adaptseg.eval import Report
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block and restore each submodule's mode afterwards."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -34,40 +34,45 @@ def eval_mode(model: nn.Module):
             m.training = mode
 
 
-@torch.no_grad()
+def first_images(dataset, n: int | None):
+    """A shallow copy of a reader that holds only its first ``n`` entries (all when ``n`` is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    subset = copy.copy(dataset)
+    subset.entries = list(dataset.entries[:n])
+    return subset
+
+
 def evaluate_segmentor(
     model: nn.Module,
     dataset,
     *,
-    pipeline: Sequence[Mapping[str, Any]] = (),
     mean: Sequence[float],
     std: Sequence[float],
+    preset: str | Path | None = None,
     protocol: int = 19,
     device: torch.device | str = "cpu",
     max_images: int | None = None,
-    autocast: contextlib.AbstractContextManager | None = None,
+    amp: str = "off",
     channels_last: bool = False,
+    console: Console | None = None,
 ) -> Report:
-    """Score ``model`` on a labelled reader; returns the Report of the dataset-level confusion matrix.
+    """Score ``model`` (normalised input → logits at its output stride) on a labelled dataset reader.
 
-    Each image goes through ``pipeline`` (geometric steps without randomness, e.g. ``resize``) and
-    normalisation, the logits are resized to the label's full resolution and argmax'ed.
+    Args:
+        preset: an inference preset (``infer/<name>.yaml`` name or path); ``None`` = the dataset's protocol.
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` (the training switch; inference autocasts the same way).
+        channels_last: the memory format the model is already in (kept, so training is unaffected).
     """
-    transform = with_normalize(pipeline, mean, std)
-    rng = np.random.default_rng(0)  # the evaluation pipeline should not draw; fixed in case it does
-    cm = ConfusionMatrix(getattr(model, "num_classes", 19), ignore_index=IGNORE_INDEX)
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    from adaptseg.infer import TorchBackend, evaluate_model, load_preset
+    from adaptseg.infer.config import BackendOptions, dataset_preset
+
+    options = BackendOptions(
+        amp=amp != "off", amp_dtype={"bf16": "bfloat16", "fp16": "float16"}.get(amp), channels_last=channels_last
+    )
+    config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
+    subset = first_images(dataset, max_images)
     with eval_mode(model):
-        for i in range(n):
-            sample = dataset[i]
-            if sample.label is None:
-                raise ValueError(f"{dataset!r} sample {sample.id!r} has no label to evaluate against")
-            image, _ = transform(sample.image, None, rng)
-            x = torch.from_numpy(image).unsqueeze(0).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast or contextlib.nullcontext():
-                logits = model(x)
-            logits = F.interpolate(logits.float(), size=sample.label.shape, mode="bilinear", align_corners=False)
-            cm.update(logits.argmax(1)[0].cpu().numpy(), sample.label)
+        backend = TorchBackend.from_model(model, mean, std, device=device, options=options)
+        cm, n = evaluate_model(backend, subset, config, console=console)
     return Report.from_confusion(cm, protocol=protocol, n_images=n)

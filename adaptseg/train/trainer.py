@@ -258,10 +258,9 @@ class Trainer:
             self._eval_set = ctx.open_dataset(recipe.eval.dataset)
         handle = self.handles[self.method.eval_model]
         return evaluate_segmentor(
-            handle.module, self._eval_set, pipeline=recipe.eval.pipeline, mean=ctx.preset.mean,
-            std=ctx.preset.std, protocol=recipe.eval.protocol, device=ctx.device,
-            max_images=recipe.eval.max_images, autocast=autocast(self.switches, ctx.device),
-            channels_last=self.switches.channels_last,
+            handle.module, self._eval_set, mean=ctx.preset.mean, std=ctx.preset.std, preset=recipe.eval.preset,
+            protocol=recipe.eval.protocol, device=ctx.device, max_images=recipe.eval.max_images,
+            amp=self.switches.amp, channels_last=self.switches.channels_last, console=self.console,
         )
 
     # ---------------------------------------------------------------------------------------- loop
