@@ -59,7 +59,7 @@ def test_tiny_stage_shapes_and_strides(tiny: MixVisionTransformer, size: tuple[i
 
 
 def test_backward_reaches_every_parameter() -> None:
-    model = build_backbone("mit_tiny")
+    model = build_backbone("mit_tiny", drop_path_rate=0.0)  # stochastic depth could drop a whole branch
     sum(f.square().mean() for f in model(torch.randn(2, 3, 32, 64))).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert no_grad == []
