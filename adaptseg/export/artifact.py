@@ -175,7 +175,7 @@ def open_artifact(path: str | Path, expected_format: Format | None = None) -> Ar
     if not path.exists():
         raise UserError("artifact not found", path=path, fix="pass the folder written by `adaptseg export`")
     folder, file = _folder_and_file(path)
-    if file is not None and not (folder / SIDECAR).is_file() and file.name != MODEL_FILES.get(expected_format or "", ""):
+    if file is not None and not (folder / SIDECAR).is_file() and file.name not in MODEL_FILES.values():
         raise UserError(
             f"no {SIDECAR} beside this file, so it is not an exported artifact",
             path=file,

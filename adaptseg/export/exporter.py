@@ -174,13 +174,15 @@ def _write(
 
     if fmt == "onnx":
         module = HalfPrecision(_copy(source.module)) if precision == "fp16" else source.module
-        result = export_onnx(module, example, model_path, opset=prof.onnx.opset, exporter=prof.onnx.exporter)
+        result = export_onnx(module, example, model_path, num_classes=source.num_classes, opset=prof.onnx.opset,
+                             exporter=prof.onnx.exporter)
         note = "weights in an external data file (over 2 GB)" if result.external_data else "single file"
         return {"exporter": result.exporter, "exporter_note": note, "opset": result.opset}
     from adaptseg.export.tensorrt import build_engine, builder_settings
 
     onnx_path = model_path.with_name(".model.onnx")
-    onnx = export_onnx(source.module, example, onnx_path, opset=prof.onnx.opset, exporter=prof.onnx.exporter)
+    onnx = export_onnx(source.module, example, onnx_path, num_classes=source.num_classes, opset=prof.onnx.opset,
+                       exporter=prof.onnx.exporter)
     settings = builder_settings(prof.tensorrt, precision, crop, weights_sha256=source.weights_sha256)
     calibration = None
     if precision == "int8":

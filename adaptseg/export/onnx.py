@@ -58,12 +58,20 @@ def needs_external_data(nbytes: int, limit: int = PROTOBUF_LIMIT) -> bool:
 
 
 def export_onnx(
-    module: nn.Module, example: Tensor, path: str | Path, *, opset: int = 18, exporter: Exporter = "legacy"
+    module: nn.Module,
+    example: Tensor,
+    path: str | Path,
+    *,
+    num_classes: int,
+    opset: int = 18,
+    exporter: Exporter = "legacy",
 ) -> OnnxResult:
     """Write ``module`` (eval mode, deploy contract) to ``path`` and check the file.
 
     ``example`` is one float32 N×3×h×w crop batch (N ≥ 2) at the artifact's crop; the batch dimension
-    is exported as the symbolic ``batch``, height and width stay fixed.
+    is exported as the symbolic ``batch``, height and width stay fixed. The output is declared as
+    ``batch×num_classes×h×w`` (exporters leave sizes computed from the input symbolic), so runtimes and
+    the backend's checks can read the class count from the graph.
     """
     path = Path(path)
     module = module.eval()
@@ -81,7 +89,9 @@ def export_onnx(
             f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {lines[0] if lines else ''}"[:300],
             fix=f"try onnx.exporter: {'dynamo' if exporter == 'legacy' else 'legacy'} in the export profile",
         ) from None
-    check_onnx(path, crop=(example.shape[2], example.shape[3]))
+    crop = (int(example.shape[2]), int(example.shape[3]))
+    _declare_output(path, num_classes, crop)
+    check_onnx(path, crop=crop)
     return OnnxResult(f"onnx-{exporter}", opset, external)
 
 
@@ -133,6 +143,20 @@ def _export_dynamo(module: nn.Module, example: Tensor, path: Path, opset: int, e
             onnx_log.setLevel(level)
 
 
+def _declare_output(path: Path, num_classes: int, crop: tuple[int, int]) -> None:
+    """Set the output's channel and spatial sizes in the graph where the exporter left them symbolic."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        return
+    for dim, size in zip(list(dims)[1:], (num_classes, *crop), strict=True):
+        if not dim.HasField("dim_value"):
+            dim.dim_value = size
+    onnx.save(model, str(path))
+
+
 def _dims(value_info) -> list[int | str]:  # noqa: ANN001 - onnx.ValueInfoProto
     return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
@@ -159,7 +183,6 @@ def check_onnx(path: str | Path, crop: tuple[int, int]) -> None:
     if len(inputs) != 4 or isinstance(inputs[0], int) or inputs[1:] != [3, h, w]:
         raise UserError(f"the exported graph takes {inputs}, expected [batch, 3, {h}, {w}]", path=path,
                         fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
-    fixed = [d for d, want in zip(outputs[2:], (h, w), strict=False) if isinstance(d, int) and d != want]
-    if len(outputs) != 4 or (isinstance(outputs[0], int) and outputs[0] > 0) or fixed:
+    if len(outputs) != 4 or isinstance(outputs[0], int) or outputs[2:] != [h, w]:
         raise UserError(f"the exported graph returns {outputs}, expected [batch, C, {h}, {w}]", path=path,
                         fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
