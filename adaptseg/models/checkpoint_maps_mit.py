@@ -20,7 +20,12 @@ from __future__ import annotations
 from adaptseg.models.checkpoint import CheckpointFormat, KeyMap, register_format
 
 #: keys every MiT state dict has (B0–B5 and mit_tiny alike)
-_MIT_KEYS = ("patch_embed1.proj.weight", "block1.0.attn.q.weight", "block1.0.mlp.dwconv.dwconv.weight", "norm4.weight")
+_MIT_KEYS = (
+    "patch_embed1.proj.weight",
+    "block1.0.attn.q.weight",
+    "block1.0.mlp.dwconv.dwconv.weight",
+    "norm4.weight",
+)
 
 SEGFORMER_MIT = register_format(
     CheckpointFormat(
@@ -35,7 +40,9 @@ SEGFORMER_MIT = register_format(
 SEGFORMER_SEGMENTOR = register_format(
     CheckpointFormat(
         name="segformer-segmentor",
-        detect=lambda keys: "decode_head.linear_pred.weight" in keys and "backbone.patch_embed1.proj.weight" in keys,
+        detect=lambda keys: (
+            "decode_head.linear_pred.weight" in keys and "backbone.patch_embed1.proj.weight" in keys
+        ),
         key_map=KeyMap(drop=("decode_head.conv_seg.",)),
         description="NVlabs/SegFormer segmentor (MiT + all-MLP head; unused decode_head.conv_seg dropped)",
     )

@@ -56,7 +56,9 @@ def test_daformer_head_shapes_and_feature() -> None:
 def test_daformer_head_structure_matches_spec() -> None:
     """Linear → 256 per stage; ASPP without pooling: 1×1, depthwise-separable 3×3 at 6/12/18; 3×3 bottleneck."""
     head: DAFormerHead = build_head("daformer", in_channels=B5_CHANNELS, num_classes=19)
-    assert [(e.proj.in_features, e.proj.out_features) for e in head.embed_layers] == [(c, 256) for c in B5_CHANNELS]
+    assert [(e.proj.in_features, e.proj.out_features) for e in head.embed_layers] == [
+        (c, 256) for c in B5_CHANNELS
+    ]
     branches = head.fuse_layer.aspp_modules
     assert len(branches) == 4 and not hasattr(head.fuse_layer, "image_pool")
     assert branches[0].conv.kernel_size == (1, 1) and branches[0].conv.in_channels == 1024
@@ -65,7 +67,9 @@ def test_daformer_head_structure_matches_spec() -> None:
         assert dw.groups == dw.in_channels == dw.out_channels == 1024
         assert dw.kernel_size == (3, 3) and dw.dilation == (d, d) and dw.padding == (d, d)
         assert (pw.in_channels, pw.out_channels, pw.kernel_size) == (1024, 256, (1, 1))
-        assert isinstance(branch.depthwise_conv.activate, nn.ReLU) and isinstance(branch.depthwise_conv.bn, nn.BatchNorm2d)
+        assert isinstance(branch.depthwise_conv.activate, nn.ReLU) and isinstance(
+            branch.depthwise_conv.bn, nn.BatchNorm2d
+        )
     bottleneck = head.fuse_layer.bottleneck.conv
     assert (bottleneck.in_channels, bottleneck.out_channels, bottleneck.kernel_size) == (1024, 256, (3, 3))
     assert isinstance(head.dropout, nn.Dropout2d) and head.dropout.p == 0.1
@@ -103,7 +107,9 @@ def test_conv_seg_init() -> None:
 
 def test_daformer_fusion_input_is_stage_embeddings_in_order() -> None:
     """The ASPP sees [embed(stage0), up(embed(stage1)), …] (bilinear, align_corners=False) at 1/4."""
-    head = build_head("daformer", in_channels=[8, 16, 24, 32], num_classes=5, channels=16, embed_dims=12).eval()
+    head = build_head(
+        "daformer", in_channels=[8, 16, 24, 32], num_classes=5, channels=16, embed_dims=12
+    ).eval()
     feats = _features([8, 16, 24, 32], size=8)
     seen: list[Tensor] = []
     head.fuse_layer.register_forward_hook(lambda module, args, out: seen.append(args[0]))
@@ -117,7 +123,9 @@ def test_daformer_fusion_input_is_stage_embeddings_in_order() -> None:
 
 # ------------------------------------------------------------------------------------------- SegFormer
 def test_segformer_head_shapes_names_and_sizes() -> None:
-    head: SegFormerHead = build_head("segformer", in_channels=B5_CHANNELS, num_classes=19, embed_dim=768).eval()
+    head: SegFormerHead = build_head(
+        "segformer", in_channels=B5_CHANNELS, num_classes=19, embed_dim=768
+    ).eval()
     logits, feature = head(_features(B5_CHANNELS))
     assert logits.shape == (2, 19, 16, 16) and feature.shape == (2, 768, 16, 16)
     expected = {f"linear_c{i}.proj.{k}" for i in range(1, 5) for k in ("weight", "bias")}
@@ -194,7 +202,12 @@ def test_atp_daformer_mitb5_shapes_at_640() -> None:
         feats = model.backbone(torch.randn(1, 3, 640, 640))
         logits, feature = model.decode_head(feats)
         proj = model.auxiliary_head(feats)
-    assert [tuple(f.shape[1:]) for f in feats] == [(64, 160, 160), (128, 80, 80), (320, 40, 40), (512, 20, 20)]
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (64, 160, 160),
+        (128, 80, 80),
+        (320, 40, 40),
+        (512, 20, 20),
+    ]
     assert logits.shape == (1, 19, 160, 160) and feature.shape == (1, 256, 160, 160)
     assert proj.shape == (1, 512, 160, 160)
     torch.testing.assert_close(proj.norm(dim=1), torch.ones(1, 160, 160))
@@ -209,9 +222,13 @@ def test_atp_segmentor_checkpoint_round_trip(tmp_path) -> None:
     source.eval()
     fmt = get_format("mmseg-segmentor")
     student = fmt.to_external(source.state_dict())
-    assert {"decode_head.embed_layers.0.proj.weight", "decode_head.fuse_layer.bottleneck.conv.weight",
-            "decode_head.conv_seg.weight", "auxiliary_head.convs.1.bn.running_var",
-            "backbone.block1.0.attn.kv.weight"} <= set(student)
+    assert {
+        "decode_head.embed_layers.0.proj.weight",
+        "decode_head.fuse_layer.bottleneck.conv.weight",
+        "decode_head.conv_seg.weight",
+        "auxiliary_head.convs.1.bn.running_var",
+        "backbone.block1.0.attn.kv.weight",
+    } <= set(student)
     teacher = {k: v + 1 if v.is_floating_point() else v for k, v in student.items()}
     state = {f"model.{k}": v for k, v in student.items()} | {f"ema_model.{k}": v for k, v in teacher.items()}
     path = tmp_path / "atp_propagating.pth"
@@ -243,9 +260,13 @@ def test_segformer_segmentor_checkpoint_drops_unused_conv_seg(tmp_path) -> None:
 
     target = build_model("tiny-segformer")
     report = load_checkpoint(target, path, format="segformer-segmentor")
-    assert report.ok and sorted(report.dropped) == ["decode_head.conv_seg.bias", "decode_head.conv_seg.weight"]
+    assert report.ok and sorted(report.dropped) == [
+        "decode_head.conv_seg.bias",
+        "decode_head.conv_seg.weight",
+    ]
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(source(x), target.eval()(x))
 
-    with pytest.raises(UserError, match="conv_seg"):  # read as a plain mmseg segmentor, the leftover is unexpected
+    # read as a plain mmseg segmentor, the leftover is unexpected
+    with pytest.raises(UserError, match="conv_seg"):
         load_checkpoint(build_model("tiny-segformer"), path, format="mmseg-segmentor")

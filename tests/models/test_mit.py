@@ -71,7 +71,12 @@ def test_mit_b5_stage_shapes_at_640() -> None:
     model = build_backbone("mit_b5").eval()
     with torch.no_grad():
         feats = model(torch.randn(1, 3, 640, 640))
-    assert [tuple(f.shape[1:]) for f in feats] == [(64, 160, 160), (128, 80, 80), (320, 40, 40), (512, 20, 20)]
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (64, 160, 160),
+        (128, 80, 80),
+        (320, 40, 40),
+        (512, 20, 20),
+    ]
     assert all(torch.isfinite(f).all() for f in feats)
 
 
@@ -112,7 +117,12 @@ def test_layernorm_eps() -> None:
     model = _mit("mit_b0")
     eps = {name: m.eps for name, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
     embed_or_sr = {n for n in eps if n.startswith("patch_embed") or n.endswith("attn.norm")}
-    assert embed_or_sr >= {"patch_embed1.norm", "patch_embed4.norm", "block1.0.attn.norm", "block3.1.attn.norm"}
+    assert embed_or_sr >= {
+        "patch_embed1.norm",
+        "patch_embed4.norm",
+        "block1.0.attn.norm",
+        "block3.1.attn.norm",
+    }
     assert all(eps[n] == 1e-5 for n in embed_or_sr)
     rest = set(eps) - embed_or_sr
     assert rest >= {"norm1", "norm4", "block1.0.norm1", "block4.1.norm2"}
@@ -229,6 +239,8 @@ def test_segformer_imagenet_checkpoint_into_wrong_size_names_keys(tmp_path) -> N
     path = tmp_path / "mit.pth"
     torch.save(external, path)
     backbone = build_backbone("mit_b0")
-    head = build_head("daformer", in_channels=backbone.out_channels, num_classes=19, channels=32, embed_dims=32)
+    head = build_head(
+        "daformer", in_channels=backbone.out_channels, num_classes=19, channels=32, embed_dims=32
+    )
     with pytest.raises(UserError, match=r"differ in shape, e\.g\. backbone\.patch_embed1\.proj\.weight"):
         load_checkpoint(Segmentor(backbone, head, num_classes=19, output_stride=4), path, partial=True)

@@ -192,13 +192,17 @@ class MixVisionTransformer(nn.Module):
     ):
         super().__init__()
         if not len(embed_dims) == len(num_heads) == len(depths) == len(sr_ratios) == 4:
-            raise ValueError("MiT has four stages: embed_dims, num_heads, depths, sr_ratios need 4 entries each")
+            raise ValueError(
+                "MiT has four stages: embed_dims, num_heads, depths, sr_ratios need 4 entries each"
+            )
         self.depths = list(depths)
         self.out_channels = list(embed_dims)
         self.out_strides = [4, 8, 16, 32]
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         prev, first = in_channels, 0
-        for i, (dim, heads, depth, sr) in enumerate(zip(embed_dims, num_heads, depths, sr_ratios, strict=True)):
+        for i, (dim, heads, depth, sr) in enumerate(
+            zip(embed_dims, num_heads, depths, sr_ratios, strict=True)
+        ):
             patch, stride = (7, 4) if i == 0 else (3, 2)
             self.add_module(f"patch_embed{i + 1}", OverlapPatchEmbed(prev, dim, patch, stride))
             blocks = [Block(dim, heads, sr, mlp_ratio, rates[first + j]) for j in range(depth)]

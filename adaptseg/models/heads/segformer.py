@@ -32,7 +32,9 @@ class SegFormerHead(nn.Module):
         dropout_ratio: Dropout2d before the classifier.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256, dropout_ratio: float = 0.1):
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256, dropout_ratio: float = 0.1
+    ):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"the SegFormer head takes four stages, got {len(in_channels)}")
