@@ -1,0 +1,168 @@
+"""ATP on MiniCity: the source model, A, T and P on the Cityscapes-like target and on an ACDC-like fog target.
+
+Runs ``train/atp/minicity.yaml`` (GTA5-like → Cityscapes-like) and ``train/atp/minicity-fog.yaml`` (same
+source model → ACDC-like fog) for each seed, then scores every stage's student on the target's val split
+(19-class mIoU, the recipe's evaluation protocol) and prints one table per target. Besides mIoU it shows
+the mean normalised per-pixel entropy of the predictions on val (what A acts on) and, as baselines, AdaBN
+(the source model with its BatchNorm statistics re-estimated on the target train images). ``--official``
+also runs the release's behaviour (``quirks: official``: A's focal weight not detached, ranking in train
+mode) from the same source model.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/atp_minicity.py --seeds 0 1 2 --out runs/bench-atp-minicity
+
+The fog run reuses the source stage of the Cityscapes run of the same seed (the two recipes have the same
+source stage; copying it saves its training time and gives both targets the same source model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from adaptseg.config import load_recipe  # noqa: E402
+from adaptseg.data.pipeline import open_dataset, with_normalize  # noqa: E402
+from adaptseg.methods.atp import evaluate_student  # noqa: E402
+from adaptseg.methods.parts.entropy import normalized_entropy  # noqa: E402
+from adaptseg.models import build_model, load_preset, load_weights  # noqa: E402
+from adaptseg.train.config import Recipe, stage_recipe  # noqa: E402
+from adaptseg.train.pipeline import run_recipe  # noqa: E402
+
+TARGETS = {"cityscapes": "train/atp/minicity.yaml", "fog": "train/atp/minicity-fog.yaml"}
+STAGES = ("source", "align", "teach", "propagate")
+LABELS = {"source": "source model", "adabn": "AdaBN (source)", "align": "A (align)", "teach": "T (teach)",
+          "propagate": "P (propagate)", "prior": "P + test-time prior"}
+
+
+def minicity(recipe: Recipe) -> dict:
+    m = recipe.minicity
+    return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+
+
+def open_spec(recipe: Recipe, spec):
+    return open_dataset(spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options,
+                        minicity=minicity(recipe))
+
+
+def stage_model(recipe: Recipe, run_dir: Path, stage: str) -> torch.nn.Module:
+    resolved = stage_recipe(recipe, recipe.stage(stage))
+    model = build_model(load_preset(resolved.model.preset))
+    load_weights(model, run_dir / stage / "student.safetensors")
+    return model.eval()
+
+
+@torch.no_grad()
+def mean_entropy(model: torch.nn.Module, dataset, mean, std) -> float:
+    """Mean normalised per-pixel entropy of the model's predictions over a split (whole images)."""
+    transform = with_normalize([], mean, std)
+    rng = np.random.default_rng(0)
+    total, count = 0.0, 0
+    for i in range(len(dataset)):
+        image, _ = transform(dataset[i].image, None, rng)
+        logits = model(torch.from_numpy(image)[None])
+        entropy = normalized_entropy(torch.softmax(logits.float(), dim=1))
+        total, count = total + entropy.sum().item(), count + entropy.numel()
+    return total / count
+
+
+@torch.no_grad()
+def adabn(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """AdaBN: re-estimate every BatchNorm's statistics on the target train images (cumulative average)."""
+    spec = recipe.data["target"]
+    dataset = open_spec(recipe, spec)
+    transform = with_normalize([], load_preset(recipe.model.preset).mean, load_preset(recipe.model.preset).std)
+    rng = np.random.default_rng(0)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.eval()
+    for m in norms:
+        m.train()
+    for i in range(len(dataset)):
+        image, _ = transform(dataset[i].image, None, rng)
+        model(torch.from_numpy(image)[None])
+    return model.eval()
+
+
+def score(model: torch.nn.Module, recipe: Recipe, *, prior: bool = False) -> dict[str, float]:
+    preset = load_preset(recipe.model.preset)
+    val = open_spec(recipe, recipe.eval.dataset)
+    report = evaluate_student(model, val, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
+                              protocol=recipe.eval.protocol, test_time_prior=prior)
+    return {"mIoU": round(float(report.miou), 2),
+            "entropy": round(mean_entropy(model, val, preset.mean, preset.std), 4)}
+
+
+def run_target(name: str, seed: int, out: Path, overrides: list[str], source_from: Path | None) -> dict:
+    path = REPO / TARGETS[name]
+    sets = [f"seed={seed}", *overrides]
+    run_dir = out / name
+    if source_from is not None and (source_from / "source" / "DONE").is_file() and not (run_dir / "source").exists():
+        shutil.copytree(source_from / "source", run_dir / "source")
+    started = time.time()
+    run_recipe(path, sets, out=run_dir)
+    seconds = time.time() - started
+    recipe = load_recipe(Recipe, path, sets)
+    rows = {stage: score(stage_model(recipe, run_dir, stage), recipe) for stage in STAGES}
+    rows["adabn"] = score(adabn(stage_model(recipe, run_dir, "source"), recipe), recipe)
+    rows["prior"] = score(stage_model(recipe, run_dir, "propagate"), recipe, prior=True)
+    return {"rows": rows, "seconds": round(seconds, 1), "run_dir": str(run_dir)}
+
+
+def table(results: dict, target: str, variant: str) -> str:
+    seeds = sorted(results)
+    lines = [f"\n{target} target ({variant}), 19-class mIoU on val; entropy = mean normalised entropy on val",
+             f"{'stage':<22}" + "".join(f"{'seed ' + str(s):>10}" for s in seeds) + f"{'mean':>9}{'± sd':>7}"
+             + f"{'Δ source':>10}{'entropy':>9}"]
+    base = statistics.mean(results[s][target][variant]["rows"]["source"]["mIoU"] for s in seeds)
+    for key in ("source", "adabn", "align", "teach", "propagate", "prior"):
+        values = [results[s][target][variant]["rows"][key]["mIoU"] for s in seeds]
+        ent = statistics.mean(results[s][target][variant]["rows"][key]["entropy"] for s in seeds)
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else math.nan
+        lines.append(f"{LABELS[key]:<22}" + "".join(f"{v:>10.2f}" for v in values) + f"{mean:>9.2f}{sd:>7.2f}"
+                     + f"{mean - base:>+10.2f}{ent:>9.3f}")
+    seconds = [results[s][target][variant]["seconds"] for s in seeds]
+    lines.append(f"(wall time per run: {', '.join(f'{x:.0f} s' for x in seconds)})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-atp-minicity")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=list(TARGETS))
+    parser.add_argument("--official", action="store_true", help="also run quirks: official from the same source")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    variants = {"intended": []} | ({"official": ["quirks=official"]} if args.official else {})
+    results: dict = {}
+    for seed in args.seeds:
+        results[seed] = {}
+        for target in args.targets:
+            results[seed][target] = {}
+            for variant, overrides in variants.items():
+                out = args.out / f"s{seed}" / variant
+                source = args.out / f"s{seed}" / "intended" / "cityscapes"
+                shared = source if (target, variant) != ("cityscapes", "intended") else None
+                results[seed][target][variant] = run_target(target, seed, out, overrides, shared)
+                (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    for target in args.targets:
+        for variant in variants:
+            print(table(results, target, variant))
+
+
+if __name__ == "__main__":
+    main()
