@@ -50,6 +50,7 @@ class LogHook(Hook):
 
     def before_train(self, trainer: Trainer) -> None:
         self._t = time.perf_counter()
+        self._hooks_t = trainer.hook_seconds
         self._last = trainer.iteration
         if trainer.ctx.is_main:
             self._progress = ConsoleProgress(trainer.ctx.name, trainer.iteration, trainer.total,
@@ -70,8 +71,9 @@ class LogHook(Hook):
                 fix="lower optim.lr, check the data (labels out of range?) or use amp: off",
             )
         now = time.perf_counter()
-        rate = (done - self._last) / max(now - self._t, 1e-9)
-        self._t, self._last = now, done
+        training_time = (now - self._t) - (trainer.hook_seconds - self._hooks_t)  # without eval/checkpoints
+        rate = (done - self._last) / max(training_time, 1e-9)
+        self._t, self._hooks_t, self._last = now, trainer.hook_seconds, done
         scalars = {**means, **{f"lr/{i}": g["lr"] for i, g in enumerate(trainer.optimizer.param_groups)}}
         scalars["time/it_per_s"] = rate
         trainer.log_scalars(done, scalars)

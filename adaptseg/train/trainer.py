@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class Trainer:
         self.handles: dict[str, ModelHandle] = {}
         self.specs: dict[str, ModelSpec] = {}
         self._writers: list[CSVWriter | TensorBoardWriter] = []
+        #: wall time spent in hooks (evaluation, checkpoints), left out of the it/s figure
+        self.hook_seconds = 0.0
 
     # ------------------------------------------------------------------------------------- building
     def _place(self, name: str, spec: ModelSpec) -> ModelHandle:
@@ -162,6 +165,15 @@ class Trainer:
 
     def build(self) -> None:
         """Models, optimiser, schedule, scaler and data streams; restores the checkpoint when resuming."""
+        self.setup_models()
+        self.streams = self._build_streams()
+        if self.resume:
+            self.load_state_dict(ckpt.load_checkpoint(self.checkpoint_path))
+        else:
+            seed_everything(self.ctx.seed_for(0, "loop"))  # per-rank streams for dropout & co.
+
+    def setup_models(self) -> None:
+        """The method's models placed and wrapped, the optimiser, the lr schedule and the grad scaler."""
         recipe, ctx = self.ctx.recipe, self.ctx
         seed_everything(recipe.seed)
         self.specs = self.method.build_models()
@@ -177,11 +189,6 @@ class Trainer:
             warmup_iters=s.warmup_iters, warmup_ratio=s.warmup_ratio,
         )
         self.scaler = grad_scaler(self.switches, ctx.device)
-        self.streams = self._build_streams()
-        if self.resume:
-            self.load_state_dict(ckpt.load_checkpoint(self.checkpoint_path))
-        else:
-            seed_everything(ctx.seed_for(0, "loop"))  # per-rank streams for dropout & co.
 
     # ------------------------------------------------------------------------------------ state
     @property
@@ -332,8 +339,10 @@ class Trainer:
             for it, batch in zip(range(start, self.total), loader, strict=True):
                 losses = self.run_step(it, self._to_device(batch))
                 self.iteration = it + 1
+                started = time.perf_counter()
                 for hook in hooks:
                     hook.after_step(self, it, losses)
+                self.hook_seconds += time.perf_counter() - started
             for hook in hooks:
                 hook.after_train(self)
         finally:
