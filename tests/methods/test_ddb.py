@@ -534,14 +534,48 @@ def test_whole_pipeline_runs_and_writes_each_stage_output(tmp_path, data):
     assert {r.status for r in run_recipe(recipe_path, out=out)} == {"skipped"}
 
 
-def test_st_and_ckd_run_with_bf16_autocast_and_channels_last(tmp_path, data):
+def _r1_recipe_file(path: Path, data, **top) -> Path:
     import yaml
 
-    recipe_path = tmp_path / "ddb.yaml"
-    recipe_path.write_text(yaml.safe_dump(tiny_recipe_dict(data, iters=1, amp="bf16", channels_last=True)))
+    recipe = tiny_recipe_dict(data, **top)
+    recipe["stages"] = [s for s in recipe["stages"] if s["name"] in R1_STAGES]
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_st_and_ckd_run_with_bf16_autocast_and_channels_last(tmp_path, data):
+    recipe_path = _r1_recipe_file(tmp_path / "ddb.yaml", data, iters=1, amp="bf16", channels_last=True)
+    results = run_recipe(recipe_path, out=tmp_path / "run")
+    assert [(r.name, r.status) for r in results] == [(s, "ran") for s in R1_STAGES]
+
+
+@pytest.mark.slow  # torch.compile on a CPU: ~20 s per compiled model and entry point
+def test_st_and_ckd_run_compiled(tmp_path, data):
+    recipe_path = _r1_recipe_file(tmp_path / "ddb.yaml", data, iters=2, compile=True)
+    results = run_recipe(recipe_path, out=tmp_path / "run")
+    assert [(r.name, r.status) for r in results] == [(s, "ran") for s in R1_STAGES]
+
+
+@pytest.mark.slow  # three Python processes importing torch: ~20 s idle, up to a minute on a busy 2-core machine
+def test_r1_pipeline_under_torchrun_ddp(tmp_path, data):
+    """``adaptseg train`` under torchrun (2 CPU processes, gloo): both ST paths, prototypes and CKD."""
+    import shutil
+    import subprocess
+    import sys
+
+    recipe_path = _r1_recipe_file(tmp_path / "ddb.yaml", data, iters=3)
+    cli = shutil.which("adaptseg") or str(Path(sys.executable).with_name("adaptseg"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", cli, "train",
+           str(recipe_path), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in R1_STAGES:
-        (result,) = run_recipe(recipe_path, out=tmp_path / "run", stage=stage)
-        assert result.status == "ran"
+        assert json.loads((out / stage / "DONE").read_text())["outputs"]
+    for stage in ("r1_st_cu", "r1_st_ca", "r1_ckd"):
+        payload = torch.load(out / stage / "checkpoint-last.pt", weights_only=True)
+        assert payload["sampler"]["world_size"] == 2 and payload["iteration"] == 3
+    assert set(torch.load(out / "r1_st_ca" / "checkpoint-last.pt", weights_only=True)["models"]) == {"student", "ema"}
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -646,3 +680,56 @@ def test_full_preset_head_shapes_and_head_lr_groups(full_model):
     assert all(n.startswith("decode_head.") for n in head["names"])
     assert len(head["names"]) == sum(1 for n, _ in full_model.named_parameters() if n.startswith("decode_head."))
     assert all(g["weight_decay"] == 0.01 for g in optimizer.param_groups)
+
+
+# ------------------------------------------------------------------------------ multi-source / target
+def _has_concat() -> bool:
+    from adaptseg.train.config import DatasetSpec
+
+    return "concat" in DatasetSpec.model_fields
+
+
+needs_concat = pytest.mark.xfail(not _has_concat(), raises=UserError, strict=True,
+                                 reason="needs the Trainer's `concat` dataset option (see the DDB report)")
+
+
+@needs_concat
+def test_multi_source_recipe_concatenates_the_sources():
+    """§1: GTA5 + Synscapes as one source dataset; everything else as GTA5→Cityscapes."""
+    recipe, base = _recipe("gta5+synscapes-cityscapes.yaml"), _recipe("gta5-cityscapes.yaml")
+    for name in ("source", "source_pmd"):
+        assert recipe.data[name].name == "gta5"
+        assert [(d.name, d.root) for d in recipe.data[name].concat] == [("synscapes", "data/synscapes")]
+        assert recipe.data[name].pipeline == base.data[name].pipeline
+    assert recipe.stages == base.stages and recipe.optim == base.optim and recipe.data["target"] == base.data["target"]
+
+
+@needs_concat
+def test_multi_target_recipe_concatenates_the_targets():
+    """§1/§4: Cityscapes + Mapillary as one target dataset, short side resized to 512 for both."""
+    from adaptseg.data.transforms import keep_ratio_size
+
+    recipe, base = _recipe("gta5-cityscapes+mapillary.yaml"), _recipe("gta5-cityscapes.yaml")
+    target = recipe.data["target"]
+    assert (target.name, target.split, target.labels) == ("cityscapes", "train", False)
+    assert [(d.name, d.split, d.labels) for d in target.concat] == [("mapillary", "train", False)]
+    scale = tuple(target.pipeline[0]["resize"])
+    assert keep_ratio_size(1024, 2048, scale) == keep_ratio_size(1024, 2048, (1024, 512)) == (512, 1024)
+    for h, w in ((3000, 4000), (1000, 3000), (4000, 3000)):  # landscape, panorama, portrait
+        assert min(keep_ratio_size(h, w, scale)) == 512
+    assert recipe.stages == base.stages and recipe.data["source"] == base.data["source"]
+
+
+@needs_concat
+def test_concatenated_target_feeds_training_and_prototypes(tmp_path, data):
+    """The prototype task reads the concatenated target too (multi-target prototypes, §3)."""
+    recipe = tiny_recipe_dict(data)
+    recipe["data"]["target"]["concat"] = [{"name": "cityscapes", "root": str(data[0]), "split": "train",
+                                           "labels": False}]
+    recipe = validate(Recipe, recipe)
+    write_weights(tmp_path / "r1_st_cu" / "student.safetensors", 0)
+    from adaptseg.train.pipeline import build_stage_method
+
+    ctx = make_ctx(recipe, "r1_proto_cu", tmp_path)
+    task = build_stage_method(recipe, recipe.stage("r1_proto_cu"), ctx, None)
+    assert sum(b.shape[0] for b in task.batches()) == 5 + 6
