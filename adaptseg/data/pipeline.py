@@ -12,14 +12,17 @@ A loader yields, per iteration, ``{stream: {"image": float N×3×H×W (normalise
 (when labelled), "id": [str]}}``; the Trainer moves it to the device and turns labels into ``long``.
 
 ``minicity:<domain>`` dataset roots name the built-in MiniCity data; it is generated on first use into a
-cache folder (``$ADAPTSEG_MINICITY``, else ``~/.cache/adaptseg/minicity``), one folder per (seed, size,
-images, domain), under a file lock so that concurrent processes generate it once.
+cache folder (``$ADAPTSEG_MINICITY``, else ``~/.cache/adaptseg/minicity``) as
+``<cache>/s<seed>-<H>x<W>-n<images|default>/<domain>/``, under a file lock so that concurrent processes
+(torchrun ranks, parallel runs) generate it once.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptseg.data.transforms import Compose, Normalize, build_pipeline
 from adaptseg.errors import UserError
-from adaptseg.io import write_text_atomic
 
 MINICITY_PREFIX = "minicity:"
 
@@ -65,20 +67,18 @@ def minicity_root(
     cache: str | Path | None = None,
 ) -> Path:
     """The root of MiniCity ``domain`` for these settings, generating it first if it is missing."""
-    from adaptseg.data import minicity
+    from adaptseg.data.minicity.generator import DOMAINS, MARKER, generate
 
-    if domain not in minicity.DOMAINS:
-        raise UserError(
-            f"unknown MiniCity domain {domain!r}", fix=f"write minicity:<domain> with one of {', '.join(minicity.DOMAINS)}"
-        )
+    if domain not in DOMAINS:
+        raise UserError(f"unknown MiniCity domain {domain!r}", fix=f"write minicity:<domain> with one of {', '.join(DOMAINS)}")
     base = Path(cache).expanduser() if cache else minicity_cache()
-    folder = base / f"s{seed}-{size[0]}x{size[1]}-n{images if images is not None else 'default'}" / domain
-    marker = folder / ".complete"
-    with _file_lock(folder.parent / f".{domain}.lock"):
-        if not marker.is_file():
-            roots = minicity.generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])
-            write_text_atomic(marker, str(Path(roots[domain]).resolve()))
-    return Path(marker.read_text().strip())
+    folder = base / f"s{seed}-{size[0]}x{size[1]}-n{images if images is not None else 'default'}"
+    root = folder / domain
+    # the generator moves a domain into place only once it is complete, with its minicity.json inside
+    with _file_lock(folder / f".{domain}.lock"):
+        if not (root / MARKER).is_file():
+            root = Path(generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])[domain])
+    return root
 
 
 def resolve_root(root: str, *, minicity: Mapping[str, Any] | None = None) -> Path:
@@ -121,6 +121,51 @@ def open_dataset(
     if len(dataset) == 0:
         raise UserError(f"{dataset!r} has no samples", path=ids or root)
     return dataset
+
+
+class ConcatReader:
+    """Several dataset readers read as one, in order (DDB multi-source/-target; no domain labels).
+
+    Offers what training and evaluation read from a reader: ``len``, ``[i]`` → ``Sample``, ``entries``,
+    ``read_image``/``read_label``, ``has_labels`` and ``name`` (the first reader's, which picks the
+    evaluation protocol).
+    """
+
+    def __init__(self, readers: Sequence[Any]):
+        if not readers:
+            raise ValueError("ConcatReader needs at least one reader")
+        self.readers = list(readers)
+        self.name = getattr(self.readers[0], "name", "")
+        self.has_labels = all(getattr(r, "has_labels", True) for r in self.readers)
+        self._starts = list(itertools.accumulate([0, *(len(r) for r in self.readers)]))
+
+    @property
+    def entries(self) -> list:
+        return [entry for reader in self.readers for entry in reader.entries]
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def _locate(self, i: int) -> tuple[Any, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self.readers[k], i - self._starts[k]
+
+    def __getitem__(self, i: int):
+        reader, j = self._locate(i)
+        return reader[j]
+
+    def read_image(self, i: int) -> np.ndarray:
+        reader, j = self._locate(i)
+        return reader.read_image(j)
+
+    def read_label(self, i: int) -> np.ndarray | None:
+        reader, j = self._locate(i)
+        return reader.read_label(j)
+
+    def __repr__(self) -> str:
+        return f"ConcatReader({', '.join(repr(r) for r in self.readers)})"
 
 
 def with_normalize(pipeline: Sequence[Mapping[str, Any]], mean: Sequence[float], std: Sequence[float]) -> Compose:

@@ -58,7 +58,8 @@ class DatasetSpec(StrictModel):
     ``root`` is a folder in the official layout, or ``minicity:<domain>`` for the built-in MiniCity data
     (generated on first use into the MiniCity cache, see :mod:`adaptseg.data.pipeline`).
     ``ids`` optionally restricts the split to the sample ids listed one per line in a file (a path or an
-    earlier stage's output, e.g. ``rank/easy.txt``).
+    earlier stage's output, e.g. ``rank/easy.txt``). ``concat`` appends more datasets to this one, read
+    as a single dataset through the same pipeline (DDB's multi-source/multi-target: no domain labels).
     """
 
     name: str
@@ -67,6 +68,7 @@ class DatasetSpec(StrictModel):
     labels: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
     ids: str | None = None
+    concat: list[DatasetSpec] = Field(default_factory=list)
 
 
 class StreamSpec(DatasetSpec):

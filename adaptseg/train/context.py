@@ -116,13 +116,17 @@ class StageContext:
         return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
 
     def open_dataset(self, spec: DatasetSpec):
-        """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand)."""
-        from adaptseg.data.pipeline import open_dataset
+        """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand; ``concat``
+        datasets appended, as one :class:`~adaptseg.data.pipeline.ConcatReader`)."""
+        from adaptseg.data.pipeline import ConcatReader, open_dataset
 
-        return open_dataset(
+        reader = open_dataset(
             spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options,
             ids=self.resolve(spec.ids) if spec.ids else None, minicity=self.minicity_options(),
         )
+        if not spec.concat:
+            return reader
+        return ConcatReader([reader, *(self.open_dataset(extra) for extra in spec.concat)])
 
     # -- randomness ---------------------------------------------------------------------------------
     def seed_for(self, it: int, *keys: str | int) -> int:

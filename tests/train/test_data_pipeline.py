@@ -81,3 +81,21 @@ def test_samples_of_different_sizes_need_a_crop(data):
     with pytest.raises(UserError, match="differ in size"):
         for it in range(5):
             stream.batch(it, 0, 1)
+
+
+def test_concat_reads_several_datasets_as_one(tmp_path, data):
+    from adaptseg.data.pipeline import ConcatReader
+    from tests.train.tiny import make_context
+
+    other = make_split(tmp_path / "other", n=3, seed=9)
+    ctx = make_context(tmp_path, data, extra={"data": {"source": {"concat": [
+        {"name": "cityscapes", "root": str(other), "split": "train"}]}}})
+    reader = ctx.open_dataset(ctx.recipe.data["source"])
+    assert isinstance(reader, ConcatReader) and len(reader) == 6 + 3 and reader.name == "cityscapes"
+    first, extra = open_dataset("cityscapes", str(data), "train"), open_dataset("cityscapes", str(other), "train")
+    assert [e.image_path for e in reader.entries] == [e.image_path for e in first.entries + extra.entries]
+    assert np.array_equal(reader[7].image, extra[1].image) and np.array_equal(reader.read_label(2), first[2].label)
+    with pytest.raises(IndexError):
+        reader[9]
+    stream = TrainStream("source", reader, with_normalize(PIPE, (0, 0, 0), (1, 1, 1)), 9, 0)
+    assert sorted(stream.batch(0, 0, 1)["id"]) == sorted(e.id for e in reader.entries)  # one epoch = both sets

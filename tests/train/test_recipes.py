@@ -60,4 +60,5 @@ def test_minicity_recipe_runs_on_a_fresh_machine(tmp_path, monkeypatch):
                  "eval.every=2", "workers=0"]
     run_recipe(TRAIN / "source_only/minicity-gta5.yaml", overrides, out=tmp_path / "run")
     assert stage_complete(tmp_path / "run" / "source")
-    assert (tmp_path / "cache" / "s0-64x128-n4" / "gta5" / ".complete").is_file()
+    assert (tmp_path / "cache" / "s0-64x128-n4" / "gta5" / "minicity.json").is_file()
+    assert (tmp_path / "cache" / "s0-64x128-n4" / "cityscapes" / "leftImg8bit" / "val").is_dir()
