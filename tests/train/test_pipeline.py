@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import tests.train.tiny  # noqa: E402,F401  (registers the test methods)
 from adaptseg.cli.app import app
 from adaptseg.errors import UserError
 from adaptseg.models import build_model, load_weights
@@ -56,6 +57,19 @@ def test_two_stages_run_in_order_then_skip(tmp_path, data):
     # a missing output makes the stage incomplete again
     (out / "finetune" / "student.safetensors").unlink()
     assert not stage_complete(out / "finetune")
+
+
+def test_task_stage_writes_files_from_earlier_outputs(tmp_path, data):
+    recipe = tiny_recipe(tmp_path / "r.yaml", data, stages=[
+        {"name": "source", "method": "source_only", "iters": 2},
+        {"name": "count", "method": "test_count_weights", "init_from": "source/student.safetensors"},
+    ])
+    results = run_recipe(recipe, out=tmp_path / "run")
+    assert [(r.name, r.status, r.outputs[-1]) for r in results][1] == ("count", "ran", "count.json")
+    written = json.loads((tmp_path / "run" / "count" / "count.json").read_text())
+    assert written["tensors"] > 0 and written["run_by_rank"] == 0
+    assert json.loads((tmp_path / "run" / "count" / "DONE").read_text())["outputs"] == ["count.json"]
+    assert [r.status for r in run_recipe(recipe, out=tmp_path / "run")] == ["skipped", "skipped"]
 
 
 def test_interrupted_stage_needs_resume_and_folder_is_bound_to_its_recipe(tmp_path, data):

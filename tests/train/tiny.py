@@ -125,7 +125,7 @@ def band_net(num_classes: int = 19):
 
 
 def _register_test_methods():
-    from adaptseg.methods.base import METHODS, Method, ModelSpec, register_method
+    from adaptseg.methods.base import METHODS, Method, ModelSpec, Task, register_method
     from adaptseg.methods.parts.losses import cross_entropy
 
     if "test_two_view" in METHODS:
@@ -145,6 +145,20 @@ def _register_test_methods():
                 "ce": cross_entropy(student(x), y, normalize="all_pixels"),
                 "ce_flip": cross_entropy(student.features(x.flip(-1))["logits"], y.flip(-1), normalize="all_pixels"),
             }
+
+    @register_method("test_count_weights")
+    class CountWeights(Task):
+        """A non-training stage: reads an earlier stage's weights, writes a JSON file."""
+
+        def run(self):
+            import json
+
+            from safetensors.torch import load_file
+
+            state = load_file(self.ctx.resolve(self.ctx.stage.init_from["student"].path))
+            out = self.ctx.out_dir / "count.json"
+            out.write_text(json.dumps({"tensors": len(state), "run_by_rank": self.ctx.dist.rank}))
+            return ["count.json"]
 
     return TwoView
 
