@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from adaptseg.config import StrictModel
@@ -91,8 +92,6 @@ class ModelHandle:
 
     def _prep(self, x: Tensor) -> Tensor:
         if self._channels_last and x.dim() == 4:
-            import torch
-
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -153,7 +152,11 @@ class Method(StageMethod, ABC):
         """Named scalar losses of iteration ``it`` for ``batch`` (``{stream: {"image", "label", "id"}}``)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The method's own state for bit-exact resume (running prototypes, counters); models are saved apart."""
+        """The method's own state for bit-exact resume (running prototypes, counters); models are saved apart.
+
+        Tensors and plain containers only (checkpoints load with ``weights_only=True``). Under DDP the
+        Trainer saves rank 0's: keep it identical across ranks (all-reduce what the ranks accumulate).
+        """
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
