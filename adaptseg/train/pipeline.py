@@ -154,7 +154,9 @@ class RecipeRunner:
         owns_group = init_distributed(self.info, self.device)
         try:
             bind_run_dir(self.run_dir, self.recipe, self.info)
-            return [self.run_stage(s, resume=resume) for s in stages]
+            results = [self.run_stage(s, resume=resume) for s in stages]
+            barrier(self.info)  # no rank tears the group down while another still talks to it
+            return results
         finally:
             if owns_group:
                 shutdown_distributed()

@@ -15,6 +15,7 @@ from adaptseg.train.config import Recipe, stage_recipe  # noqa: E402
 from adaptseg.train.context import StageContext  # noqa: E402
 from adaptseg.train.distributed import (  # noqa: E402
     all_gather_object,
+    barrier,
     dist_from_env,
     init_distributed,
     shutdown_distributed,
@@ -39,6 +40,7 @@ def main(recipe_path: str, out: str) -> None:
     gathered = all_gather_object({"params": params, "ddp": type(student._wrapped).__name__}, info)
     if info.is_main:
         torch.save(gathered, Path(out) / "ranks.pt")
+    barrier(info)  # tearing the group down while a peer still uses it aborts gloo
     shutdown_distributed()
 
 
