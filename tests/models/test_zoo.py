@@ -9,9 +9,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from adaptseg.models import DeployModule, build_model, load_preset
 from tests.models.helpers import (
+    assert_same_prediction,
+    comparison_tolerance,
     expected_logits_size,
     image_batch,
     input_size,
@@ -19,6 +22,9 @@ from tests.models.helpers import (
     preset_params,
     seeded_model,
 )
+
+#: tiny presets compare to 1e-4 (the spec); full-size ones to what fp32 allows (``comparison_tolerance``)
+TINY_TOL = 1e-4
 
 
 @pytest.mark.parametrize("name", preset_params())
@@ -51,6 +57,9 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     preset = load_preset(name)
     torch.manual_seed(0)
     model = build_model(name).train()
+    for m in model.modules():  # stochastic regularisers off: a block dropped for the whole batch gets no gradient
+        if isinstance(m, nn.Dropout | nn.Dropout2d) or "droppath" in type(m).__name__.lower():
+            m.eval()
     out = model.forward_features(normalised_batch(2, input_size(preset)))
     loss = sum(v.float().square().mean() for v in out.values())
     loss.backward()
@@ -63,11 +72,12 @@ def test_channels_last_gives_the_same_logits(name: str) -> None:
     preset = load_preset(name)
     model = seeded_model(name)
     x = normalised_batch(2, input_size(preset))
+    tol = TINY_TOL if preset.size == "tiny" else comparison_tolerance(model, x)
     with torch.no_grad():
         ref = model(x)
         model = model.to(memory_format=torch.channels_last)
         got = model(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert_same_prediction(got, ref, tol)
 
 
 @pytest.mark.parametrize("name", preset_params())
@@ -118,10 +128,12 @@ def test_deploy_module_onnx_dynamic_batch(name: str, tmp_path) -> None:
         x = image_batch(n, size, seed=n)
         (got,) = session.run(None, {"image": x.numpy()})
         with torch.no_grad():
-            ref = deploy(x).numpy()
+            ref = deploy(x)
         assert got.shape == (n, preset.num_classes, *size)
-        np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
-        np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-3)
+        tol = TINY_TOL if preset.size == "tiny" else comparison_tolerance(deploy, x)
+        assert_same_prediction(torch.from_numpy(got), ref, tol)
+        if preset.size == "tiny":
+            np.testing.assert_array_equal(got.argmax(1), ref.argmax(1).numpy())
 
 
 @pytest.mark.slow
