@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -61,9 +62,15 @@ def calibrate(model: nn.Module, size: tuple[int, int], seed: int = 0) -> nn.Modu
 
 
 def seeded_model(preset: str | ModelPreset, seed: int = 0, num_classes: int | None = None) -> nn.Module:
-    """A preset's model with deterministic weights and calibrated BN state, in eval mode."""
+    """A preset's model with deterministic weights and calibrated BN state, in eval mode (a fresh copy)."""
     if not isinstance(preset, ModelPreset):
         preset = load_preset(preset)
+    return copy.deepcopy(_seeded_model(preset.model_dump_json(), seed, num_classes))
+
+
+@functools.cache
+def _seeded_model(preset_json: str, seed: int, num_classes: int | None) -> nn.Module:
+    preset = ModelPreset.model_validate_json(preset_json)
     torch.manual_seed(seed)
     return calibrate(build_model(preset, num_classes=num_classes), input_size(preset), seed)
 

@@ -37,7 +37,7 @@ TINY_DRN = tiny_preset(
 
 
 def _outputs_equal(a, b) -> None:
-    x = normalised_batch(2, (64, 128), seed=5)
+    x = normalised_batch(2, (32, 64), seed=5)
     with torch.no_grad():
         fa, fb = a.forward_features(x), b.forward_features(x)
     for key in fa:
@@ -45,7 +45,7 @@ def _outputs_equal(a, b) -> None:
 
 
 def _backbone_outputs_equal(a, b) -> None:
-    x = normalised_batch(1, (64, 128), seed=6)
+    x = normalised_batch(1, (32, 64), seed=6)
     with torch.no_grad():
         for fa, fb in zip(a.backbone(x), b.backbone(x), strict=True):
             torch.testing.assert_close(fa, fb, atol=0, rtol=0)
