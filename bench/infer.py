@@ -10,8 +10,15 @@ Prints one table; every figure comes from this one run on the same model and ima
     crops: the raw forwards alone, and the engine
 (d) bytes per pixel of the pseudo-label store on MiniCity scenes
 
-    python bench/infer.py            # ~2-3 minutes on 2 CPU cores
-    python bench/infer.py --quick    # smaller images, fewer repeats
+    python bench/infer.py              # a few minutes on 2 idle CPU cores
+    python bench/infer.py --quick      # smaller images, fewer repeats
+    python bench/infer.py --threads 2  # timings with 2 intra-op threads
+
+Timings use one intra-op thread by default: on a machine shared with other jobs, OpenMP threads that
+lose their core spin at barriers, and back-to-back forwards (the raw baseline, the per-window loop)
+then pay several times more than forwards with work in between (the engine) — measured here as a
+2.5x swing with 2 threads under load 8, which says nothing about the engine. One thread per process
+compares the same work fairly; on an idle machine pass --threads 2.
 """
 
 from __future__ import annotations
@@ -211,6 +218,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory-probe", choices=("raw", "engine"))
     parser.add_argument("--size", default="1024x2048")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timings")
     args = parser.parse_args()
     if args.memory_probe:
         h, w = (int(v) for v in args.size.split("x"))
@@ -220,11 +228,12 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    torch.set_num_threads(args.threads)
     t = timing(args.quick)
     m = memory(args.quick)
     s = store_size(args.quick)
     mib = 2**20
-    table = Table(title=f"adaptseg inference engine — {MODEL}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    table = Table(title=f"adaptseg inference engine — {MODEL}, CPU, {torch.get_num_threads()} thread(s) for timings, torch {torch.__version__}")
     for col in ("figure", "measured", "target"):
         table.add_column(col)
     table.add_row(

@@ -50,7 +50,8 @@ class Prediction:
     """The engine's result for one image, at the image's original size.
 
     ``output`` is C×H×W float32 on the engine's accumulation device: probabilities (the default), or
-    the averaged raw outputs when the engine runs with ``output="logits"``.
+    the averaged raw outputs when the engine runs with ``output="logits"``. It keeps the model's
+    memory layout (channels-last models give a permuted view; ``.contiguous()`` when that matters).
     """
 
     index: int  # position of the image in the input order
@@ -192,7 +193,10 @@ class SlidingWindow:
         config: the inference preset (crop, stride, batch size, weights, averaging, resize, TTA).
         output: ``probs`` (default) or ``logits`` — the averaged raw outputs without any softmax (for
             feature extractors; TTA variants are then averaged raw).
-        accumulate_device: where per-image buffers live (default: ``predict``'s device).
+        device: where crop batches go (default: ``predict.device``, else CPU). On CUDA, crops are
+            staged in pinned host memory and copied without blocking.
+        accumulate_device: where per-image buffers live (default: ``device``).
+        pad_value: RGB 0–255 colour of the padding (default: ``predict.mean``, else black).
     """
 
     def __init__(
@@ -372,8 +376,7 @@ class SlidingWindow:
             )
         if tuple(out.shape[-2:]) != crop:
             out = F.interpolate(out.float(), size=crop, mode="bilinear", align_corners=False)
-        # one layout change per batch (channels-last models answer in NHWC) beats strided adds per window
-        return out.float().contiguous()
+        return out.float()
 
     def _accumulate(self, variant: _Variant, window: Window, out: Tensor, weights: Tensor | None) -> None:
         job = variant.job
@@ -382,7 +385,13 @@ class SlidingWindow:
         single = len(variant.windows) == 1
         if variant.acc is None:
             channels, (h, w) = out.shape[0], variant.size
-            variant.acc = torch.zeros((channels, h, w), dtype=torch.float32, device=self.accumulate_device)
+            if _channels_last(out):
+                # channels-last models answer in N×H×W×C memory: accumulate in that layout too, so each
+                # window adds whole contiguous rows instead of striding across every pixel
+                acc = torch.zeros((h, w, channels), dtype=torch.float32, device=self.accumulate_device)
+                variant.acc = acc.permute(2, 0, 1)
+            else:
+                variant.acc = torch.zeros((channels, h, w), dtype=torch.float32, device=self.accumulate_device)
             nbytes = variant.acc.nbytes
             if not single:
                 variant.norm = torch.zeros((1, h, w), dtype=torch.float32, device=self.accumulate_device)
@@ -441,6 +450,11 @@ class SlidingWindow:
         self.stats.release(merged.nbytes, image_done=True)
         self.stats.images += 1
         return Prediction(job.index, job.id, merged)
+
+
+def _channels_last(crop_output: Tensor) -> bool:
+    """Whether a C×h×w slice of a batch output is stored channels-last (stride 1 along C)."""
+    return crop_output.shape[0] > 1 and crop_output.stride(0) == 1
 
 
 def _unpack(index: int, item: Any) -> tuple[str, Any]:

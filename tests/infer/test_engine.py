@@ -106,6 +106,20 @@ def test_engine_equals_one_window_at_a_time(name, backend):
     assert_matches_reference(backend, InferenceConfig(**CONFIGS[name]), images(sizes))
 
 
+@pytest.mark.parametrize("name", ["slide-gaussian", "tta"])
+def test_channels_last_models_accumulate_in_their_layout(name):
+    from adaptseg.infer.backends import TorchBackend
+    from adaptseg.infer.config import BackendOptions
+
+    torch.manual_seed(0)
+    backend = TorchBackend(Deploy(TinyNet(5)), num_classes=5, device="cpu", options=BackendOptions(channels_last=True))
+    engine = assert_matches_reference(backend, InferenceConfig(**CONFIGS[name]), images(SIZES[:3]))
+    assert engine.stats.images == 3
+    if name == "slide-gaussian":
+        out = engine.predict_image(random_image(30, 40, 0))
+        assert out.stride(0) == 1  # the accumulator followed the model's N×H×W×C output
+
+
 def test_crops_from_several_images_fill_every_batch():
     backend = tiny_backend()
     seen: list[int] = []
