@@ -9,6 +9,7 @@ other existing folder is left alone (UserError).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sys
@@ -162,7 +163,9 @@ def generate(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= 64 else 1
     roots = {d: _prepare_root(out, d) for d in wanted}  # fail before writing anything
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker) if workers > 1 else None
+    # spawn, not fork: forking a process whose OpenCV/BLAS threads hold locks can deadlock the children
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+            if workers > 1 else None)
     written: dict[str, Path] = {}
     try:
         for domain in wanted:

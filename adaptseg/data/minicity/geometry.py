@@ -187,6 +187,10 @@ class Canvas:
         self._limit = ((camera.width + 1) << _SHIFT, (camera.height + 1) << _SHIFT)
         self.surface(LabelId.SKY, Material.SKY, normal=(0.0, 0.0, 0.0), d=0.0)
 
+    def pixels(self, size: float, z: float) -> float:
+        """On-screen size in pixels of ``size`` metres at depth ``z`` (for level of detail)."""
+        return self.camera.focal * size / max(z, _NEAR)
+
     def new_instance(self) -> int:
         """A fresh instance id (for countable objects)."""
         self._next_instance += 1
@@ -214,10 +218,11 @@ class Canvas:
 
     def polygon(self, pts: np.ndarray, sid: int, target: np.ndarray | None = None) -> bool:
         """Fill a convex world-space polygon (N, 3) with ``sid``; returns whether anything was in view."""
-        pc = np.asarray(pts, dtype=np.float64) @ self._rot_t + self._offset
+        return self._fill(np.asarray(pts, dtype=np.float64) @ self._rot_t + self._offset, sid, target)
+
+    def _fill(self, pc: np.ndarray, sid: int, target: np.ndarray | None = None) -> bool:
+        """Fill a convex polygon given in camera coordinates (N, 3)."""
         z = pc[:, 2]
-        if z.max() < _NEAR:
-            return False
         if z.min() < _NEAR:
             pc = _clip_near(pc)
             if len(pc) < 3:
@@ -253,19 +258,21 @@ class Canvas:
         params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
     ) -> dict[str, int]:
         """Draw the faces of an axis-aligned box that face the camera; returns face name → surface id."""
-        faces = {
-            "left": ((-1.0, 0.0, 0.0), -x0, [(x0, y0, z0), (x0, y0, z1), (x0, y1, z1), (x0, y1, z0)]),
-            "right": ((1.0, 0.0, 0.0), x1, [(x1, y0, z0), (x1, y0, z1), (x1, y1, z1), (x1, y1, z0)]),
-            "top": ((0.0, 1.0, 0.0), y1, [(x0, y1, z0), (x1, y1, z0), (x1, y1, z1), (x0, y1, z1)]),
-            "front": ((0.0, 0.0, -1.0), -z0, [(x0, y0, z0), (x1, y0, z0), (x1, y1, z0), (x0, y1, z0)]),
-            "back": ((0.0, 0.0, 1.0), z1, [(x0, y0, z1), (x1, y0, z1), (x1, y1, z1), (x0, y1, z1)]),
-        }
+        corners = np.array([(x0, y0, z0), (x0, y0, z1), (x0, y1, z1), (x0, y1, z0),
+                            (x1, y0, z0), (x1, y0, z1), (x1, y1, z1), (x1, y1, z0)])
+        pc = corners @ self._rot_t + self._offset
         drawn: dict[str, int] = {}
-        for name, (normal, d, corners) in faces.items():
+        for name, normal, d, index in (
+            ("left", (-1.0, 0.0, 0.0), -x0, [0, 1, 2, 3]),
+            ("right", (1.0, 0.0, 0.0), x1, [4, 5, 6, 7]),
+            ("top", (0.0, 1.0, 0.0), y1, [3, 7, 6, 2]),
+            ("front", (0.0, 0.0, -1.0), -z0, [0, 4, 7, 3]),
+            ("back", (0.0, 0.0, 1.0), z1, [1, 5, 6, 2]),
+        ):
             if not self.camera.faces_camera(normal, d):
                 continue
             sid = self.surface(label, material, normal=normal, d=d, variant=variant, instance=instance, params=params)
-            if self.polygon(np.array(corners), sid):
+            if self._fill(pc[index], sid):
                 drawn[name] = sid
         return drawn
 

@@ -14,8 +14,9 @@ exactly the files the real dataset ships, named as the real dataset names them:
   ``_gt_labelTrainIds.png`` and ``_gt_labelIds.png``;
 * Dark Zurich: ``rgb_anon/<split>/night/<seq>/..._rgb_anon.png``; val labels in ``gt/val/night/...``.
 
-All files are written atomically (:mod:`adaptseg.io`); PNG encoding is deterministic, so the same
-sample always gives the same bytes.
+Writers put files into a private staging folder that :func:`~adaptseg.data.minicity.generate`
+renames into place once the whole domain is written, so a crash never leaves a half-written dataset
+(and single files need no fsync). PNG encoding is deterministic: the same sample gives the same bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from adaptseg.data.labels import (
@@ -31,7 +33,7 @@ from adaptseg.data.labels import (
     PALETTE,
     SYNTHIA_ID_TO_TRAINID,
 )
-from adaptseg.io import atomic_path, write_png
+from adaptseg.errors import UserError
 
 #: Cities of the Cityscapes-like splits (invented, German-sounding like the real ones).
 CITIES = {
@@ -77,6 +79,18 @@ class Sample:
         return CITYSCAPES_LUT[self.label_ids]
 
 
+def write_png(path: Path, array: np.ndarray, *, rgb: bool = True) -> None:
+    """Encode ``array`` as PNG (RGB arrays converted for OpenCV) and write it, creating folders."""
+    array = np.ascontiguousarray(array)
+    if rgb and array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise UserError("could not encode PNG", path=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.tobytes())
+
+
 def _sequence_name(names: tuple[str, ...], index: int) -> tuple[str, int]:
     """Spread consecutive indices over named recordings: (name, position within that recording)."""
     return names[index % len(names)], index // len(names)
@@ -94,8 +108,8 @@ def write_palette_png(path: Path, indices: np.ndarray, palette: np.ndarray = PAL
         table[lid] = palette[tid]
     img = Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8), mode="P")
     img.putpalette(table.ravel().tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
 
 
 def write_gta5(root: Path, index: int, sample: Sample) -> None:

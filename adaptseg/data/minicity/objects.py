@@ -21,7 +21,7 @@ Rng = np.random.Generator
 
 def cast_shadow(cv: Canvas, sun: np.ndarray, x0: float, x1: float, z0: float, z1: float, height: float) -> None:
     """Mark the ground shadow of a box (footprint and its top moved along the sun's rays)."""
-    if sun[1] <= 0.05 or height <= 0:
+    if sun[1] <= 0.05 or height <= 0 or min(z0, z1) > 80.0:  # far shadows are a pixel or less
         return
     dx, dz = -sun[0] / sun[1] * height, -sun[2] / sun[1] * height
     foot = [(x0, z0), (x1, z0), (x1, z1), (x0, z1)]
@@ -44,11 +44,13 @@ def tree(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, scale: fl
     cv.box(x - trunk_w / 2, x + trunk_w / 2, 0.0, crown_y, z - trunk_w / 2, z + trunk_w / 2,
            LabelId.VEGETATION, Material.TRUNK, rng.random())
     sid = cv.frontal(z - 0.1, LabelId.VEGETATION, Material.FOLIAGE, inst_var)
+    pixels = cv.camera.focal * crown_r / max(z, 1.0)  # crown radius on screen
+    segments = 14 if pixels > 6 else 8
     for _ in range(int(rng.integers(3, 7))):
         cx = x + rng.uniform(-0.6, 0.6) * crown_r
         cy = crown_y + rng.uniform(-0.4, 0.5) * crown_r
         r = crown_r * rng.uniform(0.55, 0.85)
-        cv.ellipse_xy(z - 0.1, cx, cy, r * rng.uniform(0.9, 1.2), r * rng.uniform(0.8, 1.1), sid)
+        cv.ellipse_xy(z - 0.1, cx, cy, r * rng.uniform(0.9, 1.2), r * rng.uniform(0.8, 1.1), sid, segments)
 
 
 def hedge(cv: Canvas, rng: Rng, x0: float, x1: float, z0: float, z1: float, sun: np.ndarray) -> None:
@@ -203,10 +205,12 @@ def car(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray)
     x0, x1, z0, z1 = x - width / 2, x + width / 2, z, z + length
     cast_shadow(cv, sun, x0, x1, z0, z1, height * 0.7)
     r = 0.31
-    for az in (z0 + 0.85, z1 - 0.85):
-        for wx0, wx1 in ((x0 + 0.02, x0 + 0.25), (x1 - 0.25, x1 - 0.02)):
-            cv.box(wx0, wx1, 0.0, 2 * r, az - r, az + r, LabelId.CAR, Material.TIRE, 0.5, inst)
-    cv.box(x0, x1, 0.28, body_top, z0, z1, LabelId.CAR, Material.CAR_PAINT, variant, inst)
+    detail = cv.pixels(height, z0) > 7  # wheels and lamps only where they are a few pixels big
+    if detail:
+        for az in (z0 + 0.85, z1 - 0.85):
+            for wx0, wx1 in ((x0 + 0.02, x0 + 0.25), (x1 - 0.25, x1 - 0.02)):
+                cv.box(wx0, wx1, 0.0, 2 * r, az - r, az + r, LabelId.CAR, Material.TIRE, 0.5, inst)
+    cv.box(x0, x1, 0.0 if not detail else 0.28, body_top, z0, z1, LabelId.CAR, Material.CAR_PAINT, variant, inst)
     if van:
         c0, c1 = z0, z1
     elif heading > 0:
@@ -220,9 +224,10 @@ def car(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray)
                           instance=inst)
         cv.polygon(np.array([(x0 + inset, height, c0), (x1 - inset, height, c0), (x1 - inset, height, c1),
                              (x0 + inset, height, c1)]), roof)
-    for az in (z0 + 0.85, z1 - 0.85):
-        _wheel_disc(cv, LabelId.CAR, inst, x0 - 0.01, r, az, r, -1.0)
-        _wheel_disc(cv, LabelId.CAR, inst, x1 + 0.01, r, az, r, 1.0)
+    if detail:
+        for az in (z0 + 0.85, z1 - 0.85):
+            _wheel_disc(cv, LabelId.CAR, inst, x0 - 0.01, r, az, r, -1.0)
+            _wheel_disc(cv, LabelId.CAR, inst, x1 + 0.01, r, az, r, 1.0)
     _end_lights(cv, LabelId.CAR, inst, x0, x1, z0, body_top - 0.28, body_top - 0.1, front=heading < 0)
 
 
@@ -326,6 +331,15 @@ def person(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, label: 
     legs = cv.frontal(z, label, Material.CLOTHES, bottom, inst)
     stride = rng.uniform(0.0, 0.13) * h
     hip = 0.48 * h
+    if cv.pixels(h, z) < 8:  # a few pixels tall: a silhouette is enough
+        cv.quad_xy(z, [(x - 0.07 * h - stride / 2, 0.0), (x + 0.07 * h + stride / 2, 0.0),
+                       (x + 0.1 * h, hip), (x - 0.1 * h, hip)], legs)
+        torso = cv.frontal(z - 0.01, label, Material.CLOTHES, top, inst)
+        cv.quad_xy(z - 0.01, [(x - 0.12 * h, hip), (x + 0.12 * h, hip), (x + 0.13 * h, 0.82 * h),
+                              (x - 0.13 * h, 0.82 * h)], torso)
+        head = cv.frontal(z - 0.01, label, Material.HAIR if rng.random() < 0.5 else Material.SKIN, hair, inst)
+        cv.ellipse_xy(z - 0.01, x, 0.905 * h, 0.06 * h, 0.07 * h, head, segments=8)
+        return
     cv.bar_xy(z, (x - 0.045 * h, hip), (x - 0.045 * h - stride, 0.0), 0.085 * h, legs)
     cv.bar_xy(z, (x + 0.045 * h, hip), (x + 0.045 * h + stride * rng.uniform(0.3, 1.0), 0.0), 0.085 * h, legs)
     torso = cv.frontal(z - 0.01, label, Material.CLOTHES, top, inst)
@@ -400,10 +414,11 @@ def bike_side(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, moto
         seat, hand = 0.85, (x + 0.5 * d, 1.05)
     else:
         r = 0.34
+        segments = 12 if cv.pixels(r, z) > 4 else 6
         rear, front = (x - 0.52 * d, r), (x + 0.52 * d, r)
         pedal, saddle, head = (x, 0.3), (x - 0.15 * d, 0.9), (x + 0.38 * d, 0.95)
-        cv.ring_xy(z, rear[0], r, r, 0.06, bike)
-        cv.ring_xy(z, front[0], r, r, 0.06, bike)
+        cv.ring_xy(z, rear[0], r, r, 0.06, bike, segments)
+        cv.ring_xy(z, front[0], r, r, 0.06, bike, segments)
         for p, q in ((rear, pedal), (pedal, saddle), (pedal, head), (saddle, head), (head, front), (rear, saddle)):
             cv.bar_xy(z - 0.01, p, q, 0.05, bike)
         cv.bar_xy(z - 0.01, head, (head[0] + 0.05 * d, 1.08), 0.05, bike)

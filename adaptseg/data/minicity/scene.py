@@ -221,7 +221,7 @@ class _Builder:
         paint = self.cv.ground_surface(LabelId.ROAD, Material.PAINT, rng.random() * 0.3, lane_mark=True)
         width = rng.uniform(0.1, 0.16)
         dash, gap = rng.uniform(2.5, 4.0), rng.uniform(4.0, 8.0)
-        z_end = st.z_stop + (10.0 if st.end is not None else 0.0)
+        z_end = min(st.z_stop + (10.0 if st.end is not None else 0.0), 100.0)  # farther dashes are sub-pixel
         for x, dashed in st.lane_lines:
             z = rng.uniform(-gap, 0.0) if dashed else 0.2
             while z < z_end:
@@ -300,7 +300,7 @@ class _Builder:
         z = rng.uniform(-10.0, 0.0)
         buildings: list[tuple] = []
         kinds = ["building", "park", "wall", "fence", "open"]
-        weights = np.array([0.56, 0.13, 0.12, 0.11, 0.08])
+        weights = np.array([0.58, 0.14, 0.09, 0.11, 0.08])
         while z < st.z_stop:
             length = rng.uniform(8.0, 28.0)
             z0, z1 = z, min(z + length, st.z_stop)
@@ -486,7 +486,7 @@ class _Builder:
             road = st.road_left if side < 0 else st.road_right
             lawn = st.lawn_left if side < 0 else st.lawn_right
             walk = st.walk_left if side < 0 else st.walk_right
-            for _ in range(int(rng.poisson(3.0 * busy))):
+            for _ in range(int(rng.poisson(4.0 * busy))):
                 x = road + side * (lawn + rng.uniform(0.4, max(0.5, walk - 0.3)))
                 z = rng.uniform(3.0, 60.0)
                 if not self.free_z(z, z + 0.5):
@@ -494,7 +494,7 @@ class _Builder:
                 for k in range(1 + int(rng.random() < 0.25) * int(rng.integers(1, 3))):
                     px, pz = x + k * 0.6 * rng.choice([-1, 1]), z + rng.uniform(-0.4, 0.4)
                     self.place(px, pz, lambda px=px, pz=pz: obj.person(self.cv, self.rng, px, pz, self.sun))
-            if rng.random() < 0.3:  # parked bicycles
+            if rng.random() < 0.45:  # parked bicycles
                 x = road + side * (lawn + rng.uniform(0.6, max(0.7, walk - 0.6)))
                 z = rng.uniform(4.0, 30.0)
                 for k in range(int(rng.integers(1, 4))):
