@@ -43,6 +43,7 @@ class ParityFigures(StrictModel):
     crops: int
     pixels: int
     max_abs_diff: float
+    logit_scale: float = Field(description="largest |logit| of eager PyTorch on the crops")
     agreement: float = Field(description="fraction of pixels whose argmax class matches eager")
     bar: ParityBar
     device: str

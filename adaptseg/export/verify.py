@@ -3,13 +3,15 @@
 Export runs the artifact *through the backend the engine will use* (so the check covers loading,
 providers and bindings too) and compares with the eager deploy module: the largest |Δlogit| and the
 fraction of pixels whose argmax class agrees. Below the precision's bar
-(:data:`~adaptseg.export.profile.DEFAULT_BARS`) the artifact folder is deleted and export fails.
+(:data:`~adaptseg.export.profile.DEFAULT_BARS`; the logit bound scales with the logits' magnitude, see
+:class:`~adaptseg.export.profile.ParityBar`) the artifact folder is deleted and export fails.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,34 +28,44 @@ class ParityError(UserError):
     """The artifact's outputs differ from eager PyTorch by more than the bar allows."""
 
 
+@dataclass(frozen=True)
+class Measured:
+    max_abs_diff: float
+    agreement: float
+    pixels: int
+    logit_scale: float  # largest |logit| of the reference
+
+
 @torch.inference_mode()
 def measure_parity(
     reference: Predict, candidate: Predict, crops: Tensor, *, batch_size: int, device: torch.device | str = "cpu"
-) -> tuple[float, float, int]:
-    """(max |Δlogit|, argmax agreement, pixels) of ``candidate`` against ``reference`` over ``crops``.
+) -> Measured:
+    """Max |Δlogit|, argmax agreement and pixel count of ``candidate`` against ``reference`` over ``crops``.
 
     Both get the same float32 0–255 batches of ``batch_size`` crops (the last may be smaller, which
     also exercises the dynamic batch).
     """
     device = torch.device(device)
-    max_abs, agree, pixels = 0.0, 0, 0
+    max_abs, agree, pixels, scale = 0.0, 0, 0, 0.0
     for start in range(0, crops.shape[0], batch_size):
         x = crops[start : start + batch_size].to(device)
         ref = reference(x).float()
         out = candidate(x).to(ref.device).float()
         if out.shape != ref.shape:
             raise ParityError(f"the artifact returned {tuple(out.shape)} where eager PyTorch gives {tuple(ref.shape)}")
+        scale = max(scale, float(ref.abs().max()))
         if not torch.isfinite(out).all():
-            return float("inf"), 0.0, pixels + ref[:, 0].numel()
+            return Measured(float("inf"), 0.0, pixels + ref[:, 0].numel(), scale)
         max_abs = max(max_abs, float((out - ref).abs().max()))
         agree += int((out.argmax(1) == ref.argmax(1)).sum())
         pixels += ref[:, 0].numel()
-    return max_abs, agree / max(pixels, 1), pixels
+    return Measured(max_abs, agree / max(pixels, 1), pixels, scale)
 
 
-def passes(max_abs: float, agreement: float, bar: ParityBar) -> bool:
+def passes(measured: Measured, bar: ParityBar) -> bool:
     """Whether measured figures reach ``bar``."""
-    return agreement >= bar.min_agreement and (bar.max_abs_diff is None or max_abs <= bar.max_abs_diff)
+    bound = bar.logit_bound(measured.logit_scale)
+    return measured.agreement >= bar.min_agreement and (bound is None or measured.max_abs_diff <= bound)
 
 
 def verify_artifact(
@@ -77,25 +89,28 @@ def verify_artifact(
     try:
         backend = load_backend(folder, device=device)
         reference = reference.eval().to(device)
-        max_abs, agreement, pixels = measure_parity(reference, backend, crops, batch_size=batch_size, device=device)
+        measured = measure_parity(reference, backend, crops, batch_size=batch_size, device=device)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    if not passes(max_abs, agreement, bar):
+    if not passes(measured, bar):
         shutil.rmtree(folder, ignore_errors=True)
-        bound = f", max |Δlogit| <= {bar.max_abs_diff:g}" if bar.max_abs_diff is not None else ""
+        bound = bar.logit_bound(measured.logit_scale)
+        limit = f", max |Δlogit| <= {bound:.3g}" if bound is not None else ""
         raise ParityError(
-            f"the exported model differs from eager PyTorch: argmax agreement {agreement:.4%}, "
-            f"max |Δlogit| {max_abs:.3g} (bar: agreement >= {bar.min_agreement:.2%}{bound}); artifact deleted",
+            f"the exported model differs from eager PyTorch: argmax agreement {measured.agreement:.4%}, "
+            f"max |Δlogit| {measured.max_abs_diff:.3g} of logits up to {measured.logit_scale:.3g} "
+            f"(bar: agreement >= {bar.min_agreement:.2%}{limit}); artifact deleted",
             path=folder,
             fix="check the model's export capabilities, or try another exporter/precision in the export profile",
         )
     return ParityFigures(
         images=images,
         crops=int(crops.shape[0]),
-        pixels=pixels,
-        max_abs_diff=max_abs,
-        agreement=agreement,
+        pixels=measured.pixels,
+        max_abs_diff=measured.max_abs_diff,
+        logit_scale=measured.logit_scale,
+        agreement=measured.agreement,
         bar=bar,
         device=str(device),
     )

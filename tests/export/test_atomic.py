@@ -54,7 +54,7 @@ def test_failure_after_the_model_file_is_written_leaves_no_artifact(tmp_path, mo
 
 def test_parity_miss_deletes_the_artifact_and_keeps_the_previous_one(tmp_path, tiny_weights, calib_dir, artifact_copy):
     impossible = write_profile(tmp_path / "strict.yaml", parity={"images": 2, "batch_size": 2, "min_agreement": 1.0,
-                                                                  "max_abs_diff": 1e-9})
+                                                                  "max_abs_diff": 1e-9, "max_rel_diff": 0.0})
     existing = artifact_copy("onnx")
     before = file_sha256(existing / "model.onnx")
     with pytest.raises(ParityError, match=r"differs from eager PyTorch: .*artifact deleted") as info:

@@ -29,7 +29,10 @@ def _export_and_check(tmp_path, preset, fmt, calib_dir, profile):
                             crop=CROP[PRESETS[preset].size])
     meta = artifact.meta
     assert meta.crop == CROP[PRESETS[preset].size] and meta.source.preset == preset
-    assert meta.parity.agreement >= 0.999 and meta.parity.max_abs_diff <= 1e-3
+    parity = meta.parity
+    assert parity.agreement >= 0.999 and parity.max_abs_diff <= parity.bar.logit_bound(parity.logit_scale)
+    if PRESETS[preset].size == "tiny":
+        assert parity.max_abs_diff <= 1e-3  # small logits: the absolute bound of the issue
     if fmt == "torchscript":
         assert meta.exporter == "torch.jit.script", f"{preset} claims torchscript but needed tracing: {meta.exporter_note}"
     assert sorted(p.name for p in artifact.folder.iterdir()) == sorted([meta.file, "model.json"])

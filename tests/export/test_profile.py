@@ -22,7 +22,10 @@ def test_parity_bar_per_precision_and_overrides(tmp_path):
     parity = load_profile().parity
     assert parity.bar("fp32") == DEFAULT_BARS["fp32"]
     assert (parity.bar("fp32").min_agreement, parity.bar("fp32").max_abs_diff) == (0.999, 1e-3)
-    assert parity.bar("int8").max_abs_diff is None
+    assert parity.bar("int8").max_abs_diff is None and parity.bar("int8").logit_bound(1e3) is None
+    # trained logits (tens) meet the absolute bound; huge logits the float32 relative one
+    assert parity.bar("fp32").logit_bound(30.0) == 1e-3
+    assert parity.bar("fp32").logit_bound(2e5) == pytest.approx(2.0)
     custom = load_profile(write_profile(tmp_path / "p.yaml", parity={"min_agreement": 0.5, "max_abs_diff": 2.0}))
     assert (custom.parity.bar("fp16").min_agreement, custom.parity.bar("fp16").max_abs_diff) == (0.5, 2.0)
 
