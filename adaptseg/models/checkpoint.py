@@ -309,7 +309,7 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> StateDict:
             raise UserError(
                 "the checkpoint holds pickled Python objects besides tensors",
                 path=path,
-                fix="if you trust its source, load it with trusted=True (CLI: --trust-checkpoint)",
+                fix="if you trust its source, load it with trusted=True (recipe init: trusted: true)",
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise UserError(f"not a readable torch checkpoint ({str(exc).splitlines()[0]})", path=path) from None
@@ -400,7 +400,7 @@ def _select_prefix(state: StateDict, prefix: str | None, path: Path, model_keys:
         raise UserError(
             f"the checkpoint holds several models ({', '.join(wrappers)})",
             path=path,
-            fix=f"pick one with prefix= (CLI: --prefix), e.g. prefix='{wrappers[0]}'",
+            fix=f"pick one with prefix= (recipe init: prefix: {wrappers[0]}), e.g. prefix='{wrappers[0]}'",
         )
     return state, None
 
@@ -499,5 +499,5 @@ def _raise_if_strict_violation(report: LoadReport, fmt: CheckpointFormat, partia
         raise UserError(
             f"{len(report.missing)} model tensors are missing from {what}: {_first(report.missing)}",
             path=path,
-            fix="load it with partial=True (CLI: --partial) to keep the rest initialised (e.g. ImageNet backbone only)",
+            fix="load with partial=True (recipe init: partial: true; --partial) to keep the rest as initialised",
         )
