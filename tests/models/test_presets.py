@@ -42,6 +42,11 @@ def test_full_presets_have_the_published_parameter_counts() -> None:
     for name, count in expected.items():
         with torch.device("meta"):
             assert count_parameters(build_model(name)) == count, name
+    # EnD's DeepLabV3+ head on DRN-D-54 (512-d layer8, 256-d layer3 skip); BN = 2 parameters per channel
+    aspp = 512 * 256 + 3 * 512 * 256 * 9 + 512 * 256 + 1280 * 256 + 6 * 2 * 256
+    decoder = 256 * 48 + 2 * 48 + 304 * 256 * 9 + 256 * 256 * 9 + 2 * 2 * 256 + 256 * 19 + 19
+    with torch.device("meta"):
+        assert count_parameters(build_model("deeplabv3plus-drn-d54").decode_head) == aspp + decoder
 
 
 def test_unknown_preset_suggests_the_nearest() -> None:
