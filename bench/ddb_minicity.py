@@ -1,11 +1,12 @@
-"""DDB on MiniCity: source-only vs each DDB stage's student, target-val mIoU (19 classes).
+"""DDB on MiniCity: source-only (and AdaBN) vs each DDB stage's student, target-val mIoU (19 classes).
 
 Runs ``train/ddb/minicity.yaml`` (R1, or R1+R2 with ``--rounds 2``) and a source-only baseline built
 from the same recipe (same preset, data, optimiser, schedule and seed; one ``source_only`` stage with as
 many iterations as one ST path), then scores every stage's student on the MiniCity Cityscapes-like
 val split and prints a Markdown table::
 
-    .venv/bin/python bench/ddb_minicity.py --out runs/bench-ddb-minicity [--rounds 2] [--set k=v ...]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/ddb_minicity.py --out runs/bench-ddb-minicity \\
+        [--rounds 1|2] [--seeds 0 1 2] [--set k=v ...]
 
 Finished stages are skipped on re-run (the run folders are ordinary ``adaptseg train`` run folders).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -55,6 +57,37 @@ def run(recipe: Recipe, run_dir: Path, stages: tuple[str, ...] | None = None) ->
             runner.run(stage=name)
 
 
+def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) -> Path:
+    """AdaBN baseline: the model's BatchNorm statistics re-estimated on target-train crops (its stream pipeline).
+
+    Cumulative averages over ``batches`` batches of the target stream's batch size; weights unchanged.
+    """
+    import numpy as np
+
+    from adaptseg.data.pipeline import open_dataset, with_normalize
+    from adaptseg.models import build_model, load_preset, load_weights, save_weights
+
+    preset = load_preset(recipe.model.preset)
+    model = build_model(preset)
+    load_weights(model, weights)
+    spec, m = recipe.data["target"], recipe.minicity
+    dataset = open_dataset(spec.name, spec.root, spec.split, labels=False,
+                           minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
+    transform = with_normalize(spec.pipeline, preset.mean, preset.std)
+    rng = np.random.default_rng(recipe.seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            picks = rng.integers(0, len(dataset), spec.batch_size)
+            model(torch.stack([torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks]))
+    save_weights(model, out)
+    return out
+
+
 def score(recipe: Recipe, weights: Path) -> float:
     """Target-val mIoU of the weights in ``weights`` (the recipe's evaluation, as the Trainer runs it)."""
     from adaptseg.data.pipeline import open_dataset
@@ -73,36 +106,52 @@ def score(recipe: Recipe, weights: Path) -> float:
     return float(report.miou)
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
+def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
+    """Train (or reuse) the source-only baseline and the DDB stages of one seed under ``out``; score them."""
+    run(source_only_recipe(recipe), out / "source_only")
+    run(recipe, out / "ddb", None if rounds == 2 else R1_STAGES)
+    source = out / "source_only" / "source" / "student.safetensors"
+    rows = {"Source-only": score(recipe, source),
+            "AdaBN (source-only, target BN statistics)":
+                score(recipe, adabn_weights(recipe, source, out / "source_only" / "adabn.safetensors"))}
+    for label, stage in ROWS:
+        weights = out / "ddb" / stage / "student.safetensors"
+        if weights.is_file():
+            rows[label] = score(recipe, weights)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-ddb-minicity")
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="recipe seeds (one run folder each)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    recipe = load_recipe(Recipe, RECIPE, args.overrides)
     started = time.time()
-    run(source_only_recipe(recipe), args.out / "source_only")
-    run(recipe, args.out / "ddb", None if args.rounds == 2 else R1_STAGES)
-    seconds = time.time() - started
+    table: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        recipe = load_recipe(Recipe, RECIPE, [*args.overrides, f"seed={seed}"])
+        out = args.out if args.seeds == [0] else args.out / f"seed{seed}"
+        for label, miou in bench_seed(recipe, out, args.rounds).items():
+            table.setdefault(label, []).append(miou)
+    minutes = (time.time() - started) / 60
 
-    rows = [("Source-only", score(recipe, args.out / "source_only" / "source" / "student.safetensors"))]
-    for label, stage in ROWS:
-        weights = args.out / "ddb" / stage / "student.safetensors"
-        if weights.is_file():
-            rows.append((label, score(recipe, weights)))
-    base = rows[0][1]
-    print(f"\nDDB on MiniCity (GTA5-like → Cityscapes-like val, mIoU19), recipe {RECIPE.relative_to(ROOT)}"
-          f"{' ' + ' '.join(args.overrides) if args.overrides else ''}; {seconds / 60:.1f} min of training\n")
-    print("| model | mIoU | vs source-only |")
-    print("|---|---|---|")
-    for label, miou in rows:
-        print(f"| {label} | {miou:.2f} | {miou - base:+.2f} |")
-    (args.out / "results.json").write_text(json.dumps(dict(rows), indent=2))
-    return rows
+    print(f"\nDDB on MiniCity (GTA5-like → Cityscapes-like val, mIoU19), {RECIPE.relative_to(ROOT)}"
+          f"{' ' + ' '.join(args.overrides) if args.overrides else ''}, seeds {args.seeds}; {minutes:.1f} min\n")
+    base = statistics.mean(table["Source-only"])
+    print("| model | mIoU (mean over seeds) | per seed | vs source-only |")
+    print("|---|---|---|---|")
+    for label, values in table.items():
+        mean = statistics.mean(values)
+        per_seed = " / ".join(f"{v:.2f}" for v in values)
+        print(f"| {label} | {mean:.2f} | {per_seed} | {mean - base:+.2f} |")
+    return table
 
 
 if __name__ == "__main__":
