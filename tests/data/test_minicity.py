@@ -17,6 +17,9 @@ from adaptseg.data.datasets import build_dataset
 from adaptseg.data.labels import CITYSCAPES_LUT, PALETTE, SYNTHIA_LUT
 from adaptseg.data.minicity import DOMAINS, SPECS, generate, make_sample
 from adaptseg.data.minicity.geometry import Camera
+from adaptseg.data.minicity.render import render
+from adaptseg.data.minicity.scene import SceneConfig, sample_scene
+from adaptseg.data.minicity.styles import GTA, PHOTO, photo_like
 from adaptseg.errors import UserError
 from adaptseg.io import read_image, read_label, read_palette_indices, read_raw
 
@@ -65,6 +68,32 @@ def test_plane_coefficients_give_the_depth_of_projected_points():
         inv_depth = a * (x - cam.cx) / cam.focal + b * (y - cam.cy) / cam.focal + c
         assert inv_depth == pytest.approx(1.0 / pc[0, 2], rel=1e-9)
         assert cam.faces_camera(normal, d)
+
+
+def test_strength_blends_the_synthetic_look_towards_the_photo_look():
+    assert (photo_like(0.0).colors == GTA.colors).all() and photo_like(0.0).noise == GTA.noise
+    assert np.allclose(photo_like(1.0).colors, PHOTO.colors) and photo_like(1.0).blur == pytest.approx(PHOTO.blur)
+    half = photo_like(0.5)
+    assert np.allclose(half.colors, (GTA.colors + PHOTO.colors) / 2)
+    assert half.texture[0, 1] == pytest.approx((GTA.texture[0, 1] + PHOTO.texture[0, 1]) / 2)
+
+
+def _local_contrast(img: np.ndarray) -> float:
+    grey = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.0)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+
+
+def test_fog_hides_the_distance_first():
+    scene = sample_scene(np.random.default_rng(3), (64, 128), SceneConfig(), 0)
+    clear = render(scene, photo_like(0.45), np.random.default_rng(0))
+    fog = render(scene, photo_like(0.45), np.random.default_rng(0), "fog")
+    assert fog.shape == clear.shape == (64, 128, 3)
+    assert _local_contrast(fog) < 0.85 * _local_contrast(clear) and fog.mean() > clear.mean()
+    change = np.abs(fog.astype(float) - clear.astype(float)).mean(axis=2)
+    horizon = int(scene.camera.cy)
+    assert change[horizon - 3:horizon + 3].mean() > change[-8:].mean()  # far pixels change most
+    with pytest.raises(ValueError, match="condition"):
+        render(scene, GTA, np.random.default_rng(0), "hail")
 
 
 # --- layouts -------------------------------------------------------------------------------------------

@@ -119,12 +119,6 @@ class Camera:
             [self.cx + self.focal * pc[:, 0] / pc[:, 2], self.cy + self.focal * pc[:, 1] / pc[:, 2]], axis=1
         )
 
-    def world_point(self, pt: tuple[float, float, float]) -> tuple[float, float, float]:
-        """Camera coordinates of one world point."""
-        x, y, z = pt
-        c, s = math.cos(self.yaw), math.sin(self.yaw)
-        return c * x - s * z, self.cam_height - y, s * x + c * z
-
     def plane(self, normal: tuple[float, float, float], d: float) -> tuple[float, float, float]:
         """Inverse-depth coefficients (a, b, c) of the world plane ``normal · P = d`` (0s if degenerate)."""
         nx, ny, nz = normal

@@ -85,7 +85,8 @@ def static_object(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray) -> 
 # --- poles, lights and signs ----------------------------------------------------------------------
 
 
-def _pole(cv: Canvas, rng: Rng, x: float, z: float, height: float, width: float, sun: np.ndarray) -> None:
+def pole(cv: Canvas, rng: Rng, x: float, z: float, height: float, width: float, sun: np.ndarray) -> None:
+    """A plain square pole (bollards, sign and light poles)."""
     cast_shadow(cv, sun, x - width / 2, x + width / 2, z - width / 2, z + width / 2, height)
     cv.box(x - width / 2, x + width / 2, 0.0, height, z - width / 2, z + width / 2,
            LabelId.POLE, Material.POLE, rng.random())
@@ -127,7 +128,7 @@ def traffic_sign(cv: Canvas, rng: Rng, x: float, y: float, z: float, facing: boo
 def sign_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray) -> None:
     """A thin pole with one or two signs."""
     h = rng.uniform(2.3, 3.2)
-    _pole(cv, rng, x, z, h, 0.08, sun)
+    pole(cv, rng, x, z, h, 0.08, sun)
     facing = rng.random() < 0.75
     traffic_sign(cv, rng, x, h - 0.35, z - 0.06, facing)
     if rng.random() < 0.4:
@@ -140,13 +141,13 @@ def traffic_light_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray
     facing = rng.random() < 0.8
     if arm_to is not None:
         mast_h = rng.uniform(5.5, 6.5)
-        _pole(cv, rng, x, z, mast_h, 0.2, sun)
+        pole(cv, rng, x, z, mast_h, 0.2, sun)
         lo, hi = min(x, arm_to), max(x, arm_to)
         cv.box(lo, hi, mast_h - 0.3, mast_h - 0.15, z - 0.08, z + 0.08, LabelId.POLE, Material.POLE, rng.random())
         traffic_light_head(cv, rng, arm_to, mast_h - 0.8, z - 0.15, True)
         traffic_light_head(cv, rng, x, h - 0.1, z - 0.25, facing)
         return
-    _pole(cv, rng, x, z, h + 0.3, 0.14, sun)
+    pole(cv, rng, x, z, h + 0.3, 0.14, sun)
     traffic_light_head(cv, rng, x, h, z - 0.2, facing)
     if rng.random() < 0.3:
         traffic_sign(cv, rng, x, h - 1.0, z - 0.1, True)
@@ -155,7 +156,7 @@ def traffic_light_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray
 def street_lamp(cv: Canvas, rng: Rng, x: float, z: float, toward: float, sun: np.ndarray) -> None:
     """A street lamp: a tall pole, an arm reaching over the road (direction ``toward`` = ±1) and a lamp head."""
     h = rng.uniform(6.5, 9.0)
-    _pole(cv, rng, x, z, h, 0.18, sun)
+    pole(cv, rng, x, z, h, 0.18, sun)
     arm = rng.uniform(1.2, 2.5)
     ax = x + toward * arm
     lo, hi = min(x, ax), max(x, ax)

@@ -113,6 +113,10 @@ class _Renderer:
         self.p = _Pixels(scene)
         self.fine, self.medium, self.coarse = _texture_bank()
         self.emissive = np.zeros((self.h, self.w, 3), np.float32)
+        # facade windows (set by details(), lit at night): mask, per-window hash, shop-front windows
+        self.window_mask = np.zeros(self.mat.shape, bool)
+        self.window_id = np.zeros(self.mat.shape, np.float32)
+        self.shop = np.zeros(self.mat.shape, bool)
 
     def mask(self, *materials: int) -> np.ndarray:
         return np.isin(self.mat, np.asarray(materials, np.uint8))
@@ -150,11 +154,8 @@ class _Renderer:
             ground_floor = shop & (v > 0.5) & (v < 2.9) & (np.mod(u / (sx * 1.5), 1.0) < 0.85)
             win = upper | ground_floor
             ix, iy = np.floor(u / sx), np.floor(v / sy)
-            self.window_mask = np.zeros(self.mat.shape, bool)
             self.window_mask[m] = win
-            self.window_id = np.zeros(self.mat.shape, np.float32)
             self.window_id[m] = _hash01(ix, iy, self.ids[m])
-            self.shop = np.zeros(self.mat.shape, bool)
             self.shop[m] = ground_floor
             refl = 1.0 + st.window_reflect * (self.window_id[m] - 0.5) * 1.5
             sub = albedo[m]
@@ -162,10 +163,6 @@ class _Renderer:
             frame = (upper == 0) & (fu < wf + 0.06) & (fv > 0.25) & (fv < 0.35 + hf) & (v > 3.4)
             sub[frame] *= 0.8
             albedo[m] = sub
-        else:
-            self.window_mask = np.zeros(self.mat.shape, bool)
-            self.window_id = np.zeros(self.mat.shape, np.float32)
-            self.shop = np.zeros(self.mat.shape, bool)
         # bus and tram window bands: params = (y0, y1, pitch, -)
         m = self.mask(Material.BUS_PAINT, Material.TRAM_PAINT)
         if m.any():
@@ -341,7 +338,9 @@ class _Renderer:
         colour = colour * (exposure * gains)
         lum = colour @ np.array([0.299, 0.587, 0.114], np.float32)
         colour = lum[..., None] + st.saturation * (colour - lum[..., None])
-        colour = np.clip(colour, 0.0, None) ** st.gamma
+        colour = np.clip(colour, 0.0, None)
+        if st.gamma != 1.0:
+            colour = colour**st.gamma
         if st.vignette > 0:
             r2 = ((self.p.cols - self.w / 2) / (self.w / 2)) ** 2 * 0.6 + ((self.p.rows - self.h / 2) / (self.h / 2)) ** 2 * 0.4
             colour = colour * (1.0 - st.vignette * 0.5 * r2)[..., None]

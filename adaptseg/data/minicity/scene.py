@@ -398,7 +398,7 @@ class _Builder:
             return lambda: obj.sign_pole(cv, rng, x, z, sun)
         if kind == 2:
             return lambda: obj.traffic_light_pole(cv, rng, x, z, sun)
-        return lambda: obj._pole(cv, rng, x, z, rng.uniform(1.0, 3.5), 0.1, sun)
+        return lambda: obj.pole(cv, rng, x, z, rng.uniform(1.0, 3.5), 0.1, sun)
 
     # -- traffic -------------------------------------------------------------------------------------
     def vehicle(self, x: float, z: float, heading: int, kind: str) -> None:

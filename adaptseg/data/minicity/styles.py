@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ class Style:
             values[f.name] = (1.0 - t) * a + t * b if isinstance(a, np.ndarray) else float((1.0 - t) * a + t * b)
         return Style(**values)
 
-    def replace(self, **changes: float) -> Style:
+    def replace(self, **changes: Any) -> Style:
+        """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
 
@@ -231,64 +233,65 @@ SYNSCAPES = Style(
     exposure_jitter=0.06,
 )
 
-# --- Photographic: Cityscapes-like muted greenish tones, texture, sensor noise -------------------
+# --- Photographic: Cityscapes-like tones, texture, soft light, sensor noise ------------------------
+# Colours move in class- and entry-specific directions (purple-grey road -> neutral asphalt, beige
+# sidewalk -> cool grey, lime grass -> dry, colourful cars -> mostly achromatic in another order), so that the
+# shift is not one global colour transform that re-normalising feature statistics (AdaBN) undoes.
 PHOTO = Style(
     colors=_palette({
-        "SKY": ["c3cdd7", "afbecd", "d2d7dc", "b9c8d2"],
+        "SKY": ["a5bed7", "b4c8dc", "c3d2e1", "9bb4d2"],
         "GROUND": ["736e64"],
-        "ROAD": ["6c6e6c", "626466", "74726c", "686a68"],
-        "PAINT": ["c8c8c3", "bebeb4", "c8b46e"],
-        "SIDEWALK": ["8c877f", "7d7d7a", "968c82", "858580"],
-        "CURB": ["96968f"],
-        "TERRAIN": ["6e784b", "7d7d55", "646e46", "78734b"],
-        "FACADE": ["968c7d", "78736e", "aaa08c", "7d5a50", "6e7378", "b4afa5"],
-        "WALL": ["827d76", "918778", "6e6e73", "7d7369"],
-        "FENCE": ["5a5a55", "6e645a", "505550"],
-        "POLE": ["646664", "555a5a", "6e6e6e"],
-        "LAMP": ["d2d2c8"],
-        "TL_HOUSING": ["232323", "2d2d1e"],
+        "ROAD": ["6e6e6e", "646466", "787673", "6a6a6a"],
+        "PAINT": ["d2d2c8", "c8c8be", "c8b46e"],
+        "SIDEWALK": ["8c8e91", "828689", "96938f", "878b8e"],
+        "CURB": ["8c8c8c", "828282"],
+        "TERRAIN": ["8c8255", "968c5f", "7d7850", "a09664"],
+        "FACADE": ["8c9196", "a0968c", "6e6e78", "b4aa9b", "7d6450", "9ba5a0"],
+        "WALL": ["d2d2cd", "8c8c91", "c3b9aa", "969b9b"],
+        "FENCE": ["a5a5aa", "505a50", "8c8c8c", "6e6455"],
+        "POLE": ["4b4d4f", "5a5750", "46494b"],
+        "LAMP": ["b4b4aa"],
+        "TL_HOUSING": ["3c3c3c", "2d2d23", "323741"],
         "TL_LAMP": ["c83228", "d2a032", "3cb464"],
         "SIGN": ["b42d2d", "2d4b96", "c8aa32", "dcdcd7", "2d6e41", "b42d2d"],
-        "SIGN_BACK": ["737378"],
-        "FOLIAGE": ["374b28", "41552d", "2d4123", "4b5a32"],
-        "TRUNK": ["463c32"],
-        "CAR_PAINT": ["782323", "283250", "bebebe", "232326", "828487", "968c6e"],
-        "GLASS": ["232832", "1e232a", "2d323c"],
-        "TIRE": ["1c1c1c"],
-        "HEADLIGHT": ["f0f0e6"],
-        "TAILLIGHT": ["a01e1e"],
-        "BUS_PAINT": ["b4a03c", "962d2d", "2d4b7d", "d2d2d2"],
-        "TRUCK_PAINT": ["c8c8c8", "96412d", "3c5a3c", "b48232"],
-        "TRAM_PAINT": ["d2d2d2", "9b2d2d", "c8aa3c", "2d5a82"],
+        "SIGN_BACK": ["a0a0a5", "8c8c91"],
+        "FOLIAGE": ["2d4632", "3c5037", "283c2d", "465a3c"],
+        "TRUNK": ["3c3228", "463c32"],
+        "CAR_PAINT": ["a0a0a0", "1e1e1e", "5a5f64", "d2d2cd", "28324b", "783228"],
+        "GLASS": ["3c4655", "46505a", "373c46"],
+        "TIRE": ["2d2d2d"],
+        "HEADLIGHT": ["dcdcd2"],
+        "TAILLIGHT": ["8c1e1e"],
+        "BUS_PAINT": ["d2d2d2", "2d4b7d", "b4a03c", "962d2d"],
+        "TRUCK_PAINT": ["6e7378", "c8c8c8", "b48232", "3c5a3c"],
+        "TRAM_PAINT": ["2d5a82", "d2d2d2", "9b2d2d", "c8aa3c"],
         "SKIN": ["c8a08c", "a07d64", "6e5041", "b4917d"],
-        "CLOTHES": ["232326", "7d2d2d", "2d3764", "b4b4b4", "3c553c", "6e5f4b"],
+        "CLOTHES": ["6e5f4b", "232326", "b4b4b4", "2d3764", "7d2d2d", "3c553c"],
         "HAIR": ["2d231e", "4b3728", "1e1e1e", "8c7d5a"],
-        "BIKE": ["232323", "822d2d", "2d4178", "8c8c8c"],
+        "BIKE": ["8c8c8c", "232323", "822d2d", "2d4178"],
         "STATIC": ["4b5a4b", "645a4b", "7d7d7d"],
-        "RAIL": ["828287"],
+        "RAIL": ["646469"],
         "EGO": ["28282d"],
     }),
-    texture=_textures((0.06, 0.12, 0.1), FOLIAGE=(0.12, 0.3, 0.15), TERRAIN=(0.1, 0.22, 0.15),
-                      ROAD=(0.08, 0.1, 0.14), SKY=(0.0, 0.0, 0.0), FACADE=(0.05, 0.12, 0.12)),
-    jitter=0.2,
+    texture=_textures((0.08, 0.15, 0.12), FOLIAGE=(0.2, 0.4, 0.2), TERRAIN=(0.15, 0.3, 0.2),
+                      ROAD=(0.1, 0.12, 0.18), SKY=(0.0, 0.0, 0.0), FACADE=(0.06, 0.15, 0.15),
+                      SIDEWALK=(0.08, 0.1, 0.15)),
+    jitter=0.22,
     ambient=0.68,
     diffuse=0.38,
     shadow=0.35,
     shadow_blur=1.5,
     sky_gradient=0.3,
     clouds=0.35,
-    tiles=0.15,
+    tiles=0.2,
     window_reflect=0.45,
-    saturation=0.75,
-    gamma=1.12,
-    gain_r=0.96,
-    gain_g=1.02,
-    gain_b=0.98,
+    saturation=0.9,
+    gamma=1.0,
     vignette=0.3,
-    blur=0.9,
-    noise=0.02,
-    chroma_noise=0.008,
-    exposure_jitter=0.12,
+    blur=1.0,
+    noise=0.025,
+    chroma_noise=0.01,
+    exposure_jitter=0.1,
     white_balance_jitter=0.04,
 )
 
