@@ -11,9 +11,9 @@ from torch import Tensor, nn
 
 from adaptseg.models.presets import ModelPreset, build_model, list_presets, load_preset
 
-#: small inputs: H×W multiples of 32 so every output stride divides them
+#: small inputs: H×W multiples of 32 so every output stride divides them (full-size nets: the smallest)
 TINY_INPUT = (64, 128)
-FULL_INPUT = (64, 64)
+FULL_INPUT = (32, 32)
 
 
 def preset_params(capability: str | None = None) -> list:

@@ -90,10 +90,13 @@ def test_bf16_autocast_runs(name: str) -> None:
     with torch.no_grad():
         ref = model(x)
     assert logits.shape == ref.shape
+    assert logits.dtype == torch.bfloat16, "autocast did not reach the convolutions"
     assert torch.isfinite(logits.float()).all()
-    # bf16 keeps ~3 significant digits: the logits follow the fp32 ones closely
-    err = (logits.float() - ref).abs().mean() / ref.abs().mean()
-    assert err < 0.1
+    if preset.size == "tiny":
+        # bf16 keeps ~3 significant digits: a shallow net's logits follow the fp32 ones closely. (A deep
+        # net at random init amplifies rounding chaotically, so full-size presets only have to run.)
+        err = (logits.float() - ref).abs().mean() / ref.abs().mean()
+        assert err < 0.1
 
 
 @pytest.mark.parametrize("name", preset_params("torchscript"))
@@ -124,13 +127,13 @@ def test_deploy_module_onnx_dynamic_batch(name: str, tmp_path) -> None:
         )
     assert not list(tmp_path.glob("*.data")), "weights must stay inside the .onnx file"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tol = TINY_TOL if preset.size == "tiny" else comparison_tolerance(deploy, image_batch(3, size, seed=3))
     for n in (1, 3):
         x = image_batch(n, size, seed=n)
         (got,) = session.run(None, {"image": x.numpy()})
         with torch.no_grad():
             ref = deploy(x)
         assert got.shape == (n, preset.num_classes, *size)
-        tol = TINY_TOL if preset.size == "tiny" else comparison_tolerance(deploy, x)
         assert_same_prediction(torch.from_numpy(got), ref, tol)
         if preset.size == "tiny":
             np.testing.assert_array_equal(got.argmax(1), ref.argmax(1).numpy())
