@@ -118,6 +118,8 @@ class CheckpointFormat:
         convert: optional tensor-level fix-up applied after renaming (reshapes, splits); ``revert`` undoes it
             for the inverse map.
         description: one line for error messages and docs.
+        generic: a catch-all layout (any mmseg segmentor) that auto-detection tries only after every
+            specific one, so that plugin formats registered later (e.g. SegFormer's) still win.
     """
 
     name: str
@@ -127,6 +129,7 @@ class CheckpointFormat:
     convert: Callable[[StateDict], StateDict] | None = None
     revert: Callable[[StateDict], StateDict] | None = None
     description: str = ""
+    generic: bool = False
 
     def to_ours(self, state: Mapping[str, Tensor]) -> tuple[StateDict, list[str]]:
         renamed, dropped = self.key_map.to_ours(state)
@@ -209,6 +212,7 @@ register_format(
         detect=lambda keys: _has_prefix(keys, "backbone.") and _has_prefix(keys, "decode_head."),
         key_map=KeyMap(),
         description="mmseg EncoderDecoder state dict (backbone./decode_head./auxiliary_head.)",
+        generic=True,
     )
 )
 def flip_input_channels(key: str) -> Callable[[StateDict], StateDict]:
@@ -406,11 +410,11 @@ def _select_prefix(state: StateDict, prefix: str | None, path: Path, model_keys:
 
 
 def _detect(keys: set[str], model_keys: set[str]) -> CheckpointFormat | None:
-    """Our own layout when every key is the model's; else the first format whose detector accepts ``keys``;
-    else our own layout again if most keys are the model's."""
+    """Our own layout when every key is the model's; else the first specific format whose detector accepts
+    ``keys``, then the first generic one; else our own layout again if most keys are the model's."""
     if keys and keys <= model_keys:
         return FORMATS["adaptseg"]
-    for fmt in FORMATS.values():
+    for fmt in sorted(FORMATS.values(), key=lambda f: f.generic):  # stable: registration order within each
         if fmt.detect(keys):
             return fmt
     if keys and len(keys & model_keys) >= 0.5 * len(keys):

@@ -259,7 +259,8 @@ def test_segformer_segmentor_checkpoint_drops_unused_conv_seg(tmp_path) -> None:
     torch.save({"state_dict": external}, path)
 
     target = build_model("tiny-segformer")
-    report = load_checkpoint(target, path, format="segformer-segmentor")
+    report = load_checkpoint(target, path)  # auto-detected: the specific layout wins over generic mmseg
+    assert report.format == "segformer-segmentor"
     assert report.ok and sorted(report.dropped) == [
         "decode_head.conv_seg.bias",
         "decode_head.conv_seg.weight",
