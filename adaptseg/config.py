@@ -105,18 +105,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to a merged recipe dict (returns a new dict)."""
+    """Apply ``--set`` overrides to a merged recipe dict (returns a new dict).
+
+    A key that is a number indexes a list (``stages.0.iters=500``); an index outside the list is an error.
+    """
     out = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
-            if not isinstance(child, dict):
-                child = {}
-                node[k] = child
-            node = child
-        node[keys[-1]] = value
+        node: Any = out
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not (k.isdigit() and int(k) < len(node)):
+                    where = ".".join(keys[:depth]) or "the recipe"
+                    raise UserError(
+                        f"--set {text}: '{k}' is not an index of {where} (a list of {len(node)})",
+                        fix=f"use an index from 0 to {len(node) - 1}",
+                    )
+                k = int(k)
+            elif not last and not isinstance(node.get(k), dict | list):
+                node[k] = {}
+            if last:
+                node[k] = value
+            else:
+                node = node[k]
     return out
 
 

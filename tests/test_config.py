@@ -63,6 +63,17 @@ def test_overrides_are_yaml_typed():
         parse_override("optim.lr")
 
 
+def test_overrides_index_lists():
+    data = {"stages": [{"name": "a", "iters": 10}, {"name": "b", "iters": 20}]}
+    out = apply_overrides(data, ["stages.1.iters=5", "stages.0.options.t=0.9"])
+    assert out["stages"] == [{"name": "a", "iters": 10, "options": {"t": 0.9}}, {"name": "b", "iters": 5}]
+    assert data["stages"][1]["iters"] == 20  # the input is not modified
+    with pytest.raises(UserError, match="not an index of stages"):
+        apply_overrides(data, ["stages.2.iters=5"])
+    with pytest.raises(UserError, match="not an index"):
+        apply_overrides(data, ["stages.b.iters=5"])
+
+
 def test_load_recipe_validates_and_round_trips(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: demo\noptim: {lr: 0.01}\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +21,16 @@ def test_atomic_path_leaves_old_file_when_writer_fails(tmp_path):
             raise RuntimeError("crash")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.bin"]  # temp file cleaned up
+
+
+def test_atomic_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_bytes_atomic(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == io._FILE_MODE
+    assert io._FILE_MODE & 0o044  # readable by group/others under a usual umask, unlike mkstemp's 0600
 
 
 def test_png_round_trip_keeps_rgb_order(tmp_path):
