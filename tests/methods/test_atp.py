@@ -506,7 +506,10 @@ def test_full_recipes_use_the_daformer_preset_and_the_spec_hyperparameters(path)
     else:
         assert {"random_crop": [640, 640]} in target.pipeline and target.name == "cityscapes"
     assert recipe.eval.protocol == (16 if path.stem == "synthia-cityscapes" else 19)
-    assert Path(recipe.eval.preset).is_file() or (REPO / recipe.eval.preset).is_file()
+    from adaptseg.infer.config import load_preset as load_infer_preset
+
+    evaluation = load_infer_preset(recipe.eval.preset)  # a shipped preset by name: found from any directory
+    assert evaluation.mode == "whole" and tuple(evaluation.resize) in ((1280, 640), (1280, 720))
 
 
 def load_preset_crop(name: str) -> tuple[int, int]:
