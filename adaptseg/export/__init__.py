@@ -18,8 +18,9 @@ Names are imported lazily so that ``import adaptseg.export`` stays quick.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adaptseg._lazy import lazy_getattr
 
 _EXPORTS = {
     "export_model": "adaptseg.export.exporter",
@@ -38,9 +39,4 @@ if TYPE_CHECKING:
     from adaptseg.export.profile import ExportProfile, load_profile
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'adaptseg.export' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

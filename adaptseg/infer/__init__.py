@@ -10,8 +10,9 @@ Names are imported lazily so that ``import adaptseg.infer`` stays quick::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adaptseg._lazy import lazy_getattr
 
 _EXPORTS = {
     "SlidingWindow": "adaptseg.infer.engine",
@@ -39,9 +40,4 @@ if TYPE_CHECKING:
     from adaptseg.infer.store import PseudoLabelStore
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'adaptseg.infer' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

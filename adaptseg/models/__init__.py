@@ -5,8 +5,9 @@ Names are imported lazily so that ``import adaptseg.models`` stays quick (no tor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adaptseg._lazy import lazy_getattr
 
 _EXPORTS = {
     "Segmentor": "adaptseg.models.segmentor",
@@ -42,9 +43,4 @@ if TYPE_CHECKING:
     from adaptseg.models.weights import load_weights, save_weights
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'adaptseg.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -12,8 +12,9 @@ Names are imported lazily so that ``import adaptseg.train`` stays quick.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adaptseg._lazy import lazy_getattr
 
 _EXPORTS = {
     "Recipe": "adaptseg.train.config",
@@ -42,9 +43,4 @@ if TYPE_CHECKING:
     from adaptseg.train.trainer import Trainer
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'adaptseg.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
