@@ -34,6 +34,8 @@ sys.path.insert(0, str(REPO))
 from adaptseg.config import load_recipe  # noqa: E402
 from adaptseg.data.pipeline import open_dataset, with_normalize  # noqa: E402
 from adaptseg.methods.atp import evaluate_student  # noqa: E402
+from adaptseg.methods.parts.adabn import adabn as adabn_  # noqa: E402
+from adaptseg.methods.parts.adabn import image_batches  # noqa: E402
 from adaptseg.methods.parts.entropy import normalized_entropy  # noqa: E402
 from adaptseg.models import build_model, load_preset, load_weights  # noqa: E402
 from adaptseg.train.config import Recipe, stage_recipe  # noqa: E402
@@ -76,23 +78,11 @@ def mean_entropy(model: torch.nn.Module, dataset, mean, std) -> float:
     return total / count
 
 
-@torch.no_grad()
 def adabn(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
-    """AdaBN: re-estimate every BatchNorm's statistics on the target train images (cumulative average)."""
+    """AdaBN: every BatchNorm's statistics re-estimated on the target train images, one whole image per batch."""
     spec = recipe.data["target"]
-    dataset = open_spec(recipe, spec)
-    transform = with_normalize([], load_preset(recipe.model.preset).mean, load_preset(recipe.model.preset).std)
-    rng = np.random.default_rng(0)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.eval()
-    for m in norms:
-        m.train()
-    for i in range(len(dataset)):
-        image, _ = transform(dataset[i].image, None, rng)
-        model(torch.from_numpy(image)[None])
+    preset = load_preset(recipe.model.preset)
+    adabn_(model, image_batches(open_spec(recipe, spec), preset.mean, preset.std, batch_size=1))
     return model.eval()
 
 

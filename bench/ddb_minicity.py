@@ -60,11 +60,13 @@ def run(recipe: Recipe, run_dir: Path, stages: tuple[str, ...] | None = None) ->
 def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) -> Path:
     """AdaBN baseline: the model's BatchNorm statistics re-estimated on target-train crops (its stream pipeline).
 
-    Cumulative averages over ``batches`` batches of the target stream's batch size; weights unchanged.
+    Cumulative averages over ``batches`` batches of the target stream's batch size
+    (:func:`adaptseg.methods.parts.adabn.adabn`); weights unchanged.
     """
     import numpy as np
 
     from adaptseg.data.pipeline import open_dataset, with_normalize
+    from adaptseg.methods.parts.adabn import adabn
     from adaptseg.models import build_model, load_preset, load_weights, save_weights
 
     preset = load_preset(recipe.model.preset)
@@ -75,15 +77,13 @@ def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) 
                            minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
     transform = with_normalize(spec.pipeline, preset.mean, preset.std)
     rng = np.random.default_rng(recipe.seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
+
+    def crops():
         for _ in range(batches):
             picks = rng.integers(0, len(dataset), spec.batch_size)
-            model(torch.stack([torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks]))
+            yield torch.stack([torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks])
+
+    adabn(model, crops())
     save_weights(model, out)
     return out
 

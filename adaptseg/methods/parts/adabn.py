@@ -1,0 +1,81 @@
+"""AdaBN (Li et al., 2016): a trained model's BatchNorm statistics re-estimated on target images.
+
+The cheap baseline every adaptation method must beat (DESIGN.md, MiniCity: "AdaBN recovers about half
+of every gain; report it as a baseline next to every method"). Only the running mean/variance of each
+BatchNorm layer change — no weight is trained. Every running statistic is reset and replaced by the
+cumulative average (``momentum = None``) of the batch statistics over the batches given; dropout stays
+off while the batches run. A model without BatchNorm (a LayerNorm transformer such as the DAFormer
+presets) is left unchanged: AdaBN is a no-op there, which :func:`adabn` reports by returning 0.
+
+Used by ``adaptseg demo`` and the MiniCity benchmarks (``bench/ddb_minicity.py``, ``bench/atp_minicity.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers (1-, 2- and 3-d, SyncBatchNorm included) that track running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def adabn(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Re-estimate ``model``'s BatchNorm statistics as the cumulative average over ``batches``, in place.
+
+    ``batches`` are model inputs (normalised N×3×H×W tensors on the model's device). Everything except
+    the BatchNorm layers runs in eval mode (dropout off). The model is left in eval mode with every
+    layer's momentum as before. Returns the number of batches run (0 when the model has no BatchNorm).
+    """
+    norms = batchnorm_layers(model)
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+    model.eval()
+    for m in norms:
+        m.train()
+    count = 0
+    try:
+        for batch in batches:
+            model(batch)
+            count += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+    if count == 0:
+        raise ValueError("adabn needs at least one batch of target images")
+    return count
+
+
+def image_batches(
+    dataset: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    batch_size: int = 4,
+    limit: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Iterator[Tensor]:
+    """Whole images of ``dataset`` (a reader: ``len``, ``read_image``) in order, normalised, in batches.
+
+    Images of one batch must share a size (MiniCity's do). ``limit`` caps the number of images.
+    """
+    from adaptseg.data.pipeline import with_normalize
+
+    transform = with_normalize([], mean, std)
+    rng = np.random.default_rng(0)  # the normalisation draws nothing; the pipeline API wants a generator
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, count, batch_size):
+        images = [transform(dataset.read_image(i), None, rng)[0] for i in range(start, min(start + batch_size, count))]
+        yield torch.from_numpy(np.stack(images)).to(device)
