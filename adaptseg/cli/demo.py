@@ -1,14 +1,45 @@
-"""`adaptseg demo`: the whole pipeline on MiniCity."""
+"""`adaptseg demo [--out DIR] [--method ddb|atp] [--seed N] [--quick]`: the whole story on MiniCity.
+
+Thin: parse the options and call :func:`adaptseg.demo.run_demo` (which generates the data, trains,
+adapts, exports, runs the ONNX artifact, evaluates and writes the report).
+"""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from adaptseg.errors import NotBuiltError
+import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def demo(ctx: typer.Context) -> None:
-        """Run the whole story on MiniCity: source-only, adapt, export, infer, eval."""
-        raise NotBuiltError("`adaptseg demo` is not built yet: it needs MiniCity (issue #2)")
+    @app.command("demo")
+    def demo(
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Demo folder: data, runs, artifacts, report (default runs/demo, runs/demo-quick)."
+        ),
+        method: str | None = typer.Option(
+            None, "--method", "-m", help="Adaptation method: ddb (default: gains most in the time) or atp."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of the MiniCity data and of every training stage."),
+        quick: bool = typer.Option(
+            False, "--quick", help="Reduced size (fewer images and iterations, ~3 min): the end-to-end test's setting."
+        ),
+        threads: int | None = typer.Option(
+            None, "--threads", help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy)."
+        ),
+        overlays: int = typer.Option(4, "--overlays", min=0, help="How many val images the report shows."),
+    ) -> None:
+        """Run the whole story on MiniCity: source-only, adapt, export, infer, eval, report."""
+        from rich.console import Console
+
+        from adaptseg.demo import DEFAULT_METHOD, DemoOptions, run_demo
+
+        options = DemoOptions(
+            out=out or Path("runs/demo-quick" if quick else "runs/demo"),
+            method=method or DEFAULT_METHOD,
+            seed=seed,
+            quick=quick,
+            overlays=overlays,
+            threads=threads,
+        )
+        run_demo(options, table_console=Console())
