@@ -42,4 +42,7 @@ def register(app: typer.Typer) -> None:
             overlays=overlays,
             threads=threads,
         )
-        run_demo(options, table_console=Console())
+        table = Console()
+        if not table.is_terminal:  # a log file: keep the table's rows on one line each
+            table = Console(width=160)
+        run_demo(options, table_console=table)

@@ -22,8 +22,9 @@ class DemoMethod:
     recipe: str  # file name in train/demo/
     source_stage: str
     adapted_stage: str
-    label: str  # the "adapted" row of the table
+    label: str  # the method in the "adapted" rows of the table
     stages_note: str  # which of the method's stages the demo runs (honest about partial pipelines)
+    adapted_file: str = "student.safetensors"  # which model of the adapted stage is exported and scored
 
 
 METHODS: dict[str, DemoMethod] = {
@@ -32,18 +33,20 @@ METHODS: dict[str, DemoMethod] = {
         recipe="ddb.yaml",
         source_stage="source",
         adapted_stage="r1_st_ca",
-        label="DDB R1-ST class-mix (adapted)",
+        label="DDB R1-ST class-mix (EMA)",
         stages_note=(
-            "DDB round 1, class-mix (ca) self-training path only, started from the source-only model "
-            "(the full method adds the cut-mix path, prototypes, CKD distillation and a second round)"
+            "DDB round 1, class-mix (ca) self-training path only, started from the source-only model; the "
+            "adapted model is the stage's EMA teacher (its student is scored too). The full method adds the "
+            "cut-mix path, prototypes, CKD distillation and a second round"
         ),
+        adapted_file="ema.safetensors",
     ),
     "atp": DemoMethod(
         name="atp",
         recipe="atp.yaml",
         source_stage="source",
         adapted_stage="propagate",
-        label="ATP source-free A→T→P (adapted)",
+        label="ATP A→T→P",
         stages_note="ATP's whole source-free pipeline (align, teach, rank, propagate) on shortened schedules",
     ),
 }

@@ -65,9 +65,9 @@ class Plan:
         index = next(i for i, s in enumerate(self.steps) if s.key == key)
         timing = self.steps[index]
         left = sum(s.estimate_s for s in self.steps[index:])
-        self.console.rule(f"[bold][{index + 1}/{len(self.steps)}] {timing.title}[/bold] — "
-                          f"estimate {fmt_seconds(timing.estimate_s)} (≈ {fmt_seconds(left)} left in all)",
-                          align="left")
+        self.console.print(f"[bold cyan]\\[{index + 1}/{len(self.steps)}] {timing.title}[/bold cyan] — estimate "
+                           f"{fmt_seconds(timing.estimate_s)} (≈ {fmt_seconds(left)} left in all)",
+                           highlight=False, soft_wrap=True)
         wall, cpu = time.perf_counter(), cpu_seconds()
         yield timing
         timing.wall_s = round(time.perf_counter() - wall, 1)
