@@ -512,6 +512,26 @@ def test_full_recipes_use_the_daformer_preset_and_the_spec_hyperparameters(path)
     assert evaluation.mode == "whole" and tuple(evaluation.resize) in ((1280, 640), (1280, 720))
 
 
+MINICITY = [p for p in RECIPES if p.stem.startswith("minicity")]
+
+
+@pytest.mark.parametrize("path", MINICITY, ids=[p.stem for p in MINICITY])
+def test_minicity_recipes_adapt_gently_from_a_source_trained_with_head_x10(path):
+    """The MiniCity adaptation rates (train/atp/minicity.yaml header, bench/RESULTS.md "ATP on MiniCity").
+
+    At 2e-4 with the decode head at ×10, A's entropy minimisation took the tiny source model from 35.4 to
+    26.3 mIoU in 100 iterations (the rare classes vanish) and T/P never recovered. A/T/P now run at 2e-6
+    with the head at ×1, while the source stage keeps 1e-3 with the head at ×10 (its head starts random).
+    """
+    recipe = load_recipe(Recipe, path)
+    source = stage_recipe(recipe, recipe.stage("source")).optim
+    assert (source.lr, source.custom_keys["head"].lr_mult) == (1e-3, 10.0)
+    for name in ("align", "teach", "propagate"):
+        optim = stage_recipe(recipe, recipe.stage(name)).optim
+        assert (optim.type, optim.lr, optim.custom_keys["head"].lr_mult) == ("adamw", 2e-6, 1.0)
+        assert optim.custom_keys["norm"].decay_mult == optim.custom_keys["pos_block"].decay_mult == 0.0
+
+
 def load_preset_crop(name: str) -> tuple[int, int]:
     from adaptseg.models import load_preset
 
