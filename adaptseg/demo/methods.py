@@ -51,7 +51,9 @@ METHODS: dict[str, DemoMethod] = {
     ),
 }
 
-#: the method the demo runs unless told otherwise: the one that gains most in the time budget
+#: The method the demo runs unless told otherwise: the one that gains most in the time budget. Measured
+#: with --quick (seed 0, same data and budget): DDB ca self-training 21.4 → 31.5 mIoU (AdaBN 27.8); ATP's
+#: A→T→P on its shortened schedules 20.3 → 20.4 (AdaBN 20.5) — no gain in so few iterations.
 DEFAULT_METHOD = "ddb"
 
 

@@ -116,7 +116,6 @@ class Demo:
             self.recipe.stage(name)  # a UserError if the recipe lacks it
         source = stage_recipe(self.recipe, self.recipe.stage(self.method.source_stage))
         self.source_preset = source.model.preset
-        self.adapted_preset = stage_recipe(self.recipe, self.recipe.stage(self.method.adapted_stage)).model.preset
         # the oracle is the source stage's model, trained on the labelled target
         self.oracle = load_recipe(Recipe, self.oracle_path, [*common, f"model.preset={self.source_preset}",
                                                               *(QUICK["oracle"] if opts.quick else [])])
