@@ -160,8 +160,8 @@ def test_quick_demo_end_to_end(tmp_path):
     """The reduced demo (``--quick``: 64×128 images, 160 per split; oracle 300, source-only 800, DDB ca
     self-training 800 iterations): margins, not values (MiniCity's run-to-run spread is about 4 mIoU).
 
-    Measured (1 torch thread on a busy 2-core machine; ~230 s of CPU): seed 1 source-only 25.0, AdaBN
-    30.6, adapted 33.9; seed 2: 24.3, 28.0, 32.0; ONNX = eager to 1e-4. The quick oracle is too short to be an upper bound
+    Measured (1 torch thread on a busy 2-core machine; ~225 s of CPU): source-only / AdaBN / adapted
+    seed 0 21.4 / 27.8 / 33.9, seed 1 25.0 / 30.6 / 33.9, seed 2 24.3 / 28.0 / 32.0; ONNX = eager to 1e-4. The quick oracle is too short to be an upper bound
     (it only runs the step), so nothing is asserted about it.
     """
     out = tmp_path / "demo"
