@@ -104,12 +104,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
+def _unshared_copy(value: Any) -> Any:
+    """A deep copy of plain YAML data in which no two places share an object.
+
+    ``copy.deepcopy`` keeps YAML anchors' sharing (``options: *switches`` in two stages is one dict), so an
+    override of one stage's options would change the other's too.
+    """
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides to a merged recipe dict (returns a new dict).
 
     A key that is a number indexes a list (``stages.0.iters=500``); an index outside the list is an error.
     """
-    out = copy.deepcopy(data)
+    out = _unshared_copy(data)
     for text in overrides:
         keys, value = parse_override(text)
         node: Any = out

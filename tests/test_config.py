@@ -63,6 +63,13 @@ def test_overrides_are_yaml_typed():
         parse_override("optim.lr")
 
 
+def test_override_of_an_anchored_mapping_changes_only_that_place(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("stages:\n  - {name: a, options: &o {t: 1}}\n  - {name: b, options: *o}\n")
+    out = apply_overrides(load_yaml(path), ["stages.1.options.t=2"])
+    assert [s["options"]["t"] for s in out["stages"]] == [1, 2]
+
+
 def test_overrides_index_lists():
     data = {"stages": [{"name": "a", "iters": 10}, {"name": "b", "iters": 20}]}
     out = apply_overrides(data, ["stages.1.iters=5", "stages.0.options.t=0.9"])
