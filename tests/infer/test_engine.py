@@ -233,3 +233,15 @@ def test_dataset_samples_are_accepted(backend):
     (pred,) = engine.run([Sample(image, None, "city/x")])
     assert pred.id == "city/x" and pred.index == 0
     torch.testing.assert_close(pred.output, engine.predict_image(image))
+
+
+def test_prediction_label_breaks_ties_like_argmax():
+    from adaptseg.infer.engine import Prediction
+
+    output = torch.tensor([[[0.5, 0.2], [0.1, 0.3]], [[0.5, 0.7], [0.1, 0.3]], [[0.0, 0.1], [0.8, 0.4]]])
+    pred = Prediction(0, "x", output)
+    assert pred.label().tolist() == [[0, 1], [2, 2]]  # the tie at (0, 0) goes to class 0
+    assert torch.equal(pred.label(), output.argmax(0)) and pred.label().dtype == torch.int64
+    # a channels-last (permuted) buffer, as the engine returns for channels-last models
+    permuted = output.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    assert torch.equal(Prediction(0, "x", permuted).label(), output.argmax(0))
