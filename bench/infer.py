@@ -13,6 +13,7 @@ Prints one table; every figure comes from this one run on the same model and ima
     python bench/infer.py              # a few minutes on 2 idle CPU cores
     python bench/infer.py --quick      # smaller images, fewer repeats
     python bench/infer.py --threads 2  # timings with 2 intra-op threads
+    python bench/infer.py --quick --timing-only --model deeplabv2-r101-v1c   # (a)/(b) with a real preset
 
 Timings use one intra-op thread by default: on a machine shared with other jobs, OpenMP threads that
 lose their core spin at barriers, and back-to-back forwards (the raw baseline, the per-window loop)
@@ -58,12 +59,12 @@ def make_images(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def backend():
+def backend(model: str = MODEL):
     torch.manual_seed(0)
     import logging
 
     logging.getLogger("adaptseg.infer.backends").setLevel(logging.ERROR)
-    return load_backend(MODEL, "cpu")
+    return load_backend(model, "cpu")
 
 
 def crop_batches(images: list[np.ndarray], cfg: InferenceConfig, pad: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -118,11 +119,11 @@ def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
     return best
 
 
-def timing(quick: bool) -> dict[str, float]:
+def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
     h, w = (256, 512) if quick else (512, 1024)
     images = make_images(2 if quick else 4, h, w)
     cfg = InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171), batch_size=8, workers=1)
-    model = backend()
+    model = backend(model_name)
     engine = SlidingWindow(model, cfg)
     batches = list(crop_batches(images, cfg, engine.pad_value))
     items = [(str(i), im) for i, im in enumerate(images)]
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--memory-probe", choices=("raw", "engine"))
     parser.add_argument("--size", default="1024x2048")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timings")
+    parser.add_argument("--model", default=MODEL, help="model preset of the timings (a) and (b)")
+    parser.add_argument("--timing-only", action="store_true", help="only (a) and (b)")
     args = parser.parse_args()
     if args.memory_probe:
         h, w = (int(v) for v in args.size.split("x"))
@@ -238,11 +241,9 @@ def main() -> None:
     from rich.table import Table
 
     torch.set_num_threads(args.threads)
-    t = timing(args.quick)
-    m = memory(args.quick)
-    s = store_size(args.quick)
+    t = timing(args.quick, args.model)
     mib = 2**20
-    table = Table(title=f"adaptseg inference engine — {MODEL}, CPU, {torch.get_num_threads()} thread(s) for timings, torch {torch.__version__}")
+    table = Table(title=f"adaptseg inference engine — {args.model}, CPU, {torch.get_num_threads()} thread(s) for timings, torch {torch.__version__}")
     for col in ("figure", "measured", "target"):
         table.add_column(col)
     for suffix, clock in (("_cpu", "CPU time"), ("", "wall clock")):
@@ -255,6 +256,10 @@ def main() -> None:
             f"(b) per-window loop (mmseg) / engine, {clock}",
             f"{loop:.3f} s / {engine:.3f} s = {loop / engine:.2f}x", ">= 2x",
         )
+    if args.timing_only:
+        Console().print(table)
+        return
+    m, s = memory(args.quick), store_size(args.quick)
     above = m["engine_peak"] - m["raw_peak"]
     table.add_row(
         f"(c) peak RSS above the model's own, 2048x1024, {m['classes']} classes (slide 512², batch 4)",
