@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-class SegDataset:
+class SegDataset(ABC):
     """Base of the dataset readers: entries of one split, read as :class:`Sample`.
 
     Subclasses set the class attributes and implement :meth:`_find_images` (id → image path and
@@ -207,17 +208,17 @@ class SegDataset:
 
     # --- what a subclass provides -------------------------------------------------------------
 
+    @abstractmethod
     def layout_hint(self, split: str) -> str:
         """Where this split's images live, e.g. ``leftImg8bit/train/<city>/*_leftImg8bit.png``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _find_images(self) -> dict[str, tuple[Path, dict]]:
         """id → (image path, meta) for the split, in dataset order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _find_labels(self) -> LabelFiles:
         """id → (label path, encoding) for the split (only called for labelled splits)."""
-        raise NotImplementedError
 
     def _require_dir(self, relative: str, expected: str, *, role: str = "images") -> Path:
         """``root/relative`` or a :class:`MissingFolder` naming it and the layout expected there."""
