@@ -1,19 +1,28 @@
 """Inference engine benchmark: overhead, speed-up over a per-window loop, peak memory, store size.
 
-Prints one table; every figure comes from this one run on the same model and images:
+Prints two tables; every figure comes from this one run on the same images:
 
-(a) engine time / raw batched forward of the same crops (target <= 1.05)
+(a) engine time / raw batched forward of the same crops (target <= 1.05), per model
 (b) engine vs a per-window loop with mmseg semantics (one forward per window, a full-size padded
-    logit tensor per window; target >= 2x on CPU)
+    logit tensor per window; target >= 2x on CPU), per model
 (c) peak memory for one 2048x1024 image with a 19-class model above the model's own (target
     <= 2 x C x H x W float32), from the resident-set peak of two child processes that run the same
     crops: the raw forwards alone, and the engine
 (d) bytes per pixel of the pseudo-label store on MiniCity scenes
 
-    python bench/infer.py              # a few minutes on 2 idle CPU cores
+    python bench/infer.py              # about 5 minutes on 2 idle CPU cores
     python bench/infer.py --quick      # smaller images, fewer repeats
     python bench/infer.py --threads 2  # timings with 2 intra-op threads
-    python bench/infer.py --quick --timing-only --model deeplabv2-r101-v1c   # (a)/(b) with a real preset
+    python bench/infer.py --quick --timing-only --models deeplabv2-r101-v1c   # (a)/(b) with a real preset
+
+The engine is timed as ``eval``, ``infer`` and ``pseudo-label`` use it: each prediction is released
+once consumed, so later images of the same size reuse its buffer (the engine keeps a couple of free
+buffers, like a caching allocator; the warm-up run fills them, as the first images of a split do).
+
+The engine's own work is per output pixel (uint8 crops to float, each window's logits added into the
+image's accumulator: memory-bound), the forward's per crop; so (a) depends on how heavy the model is
+per pixel. The default list runs every tiny preset (the demo's tiny-deeplabv3plus first); DeepLab-v2
+R101 is in bench/RESULTS.md.
 
 Timings use one intra-op thread by default: on a machine shared with other jobs, OpenMP threads that
 lose their core spin at barriers, and back-to-back forwards (the raw baseline, the per-window loop)
@@ -46,6 +55,8 @@ from adaptseg.infer.engine import SlidingWindow  # noqa: E402
 from adaptseg.infer.windows import window_grid  # noqa: E402
 
 MODEL = "tiny-deeplabv2"  # 19 classes; random weights are fine for timing and memory
+#: (a)/(b) by default: every tiny preset, the demo's deployed model first
+TIMING_MODELS = ("tiny-deeplabv3plus", "tiny-deeplabv2", "tiny-daformer", "tiny-segformer")
 
 
 def make_images(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
@@ -134,8 +145,8 @@ def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
                 model(b)
 
     def run_engine():
-        for _ in engine.run(items):
-            pass
+        for prediction in engine.run(items):
+            prediction.release()  # as eval, infer and pseudo-label do once a prediction is written
 
     def loop():
         with torch.inference_mode():
@@ -229,7 +240,9 @@ def main() -> None:
     parser.add_argument("--memory-probe", choices=("raw", "engine"))
     parser.add_argument("--size", default="1024x2048")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timings")
-    parser.add_argument("--model", default=MODEL, help="model preset of the timings (a) and (b)")
+    parser.add_argument(
+        "--models", default=",".join(TIMING_MODELS), help="comma-separated model presets of the timings (a) and (b)"
+    )
     parser.add_argument("--timing-only", action="store_true", help="only (a) and (b)")
     args = parser.parse_args()
     if args.memory_probe:
@@ -241,24 +254,31 @@ def main() -> None:
     from rich.table import Table
 
     torch.set_num_threads(args.threads)
-    t = timing(args.quick, args.model)
+    models = args.models.split(",")
+    timings = {name: timing(args.quick, name) for name in models}
+    first = timings[models[0]]
+    table = Table(
+        title=f"adaptseg inference engine — (a) and (b) on {first['images']} ({first['crops']} crops of 256², "
+        f"slide stride 171, batch 8), CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+        "CPU time (wall clock)",
+    )
+    for col in ("model", "raw batched forward", "engine", "(a) engine / raw, target <= 1.05",
+                "per-window loop (mmseg)", "(b) loop / engine, target >= 2x"):
+        table.add_column(col)
+    for name, t in timings.items():
+        raw, engine, loop = t["t_raw_cpu"], t["t_engine_cpu"], t["t_loop_cpu"]
+        table.add_row(
+            name, f"{raw:.3f} s", f"{engine:.3f} s",
+            f"{engine / raw:.3f} ({t['t_engine'] / t['t_raw']:.3f})", f"{loop:.3f} s",
+            f"{loop / engine:.2f}x ({t['t_loop'] / t['t_engine']:.2f}x)",
+        )  # fmt: skip
+    Console().print(table)
+    if args.timing_only:
+        return
     mib = 2**20
-    table = Table(title=f"adaptseg inference engine — {args.model}, CPU, {torch.get_num_threads()} thread(s) for timings, torch {torch.__version__}")
+    table = Table(title=f"adaptseg inference engine — memory and pseudo-label store ({MODEL})")
     for col in ("figure", "measured", "target"):
         table.add_column(col)
-    for suffix, clock in (("_cpu", "CPU time"), ("", "wall clock")):
-        engine, raw, loop = t[f"t_engine{suffix}"], t[f"t_raw{suffix}"], t[f"t_loop{suffix}"]
-        table.add_row(
-            f"(a) engine / raw batched forward, {clock} ({t['images']}, {t['crops']} crops of 256², batch 8)",
-            f"{engine:.3f} s / {raw:.3f} s = {engine / raw:.3f}", "<= 1.05",
-        )
-        table.add_row(
-            f"(b) per-window loop (mmseg) / engine, {clock}",
-            f"{loop:.3f} s / {engine:.3f} s = {loop / engine:.2f}x", ">= 2x",
-        )
-    if args.timing_only:
-        Console().print(table)
-        return
     m, s = memory(args.quick), store_size(args.quick)
     above = m["engine_peak"] - m["raw_peak"]
     table.add_row(

@@ -75,9 +75,9 @@ def register(app: typer.Typer) -> None:
         with progress_bar("segmenting", len(files), console) as progress:
             task = progress.add_task("segmenting", total=len(files))
             for prediction in engine.run(file_items(files, ids, images=images), on_error=report):
-                output = prediction.output
-                label = output.argmax(0).to("cpu").numpy()
-                conf = output.amax(0).cpu() if confidence else None
+                label = prediction.label().to("cpu").numpy()
+                conf = prediction.confidence().cpu() if confidence else None
+                prediction.release()
                 image = images.pop(prediction.index) if images is not None else None
                 writer.write(names[prediction.index], label, conf, image)
                 progress.advance(task)

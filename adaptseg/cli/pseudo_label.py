@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
             task = progress.add_task("pseudo-labelling", total=len(todo))
             for prediction in engine.run(dataset_items(ds, todo), on_error=report):
                 store.write(prediction.id, prediction.output)
+                prediction.release()
                 progress.advance(task)
         typer.echo(f"wrote {len(todo) - len(skipped)} pseudo-label(s) to {out}")
         if skipped:

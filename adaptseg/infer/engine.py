@@ -37,7 +37,7 @@ from torch import Tensor
 
 from adaptseg.errors import UserError
 from adaptseg.infer.config import InferenceConfig, Pair
-from adaptseg.infer.windows import Window, window_grid, window_weights
+from adaptseg.infer.windows import Window, window_counts, window_grid, window_weights
 from adaptseg.io import read_image
 
 #: What ``run`` accepts per image: an array, a path, or a zero-argument loader (called in a reader thread).
@@ -45,18 +45,64 @@ ImageSource = np.ndarray | str | Path | Callable[[], np.ndarray]
 OutputKind = Literal["probs", "logits"]
 
 
-@dataclass(frozen=True)
 class Prediction:
     """The engine's result for one image, at the image's original size.
 
     ``output`` is C×H×W float32 on the engine's accumulation device: probabilities (the default), or
     the averaged raw outputs when the engine runs with ``output="logits"``. It keeps the model's
     memory layout (channels-last models give a permuted view; ``.contiguous()`` when that matters).
+
+    The last steps are done on first use. Without TTA the engine hands over the summed window
+    outputs with the count map to divide by and, for logit averaging, the softmax still to apply;
+    ``output`` does both in place when first read. :meth:`label` and :meth:`confidence` need neither
+    (dividing each pixel by a positive count and the softmax keep the order of the classes; the top
+    probability is ``1 / Σ exp((l - max l) / count)``), so consumers that want only those skip two
+    C×H×W passes.
+
+    :meth:`release` hands the buffer back to the engine, which reuses it for a later image of the
+    same size instead of faulting in fresh pages (the evaluation, ``infer`` and pseudo-labelling
+    loops release every prediction once written). A prediction that is never released is simply
+    freed when dropped.
     """
 
-    index: int  # position of the image in the input order
-    id: str
-    output: Tensor
+    __slots__ = ("_divisor", "_pool", "_scores", "_softmax_pending", "id", "index")
+
+    def __init__(
+        self,
+        index: int,
+        id: str,
+        output: Tensor,
+        *,
+        divisor: Tensor | None = None,
+        softmax_pending: bool = False,
+        pool: _BufferPool | None = None,
+    ):
+        self.index = index  # position of the image in the input order
+        self.id = id
+        self._scores: Tensor | None = output
+        self._divisor = divisor  # H×W positive counts the scores are still to be divided by
+        self._softmax_pending = softmax_pending
+        self._pool = pool
+
+    def __repr__(self) -> str:
+        state = "released" if self._scores is None else f"shape={tuple(self._scores.shape)}"
+        return f"Prediction(index={self.index}, id={self.id!r}, {state})"
+
+    def _live(self) -> Tensor:
+        if self._scores is None:
+            raise RuntimeError(f"prediction {self.id!r} was released: read what you need before release()")
+        return self._scores
+
+    @property
+    def output(self) -> Tensor:
+        scores = self._live()
+        if self._divisor is not None:
+            scores.div_(self._divisor)
+            self._divisor = None
+        if self._softmax_pending:
+            softmax_(scores, 0)
+            self._softmax_pending = False
+        return scores
 
     def label(self) -> Tensor:
         """The class map (H×W int64); ties go to the lowest class id, as with ``argmax``.
@@ -64,11 +110,47 @@ class Prediction:
         ``max(0).indices`` rather than ``argmax(0)``: the same result, 4× faster on C×H×W CPU tensors
         (25 vs 97 ms for 19×512×1024 on one thread).
         """
-        return self.output.max(0).indices
+        return self._live().max(0).indices
 
     def confidence(self) -> Tensor:
         """The top probability per pixel (H×W float32); meaningful for ``output="probs"``."""
+        if self._softmax_pending:
+            return max_softmax(self._live(), self._divisor)
         return self.output.amax(0)
+
+    def release(self) -> None:
+        """Give the buffer back to the engine for a later image. Keep no view of ``output`` past this:
+        its memory will be overwritten. The prediction cannot be read afterwards."""
+        scores, self._scores, self._divisor = self._scores, None, None
+        if scores is not None and self._pool is not None:
+            self._pool.give(scores)
+
+
+class _BufferPool:
+    """Free accumulation buffers of an engine, reused for later images of the same size.
+
+    A fresh C×H×W buffer costs a page fault per 4 KiB on first write (13 ms for 19×512×1024 on CPU,
+    as long as the window adds themselves); a reused one costs a ``zero_``. At most ``keep`` buffers
+    wait here (the engine's cache, like a caching allocator's); they are freed with the engine.
+    """
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self._free: list[Tensor] = []
+
+    def zeros(self, shape: tuple[int, int, int], channels_last: bool, device: torch.device) -> Tensor:
+        """A zeroed float32 C×H×W buffer (stored H×W×C when ``channels_last``)."""
+        for i, buffer in enumerate(self._free):
+            if buffer.shape == shape and buffer.device == device and _channels_last(buffer) == channels_last:
+                return self._free.pop(i).zero_()
+        if channels_last:
+            return torch.zeros((shape[1], shape[2], shape[0]), dtype=torch.float32, device=device).permute(2, 0, 1)
+        return torch.zeros(shape, dtype=torch.float32, device=device)
+
+    def give(self, buffer: Tensor) -> None:
+        self._free.append(buffer)
+        if len(self._free) > self.keep:
+            self._free.pop(0)
 
 
 @dataclass
@@ -109,10 +191,27 @@ def variant_size(height: int, width: int, config: InferenceConfig, ratio: float 
     return keep_ratio_size(height, width, (int(base[0] * ratio), int(base[1] * ratio)))
 
 
-def _softmax_(x: Tensor, dim: int) -> Tensor:
+def softmax_(x: Tensor, dim: int) -> Tensor:
     """Softmax in place (no second C×H×W buffer)."""
     x.sub_(x.amax(dim, keepdim=True)).exp_()
     return x.div_(x.sum(dim, keepdim=True))
+
+
+def max_softmax(logits: Tensor, divisor: Tensor | None = None) -> Tensor:
+    """``(logits / divisor).softmax(0).amax(0)`` without a C×H×W temporary: ``1 / Σ_c exp((l_c - max l) / d)``.
+
+    One class plane at a time (planes of a channels-first map are contiguous), 2.5× faster than the
+    softmax for 19×512×1024 on one CPU thread; exact to float rounding. ``divisor``: H×W, positive.
+    """
+    top = logits.amax(0)
+    total = torch.zeros_like(top)
+    plane = torch.empty_like(top)
+    for c in range(logits.shape[0]):
+        torch.sub(logits[c], top, out=plane)
+        if divisor is not None:
+            plane.div_(divisor)
+        total.add_(plane.exp_())
+    return total.reciprocal_()
 
 
 @dataclass
@@ -137,7 +236,7 @@ class _Variant:
         self.job = job
         self.image: Tensor | None = image
         self.flip = flip
-        self.crop = crop
+        self.crop, self.stride = crop, stride
         self.size: Pair = (image.shape[1], image.shape[2])
         self.windows = window_grid(*self.size, crop, stride)
         self.pending = len(self.windows)
@@ -153,15 +252,25 @@ class _Job:
         self.variants: list[_Variant] = []
         self.remaining = 0
         self.merged: Tensor | None = None
+        self.divisor: Tensor | None = None  # left to the Prediction (see there)
         self.started = False
 
 
 class _Batch:
-    """Crops waiting for one forward: a uint8 host buffer (pinned for CUDA) and where each crop goes."""
+    """Crops waiting for one forward, and where each crop goes.
 
-    def __init__(self, capacity: int, pin: bool):
-        self.capacity, self.pin = capacity, pin
-        self.shape: Pair | None = None
+    On CPU the crops are written (converted) straight into a float32 buffer that the next batches of
+    the same crop size reuse: the forward has returned before the next crop is copied in, and every
+    crop is rewritten whole (window, then padding). For an accelerator they are staged as uint8 (a
+    quarter of the bytes to copy) in pinned memory from torch's caching host allocator, a fresh block
+    per batch since the non-blocking copy of the last one may still be running.
+    """
+
+    def __init__(self, capacity: int, device: torch.device):
+        self.capacity = capacity
+        self.reuse = device.type == "cpu"
+        self.pin = device.type == "cuda"
+        self.shape: Pair | None = None  # crop size of the crops waiting, None when empty
         self.buffer: Tensor | None = None
         self.entries: list[tuple[_Variant, Window]] = []
 
@@ -169,20 +278,23 @@ class _Batch:
         return len(self.entries)
 
     def add(self, variant: _Variant, window: Window) -> None:
-        if self.buffer is None:
-            self.shape = variant.crop
-            # uninitialised: pixels outside a window are set to the pad colour on the device
-            self.buffer = torch.empty((self.capacity, 3, *variant.crop), dtype=torch.uint8, pin_memory=self.pin)
+        if self.buffer is None or tuple(self.buffer.shape[-2:]) != variant.crop:
+            # uninitialised: pixels outside a window are set to the pad colour before the forward
+            dtype = torch.float32 if self.reuse else torch.uint8
+            self.buffer = torch.empty((self.capacity, 3, *variant.crop), dtype=dtype, pin_memory=self.pin)
+        self.shape = variant.crop
         assert variant.image is not None
         y0, y1, x0, x1 = window
         self.buffer[len(self.entries), :, : y1 - y0, : x1 - x0].copy_(variant.image[:, y0:y1, x0:x1])
         self.entries.append((variant, window))
 
     def take(self) -> tuple[Tensor, list[tuple[_Variant, Window]]]:
-        """The filled part of the buffer and its entries; the batch starts empty again (new buffer)."""
+        """The filled part of the buffer and its entries; the batch starts empty again."""
         assert self.buffer is not None
         out = (self.buffer[: len(self.entries)], self.entries)
-        self.buffer, self.shape, self.entries = None, None, []
+        self.shape, self.entries = None, []
+        if not self.reuse:
+            self.buffer = None
         return out
 
 
@@ -227,6 +339,9 @@ class SlidingWindow:
             [float(v) for v in (mean if mean is not None else (0.0, 0.0, 0.0))], dtype=torch.float32
         ).view(3, 1, 1)
         self.stats = EngineStats()
+        self._pool = _BufferPool()
+        # averaged logits become probabilities after stitching (per-window softmax otherwise)
+        self._softmax_at_finish = output == "probs" and self.config.average == "logits"
         if self.config.mode == "slide" and self.fixed_crop is not None and self.fixed_crop != tuple(self.config.crop):
             raise UserError(
                 f"the model runs crops of {self.fixed_crop[0]}x{self.fixed_crop[1]} (h x w) "
@@ -251,7 +366,7 @@ class SlidingWindow:
         """
         self.stats = EngineStats()
         jobs: deque[_Job] = deque()
-        batch = _Batch(self.config.batch_size, pin=self.device.type == "cuda")
+        batch = _Batch(self.config.batch_size, self.device)
         for loaded in self._read_ahead(items, on_error):
             job = self._start(loaded)
             jobs.append(job)
@@ -316,11 +431,13 @@ class SlidingWindow:
         for ratio in self.config.tta.scales:
             size = variant_size(height, width, self.config, ratio)
             resized = image if size == (height, width) else cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-            # planar (3×h×w contiguous) here in the reader thread, so crops copy out as plain rows
-            tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).contiguous()
-            variants.append((tensor, False))
+            # planar (3×h×w contiguous) here in the reader thread, so crops copy out as plain rows.
+            # numpy, not torch: a torch op in this thread starts an OpenMP team of its own whose
+            # spinning workers slowed the model's 2-thread forwards by 12 % (bench/infer.py)
+            planar = np.ascontiguousarray(resized.transpose(2, 0, 1))
+            variants.append((torch.from_numpy(planar), False))
             if self.config.tta.flip:
-                variants.append((tensor.flip(-1), True))
+                variants.append((torch.from_numpy(np.ascontiguousarray(planar[:, :, ::-1])), True))
         return _Loaded(index, image_id, (height, width), variants)
 
     # -- batching and accumulation ------------------------------------------------------------------
@@ -388,25 +505,20 @@ class SlidingWindow:
         region = out[:, : y1 - y0, : x1 - x0]
         single = len(variant.windows) == 1
         if variant.acc is None:
-            channels, (h, w) = out.shape[0], variant.size
-            if _channels_last(out):
-                # channels-last models answer in N×H×W×C memory: accumulate in that layout too, so each
-                # window adds whole contiguous rows instead of striding across every pixel
-                acc = torch.zeros((h, w, channels), dtype=torch.float32, device=self.accumulate_device)
-                variant.acc = acc.permute(2, 0, 1)
-            else:
-                variant.acc = torch.zeros((channels, h, w), dtype=torch.float32, device=self.accumulate_device)
+            # channels-last models answer in N×H×W×C memory: accumulate in that layout too, so each
+            # window adds whole contiguous rows instead of striding across every pixel
+            shape = (out.shape[0], *variant.size)
+            variant.acc = self._pool.zeros(shape, _channels_last(out), self.accumulate_device)
             nbytes = variant.acc.nbytes
-            if not single:
-                variant.norm = torch.zeros((1, h, w), dtype=torch.float32, device=self.accumulate_device)
+            if not single and weights is not None:  # uniform weights divide by the analytic count map
+                variant.norm = torch.zeros((1, *variant.size), dtype=torch.float32, device=self.accumulate_device)
                 nbytes += variant.norm.nbytes
             self.stats.hold(nbytes, new_image=not job.started)
             job.started = True
         if single:  # one window covers the variant: nothing to average
             variant.acc[:, y0:y1, x0:x1] = region
         elif weights is None:
-            variant.acc[:, y0:y1, x0:x1] += region
-            variant.norm[:, y0:y1, x0:x1] += 1.0
+            variant.acc[:, y0:y1, x0:x1].add_(region)
         else:
             w = weights[: y1 - y0, : x1 - x0]
             variant.acc[:, y0:y1, x0:x1].addcmul_(region, w)
@@ -416,19 +528,30 @@ class SlidingWindow:
             self._finish_variant(variant)
 
     def _finish_variant(self, variant: _Variant) -> None:
-        """Normalise, upsample to the original size, softmax, unflip; merge into the image's result."""
+        """Normalise, upsample to the original size, softmax, unflip; merge into the image's result.
+
+        A variant that is the whole result (no TTA, no resize) leaves its division by the count map
+        and the softmax of logit averaging to the :class:`Prediction`.
+        """
         job = variant.job
         acc, norm = variant.acc, variant.norm
         assert acc is not None
         variant.acc = variant.norm = None
+        alone = len(job.variants) == 1 and tuple(acc.shape[-2:]) == job.size
         if norm is not None:
             acc.div_(norm)
             self.stats.release(norm.nbytes)
             del norm
+        elif len(variant.windows) > 1:  # uniform weights: divide by how many windows cover each pixel
+            counts = window_counts(*variant.size, variant.crop, variant.stride).to(acc.device, non_blocking=True)
+            if alone:
+                job.divisor = counts
+            else:
+                acc.div_(counts)
         if tuple(acc.shape[-2:]) != job.size:
             acc = self._replace(acc, F.interpolate(acc[None], size=job.size, mode="bilinear", align_corners=False)[0])
-        if self.output == "probs" and self.config.average == "logits":
-            _softmax_(acc, 0)
+        if self._softmax_at_finish and len(job.variants) > 1:  # TTA averages probabilities
+            softmax_(acc, 0)
         if variant.flip:
             acc = self._replace(acc, acc.flip(-1))
         if job.merged is None:
@@ -436,24 +559,29 @@ class SlidingWindow:
         else:
             job.merged.add_(acc)
             self.stats.release(acc.nbytes)
+            self._pool.give(acc)
         job.remaining -= 1
 
     def _replace(self, old: Tensor, new: Tensor) -> Tensor:
-        """Account for a buffer replaced by a new one (both exist for a moment)."""
+        """Account for a buffer replaced by a new one (both exist for a moment); the old one is reused."""
         self.stats.hold(new.nbytes)
         self.stats.release(old.nbytes)
+        self._pool.give(old)
         return new
 
     def _finish(self, job: _Job) -> Prediction:
-        merged = job.merged
+        merged, variants = job.merged, len(job.variants)
         assert merged is not None
-        if len(job.variants) > 1:
-            merged.div_(len(job.variants))
+        if variants > 1:
+            merged.div_(variants)
         job.merged = None
         job.variants.clear()
         self.stats.release(merged.nbytes, image_done=True)
         self.stats.images += 1
-        return Prediction(job.index, job.id, merged)
+        return Prediction(
+            job.index, job.id, merged,
+            divisor=job.divisor, softmax_pending=self._softmax_at_finish and variants == 1, pool=self._pool,
+        )  # fmt: skip
 
 
 def _channels_last(crop_output: Tensor) -> bool:

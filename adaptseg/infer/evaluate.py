@@ -61,10 +61,12 @@ def evaluate_model(
                     path=dataset.entries[prediction.index].image_path,
                     fix="evaluate on a labelled split (e.g. val)",
                 )
-            output = prediction.output
-            if tuple(output.shape[-2:]) != target.shape:
-                # ground truth stored at another size than its image: score at the GT's resolution
-                output = F.interpolate(output[None], size=target.shape, mode="bilinear", align_corners=False)[0]
-            cm.update(output.argmax(0).cpu(), target)
+            if tuple(prediction.output.shape[-2:]) == target.shape:
+                label = prediction.label()
+            else:  # ground truth stored at another size than its image: score at the GT's resolution
+                output = F.interpolate(prediction.output[None], size=target.shape, mode="bilinear", align_corners=False)
+                label = output[0].max(0).indices
+            cm.update(label.cpu(), target)
+            prediction.release()
             progress.advance(task)
     return cm, len(dataset)

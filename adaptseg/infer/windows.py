@@ -59,6 +59,26 @@ def window_grid(height: int, width: int, crop: tuple[int, int], stride: tuple[in
     return [Window(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols]
 
 
+@functools.lru_cache(maxsize=8)
+def window_counts(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """How many windows of :func:`window_grid` cover each pixel (``height``×``width`` float32).
+
+    The grid is every row span times every column span, so the count map is the outer product of the
+    per-axis coverage counts: computed once per image size instead of accumulated window by window.
+    Small integers, exact in float32. Cached per geometry; treat the result as read-only.
+    """
+
+    def coverage(size: int, crop_side: int, stride_side: int) -> torch.Tensor:
+        counts = torch.zeros(size, dtype=torch.float32)
+        for start, end in axis_starts(size, crop_side, stride_side):
+            counts[start:end] += 1
+        return counts
+
+    rows = coverage(height, crop[0], stride[0])
+    cols = coverage(width, crop[1], stride[1])
+    return rows[:, None] * cols[None, :]
+
+
 @functools.lru_cache(maxsize=16)
 def _gaussian(height: int, width: int, sigma_scale: float) -> torch.Tensor:
     def axis(n: int) -> torch.Tensor:

@@ -666,6 +666,7 @@ class AtpRank(Task):
         out: dict[str, float] = {}
         for prediction in engine.run(item(i) for i in range(len(dataset))):
             out[prediction.id] = float(entropy_rank_scores(prediction.output.unsqueeze(0))[0])
+            prediction.release()
         return out
 
     def run(self) -> list[str]:

@@ -82,6 +82,9 @@ def assert_matches_reference(backend, cfg, items):
     assert [p.id for p in preds] == [i for i, _ in items]
     for pred, (_, image) in zip(preds, items, strict=True):
         ref = reference(backend, image, cfg)
+        # label and confidence first: they are read before any deferred division/softmax is applied
+        assert torch.equal(pred.label(), ref.argmax(0))
+        torch.testing.assert_close(pred.confidence(), ref.amax(0), atol=1e-5, rtol=0)
         assert pred.output.shape == ref.shape == (backend.num_classes, *image.shape[:2])
         torch.testing.assert_close(pred.output, ref, atol=1e-5, rtol=0)
         assert torch.equal(pred.label(), ref.argmax(0))
@@ -199,7 +202,7 @@ def test_memory_does_not_grow_with_the_number_of_images():
         assert engine.stats.images == n
         peaks.append((engine.stats.peak_live_images, engine.stats.peak_buffer_bytes))
     assert peaks[0] == peaks[1]
-    # a 20×30 image has 3×6 = 18 windows, so a batch of 4 spans at most 2 images
+    # a 20×30 image has 2×3 = 6 windows, so a batch of 4 spans at most 2 images
     assert peaks[1][0] <= 2
     assert peaks[1][1] <= 2 * (5 * 20 * 30 * 4 + 20 * 30 * 4) + 5 * 20 * 30 * 4
 
@@ -245,3 +248,46 @@ def test_prediction_label_breaks_ties_like_argmax():
     # a channels-last (permuted) buffer, as the engine returns for channels-last models
     permuted = output.permute(1, 2, 0).contiguous().permute(2, 0, 1)
     assert torch.equal(Prediction(0, "x", permuted).label(), output.argmax(0))
+
+
+def test_released_buffers_serve_later_images_and_cannot_be_read():
+    backend = tiny_backend()
+    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size=6)  # 2×3 windows: one image a batch
+    engine = SlidingWindow(backend, cfg)
+    items = [(f"i{k}", random_image(20, 30, k)) for k in range(3)] + [("other", random_image(25, 30, 9))]
+    pointers, labels = [], []
+    for pred in engine.run(items):
+        pointers.append(pred.output.data_ptr())
+        labels.append(pred.label())
+        pred.release()
+        with pytest.raises(RuntimeError, match="released"):
+            pred.label()
+    # same-size images take the buffer the previous one gave back; another size needs its own
+    assert pointers[1] == pointers[0] and pointers[2] == pointers[0]
+    assert pointers[3] != pointers[0]
+    # and a reused buffer starts from zero: results equal a fresh engine's
+    for (image_id, image), label in zip(items, labels, strict=True):
+        assert torch.equal(label, SlidingWindow(backend, cfg).run([(image_id, image)]).__next__().label())
+
+
+def test_unreleased_predictions_are_never_overwritten():
+    backend = tiny_backend()
+    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size=4)
+    items = [(f"i{k}", random_image(20, 30, k)) for k in range(4)]
+    kept = list(SlidingWindow(backend, cfg).run(items))
+    assert len({p.output.data_ptr() for p in kept}) == 4
+    for pred, item in zip(kept, items, strict=True):
+        torch.testing.assert_close(pred.output, SlidingWindow(backend, cfg).predict_image(item[1]), atol=0, rtol=0)
+
+
+def test_max_softmax_is_the_top_probability_of_the_divided_logits():
+    from adaptseg.infer.engine import max_softmax
+
+    logits = torch.randn(7, 5, 6) * 4
+    counts = torch.randint(1, 5, (5, 6)).float()
+    torch.testing.assert_close(max_softmax(logits), logits.softmax(0).amax(0))
+    torch.testing.assert_close(max_softmax(logits, counts), (logits / counts).softmax(0).amax(0))
+    # hand-computed: logits (0, ln 3) give probabilities 1/4, 3/4
+    two = torch.tensor([0.0, float(np.log(3.0))]).view(2, 1, 1)
+    assert max_softmax(two).item() == pytest.approx(0.75)
+    assert max_softmax(two * 2, torch.full((1, 1), 2.0)).item() == pytest.approx(0.75)

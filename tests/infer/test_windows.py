@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaptseg.infer.windows import Window, axis_starts, window_grid, window_weights
+from adaptseg.infer.windows import Window, axis_starts, window_counts, window_grid, window_weights
 
 
 def mmseg_grid(h_img: int, w_img: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, ...]]:
@@ -60,6 +60,8 @@ def test_grid_matches_mmseg_and_covers_the_image(h, w, ch, cw, sh, sw):
         assert win.height == min(ch, h) and win.width == min(cw, w)
         covered[win.y0 : win.y1, win.x0 : win.x1] += 1
     assert int(covered.min()) >= 1
+    # the engine divides by the count map it computes per axis instead of accumulating it
+    assert torch.equal(window_counts(h, w, (ch, cw), (sh, sw)), covered.float())
 
 
 def test_bad_sizes_are_rejected():
@@ -73,6 +75,9 @@ def test_bad_sizes_are_rejected():
 
 def test_uniform_weights_are_plain_counts():
     assert window_weights((8, 8), "uniform") is None
+    # axis 10, crop 4, stride 3 covers [0,4) [3,7) [6,10): counts 1 1 1 2 1 1 2 1 1 1 per axis
+    per_axis = torch.tensor([1, 1, 1, 2, 1, 1, 2, 1, 1, 1], dtype=torch.float32)
+    assert torch.equal(window_counts(10, 10, (4, 4), (3, 3)), per_axis[:, None] * per_axis[None, :])
 
 
 def test_gaussian_weights_peak_in_the_middle():
