@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,19 +116,27 @@ def mmseg_slide(model, image: np.ndarray, cfg: InferenceConfig, num_classes: int
     return (preds / count_mat).softmax(1)[0]
 
 
-def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
-    """The fastest of ``rounds`` runs of each function, run in turn (A B C A B C …) so that load from
-    other processes hits every candidate alike; the minimum is the least disturbed run. Both wall-clock
-    (``<name>``) and process CPU time (``<name>_cpu``: every thread of this process, the engine's
-    reader included; insensitive to waiting for a core on a shared machine) are kept."""
-    best = {key: float("inf") for name in fns for key in (name, f"{name}_cpu")}
+def interleaved_runs(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """Times of ``rounds`` runs of each function, run in turn (A B C A B C …): wall-clock under
+    ``<name>`` and process CPU time (every thread of this process, the engine's reader included;
+    insensitive to waiting for a core on a shared machine) under ``<name>_cpu``, one entry per round.
+
+    Ratios are taken per round (each round's candidates run back to back, so slow drifts of the
+    machine's speed hit both) and their median is reported: on this VM the same forward varies by
+    ±5 % from minute to minute, as much as the engine's own cost, and a ratio of two separate minima
+    moved by that much between runs."""
+    times: dict[str, list[float]] = {key: [] for name in fns for key in (name, f"{name}_cpu")}
     for _ in range(rounds):
         for name, fn in fns.items():
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            best[name] = min(best[name], time.perf_counter() - wall)
-            best[f"{name}_cpu"] = min(best[f"{name}_cpu"], time.process_time() - cpu)
-    return best
+            times[name].append(time.perf_counter() - wall)
+            times[f"{name}_cpu"].append(time.process_time() - cpu)
+    return times
+
+
+def median_ratio(times: dict[str, list[float]], top: str, bottom: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[top], times[bottom], strict=True))
 
 
 def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
@@ -154,8 +163,16 @@ def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
                 mmseg_slide(model, im, cfg, model.num_classes)
 
     run_engine(), raw(), loop()  # warm-up
-    best = interleaved_best({"t_raw": raw, "t_engine": run_engine, "t_loop": loop}, rounds=2 if quick else 5)
-    return {"images": f"{len(images)} x {w}x{h}", "crops": sum(len(b) for b in batches), **best}
+    rounds = 3 if quick else 9
+    times = interleaved_runs({"raw": raw, "engine": run_engine, "loop": loop}, rounds=rounds)
+    out = {"images": f"{len(images)} x {w}x{h}", "crops": sum(len(b) for b in batches), "rounds": rounds}
+    for clock in ("", "_cpu"):
+        out[f"raw{clock}"] = statistics.median(times[f"raw{clock}"])
+        out[f"engine{clock}"] = statistics.median(times[f"engine{clock}"])
+        out[f"loop{clock}"] = statistics.median(times[f"loop{clock}"])
+        out[f"a{clock}"] = median_ratio(times, f"engine{clock}", f"raw{clock}")
+        out[f"b{clock}"] = median_ratio(times, f"loop{clock}", f"engine{clock}")
+    return out
 
 
 # -------------------------------------------------------------------------------------------- memory
@@ -182,19 +199,25 @@ def memory_probe(kind: str, h: int, w: int) -> None:
 
 
 def memory(quick: bool) -> dict[str, float]:
+    """Peak RSS of the raw and the engine probes, each run ``repeats`` times in fresh processes; the
+    median peaks count (glibc's reuse of freed pages moves a single probe's peak by tens of MiB)."""
     h, w = (1024, 2048)
-    out = {}
-    for kind in ("raw", "engine"):
-        res = subprocess.run(
-            [sys.executable, __file__, "--memory-probe", kind, "--size", f"{h}x{w}"],
-            check=True, capture_output=True, text=True,
-        )
-        out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
-    classes = out["engine"]["shape"][0]
+    peaks: dict[str, list[int]] = {"raw": [], "engine": []}
+    for _ in range(1 if quick else 3):
+        for kind in peaks:
+            res = subprocess.run(
+                [sys.executable, __file__, "--memory-probe", kind, "--size", f"{h}x{w}"],
+                check=True, capture_output=True, text=True,
+            )
+            probe = json.loads(res.stdout.strip().splitlines()[-1])
+            peaks[kind].append(probe.pop("peak"))
+            if kind == "engine":
+                engine = probe
+    classes = engine["shape"][0]
     return {
         "classes": classes, "chw_bytes": classes * h * w * 4,
-        "raw_peak": out["raw"]["peak"], "engine_peak": out["engine"]["peak"],
-        "engine_buffers": out["engine"]["engine_buffers"],
+        "raw_peak": statistics.median(peaks["raw"]), "engine_peak": statistics.median(peaks["engine"]),
+        "engine_buffers": engine["engine_buffers"], "repeats": len(peaks["raw"]),
     }
 
 
@@ -260,17 +283,15 @@ def main() -> None:
     table = Table(
         title=f"adaptseg inference engine — (a) and (b) on {first['images']} ({first['crops']} crops of 256², "
         f"slide stride 171, batch 8), CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
-        "CPU time (wall clock)",
+        f"medians of {first['rounds']} interleaved rounds; ratios are medians of per-round ratios; CPU time (wall clock)",
     )
     for col in ("model", "raw batched forward", "engine", "(a) engine / raw, target <= 1.05",
                 "per-window loop (mmseg)", "(b) loop / engine, target >= 2x"):
         table.add_column(col)
     for name, t in timings.items():
-        raw, engine, loop = t["t_raw_cpu"], t["t_engine_cpu"], t["t_loop_cpu"]
         table.add_row(
-            name, f"{raw:.3f} s", f"{engine:.3f} s",
-            f"{engine / raw:.3f} ({t['t_engine'] / t['t_raw']:.3f})", f"{loop:.3f} s",
-            f"{loop / engine:.2f}x ({t['t_loop'] / t['t_engine']:.2f}x)",
+            name, f"{t['raw_cpu']:.3f} s", f"{t['engine_cpu']:.3f} s", f"{t['a_cpu']:.3f} ({t['a']:.3f})",
+            f"{t['loop_cpu']:.3f} s", f"{t['b_cpu']:.2f}x ({t['b']:.2f}x)",
         )  # fmt: skip
     Console().print(table)
     if args.timing_only:
@@ -282,7 +303,8 @@ def main() -> None:
     m, s = memory(args.quick), store_size(args.quick)
     above = m["engine_peak"] - m["raw_peak"]
     table.add_row(
-        f"(c) peak RSS above the model's own, 2048x1024, {m['classes']} classes (slide 512², batch 4)",
+        f"(c) peak RSS above the model's own, 2048x1024, {m['classes']} classes (slide 512², batch 4; "
+        f"medians of {m['repeats']} probe processes each)",
         f"{above / mib:.0f} MiB = {above / m['chw_bytes']:.2f} x CHW fp32 ({m['chw_bytes'] / mib:.0f} MiB); "
         f"engine buffers {m['engine_buffers'] / mib:.0f} MiB",
         "<= 2 x CHW",
