@@ -194,8 +194,21 @@ def memory_probe(kind: str, h: int, w: int) -> None:
         label = pred.label()
         extra = {"engine_buffers": engine.stats.peak_buffer_bytes, "shape": list(pred.output.shape)}
         del pred, label
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    print(json.dumps({"peak": peak, **extra}))
+    print(json.dumps({"peak": peak_rss(), **extra}))
+
+
+def peak_rss() -> int:
+    """This process's resident-set high-water mark in bytes: ``VmHWM`` of the current address space.
+
+    Not ``getrusage().ru_maxrss``: Linux folds the parent's high-water mark into it across fork + exec,
+    so a probe started by a parent that had grown larger than the probe reports the parent's peak (both
+    probes then read the same figure, and their difference is 0)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # other systems: KiB (Linux) or bytes (macOS)
 
 
 def memory(quick: bool) -> dict[str, float]:

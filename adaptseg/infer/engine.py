@@ -131,7 +131,8 @@ class _BufferPool:
 
     A fresh C×H×W buffer costs a page fault per 4 KiB on first write (13 ms for 19×512×1024 on CPU,
     as long as the window adds themselves); a reused one costs a ``zero_``. At most ``keep`` buffers
-    wait here (the engine's cache, like a caching allocator's); they are freed with the engine.
+    wait here (the engine's cache, like a caching allocator's; not counted in :class:`EngineStats`,
+    which tracks the buffers of images in flight); they are freed with the engine.
     """
 
     def __init__(self, keep: int = 2):
