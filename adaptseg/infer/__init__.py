@@ -6,6 +6,7 @@ Names are imported lazily so that ``import adaptseg.infer`` stays quick::
     engine = SlidingWindow(load_backend("runs/x"), load_preset("cityscapes-slide"))
     for prediction in engine.run([("a", image)]):
         label = prediction.label()
+        prediction.release()  # optional: the next image of this size reuses its buffer
 """
 
 from __future__ import annotations
