@@ -94,6 +94,11 @@ class Prediction:
         return self._scores
 
     @property
+    def shape(self) -> torch.Size:
+        """C×H×W of ``output``, without making the probabilities."""
+        return self._live().shape
+
+    @property
     def output(self) -> Tensor:
         scores = self._live()
         if self._divisor is not None:

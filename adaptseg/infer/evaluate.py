@@ -61,7 +61,7 @@ def evaluate_model(
                     path=dataset.entries[prediction.index].image_path,
                     fix="evaluate on a labelled split (e.g. val)",
                 )
-            if tuple(prediction.output.shape[-2:]) == target.shape:
+            if tuple(prediction.shape[-2:]) == target.shape:
                 label = prediction.label()
             else:  # ground truth stored at another size than its image: score at the GT's resolution
                 output = F.interpolate(prediction.output[None], size=target.shape, mode="bilinear", align_corners=False)

@@ -29,6 +29,25 @@ def test_evaluate_model_equals_a_per_image_loop(minicity, weights):
     assert cm.total == sum(int((ds.read_label(i) != IGNORE_INDEX).sum()) for i in range(len(ds)))
 
 
+def test_evaluation_at_native_size_never_makes_probabilities(minicity, weights, monkeypatch):
+    """Labels come from the summed logits: no per-image softmax (nor count division) in `eval`."""
+    import adaptseg.infer.engine as engine_module
+
+    calls = []
+    real = engine_module.softmax_
+    monkeypatch.setattr(engine_module, "softmax_", lambda x, dim: calls.append(x.shape) or real(x, dim))
+    ds = build_dataset("cityscapes", minicity, "val")
+    preset = InferenceConfig(mode="slide", crop=(48, 64), stride=(32, 48), batch_size=4)
+    cm, _ = evaluate_model(model=weights, dataset=ds, preset=preset)
+    assert calls == []
+    engine = SlidingWindow(load_backend(weights, "cpu"), preset)
+    expected = ConfusionMatrix(19)
+    for i in range(len(ds)):
+        expected.update(engine.predict_image(ds[i].image).argmax(0), ds[i].label)
+    assert len(calls) == len(ds)  # predict_image returns probabilities: one softmax per image
+    assert cm == expected
+
+
 def test_lower_resolution_inference_is_scored_at_full_resolution(minicity, weights):
     ds = build_dataset("cityscapes", minicity, "val")
     preset = InferenceConfig(resize=(64, 32), tta={"flip": True})
