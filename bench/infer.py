@@ -10,7 +10,7 @@ Prints two tables; every figure comes from this one run on the same images:
     crops: the raw forwards alone, and the engine
 (d) bytes per pixel of the pseudo-label store on MiniCity scenes
 
-    python bench/infer.py              # about 5 minutes on 2 idle CPU cores
+    python bench/infer.py              # about 8 minutes on 2 idle CPU cores
     python bench/infer.py --quick      # smaller images, fewer repeats
     python bench/infer.py --threads 2  # timings with 2 intra-op threads
     python bench/infer.py --quick --timing-only --models deeplabv2-r101-v1c   # (a)/(b) with a real preset
