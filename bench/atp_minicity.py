@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from adaptseg.allocator import tune_host_allocator  # noqa: E402
 from adaptseg.config import load_recipe  # noqa: E402
 from adaptseg.data.pipeline import open_dataset, with_normalize  # noqa: E402
 from adaptseg.methods.atp import evaluate_student  # noqa: E402
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=list(TARGETS))
     parser.add_argument("--official", action="store_true", help="also run quirks: official from the same source")
     args = parser.parse_args(argv)
+    tune_host_allocator()  # as the adaptseg command does
     torch.set_num_threads(1)
     variants = {"intended": []} | ({"official": ["quirks=official"]} if args.official else {})
     results: dict = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from adaptseg.allocator import tune_host_allocator
 from adaptseg.config import load_recipe
 from adaptseg.train.config import Recipe, StageSpec
 
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
+    tune_host_allocator()  # as the adaptseg command does
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adaptseg.allocator import tune_host_allocator  # noqa: E402
 from adaptseg.cli.export import parse_crop  # noqa: E402
 from adaptseg.export.calibration import minicity_images, parity_crops  # noqa: E402
 from adaptseg.export.exporter import export_model  # noqa: E402
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 warm-up, 2 repeats")
     args = parser.parse_args()
+    tune_host_allocator()  # as the adaptseg command does
     if args.quick:
         args.warmup, args.repeats = 1, 2
     logging.getLogger("adaptseg").setLevel(logging.ERROR)

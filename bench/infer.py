@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adaptseg.allocator import tune_host_allocator  # noqa: E402
 from adaptseg.infer.backends import load_backend  # noqa: E402
 from adaptseg.infer.config import InferenceConfig  # noqa: E402
 from adaptseg.infer.engine import SlidingWindow  # noqa: E402
@@ -281,6 +282,7 @@ def main() -> None:
     )
     parser.add_argument("--timing-only", action="store_true", help="only (a) and (b)")
     args = parser.parse_args()
+    tune_host_allocator()  # as the adaptseg command does
     if args.memory_probe:
         h, w = (int(v) for v in args.size.split("x"))
         memory_probe(args.memory_probe, h, w)

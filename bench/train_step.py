@@ -15,6 +15,7 @@ fp16 (with a GradScaler) runs on CUDA only; on CPU it is listed as skipped.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from adaptseg.allocator import tune_host_allocator
 from adaptseg.config import validate
 from adaptseg.methods.source_only import SourceOnly, SourceOnlyOptions
 from adaptseg.train.config import Recipe, stage_recipe
@@ -60,8 +62,9 @@ def _sync(device: torch.device) -> None:
 
 
 def time_mode(preset: str, device: str, switches: dict[str, Any], batch: int, size: tuple[int, int],
-              steps: int, warmup: int) -> tuple[float, float]:
-    """(median seconds per step, seconds of the warm-up steps incl. compilation) for one mode."""
+              steps: int, warmup: int) -> tuple[float, float, float]:
+    """(median seconds per step, seconds of the warm-up steps incl. compilation, minor page faults per
+    timed step) for one mode."""
     recipe = _recipe(preset, device, switches)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = StageContext(stage=recipe.stages[0], recipe=stage_recipe(recipe, recipe.stages[0]), run_dir=Path(tmp),
@@ -81,12 +84,14 @@ def time_mode(preset: str, device: str, switches: dict[str, Any], batch: int, si
         _sync(dev)
         warm = time.perf_counter() - start
         times = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for it in range(warmup, warmup + steps):
             t0 = time.perf_counter()
             trainer.run_step(it, data)
             _sync(dev)
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), warm
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return statistics.median(times), warm, faults / steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     args = parser.parse_args(argv)
+    tune_host_allocator()  # as the adaptseg command does
     size = tuple(int(v) for v in args.size.lower().split("x"))
     device = pick_device(args.device, DistInfo())
     console = Console()
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if switches["compile"]:
             torch._dynamo.reset()
-        seconds, warm = time_mode(args.preset, device.type, switches, args.batch, size, args.steps, args.warmup)
+        seconds, warm, _ = time_mode(args.preset, device.type, switches, args.batch, size, args.steps, args.warmup)
         baseline = baseline or seconds
         table.add_row(name, f"{seconds * 1e3:.1f}", f"{args.batch / seconds:.1f}", f"{baseline / seconds:.2f}×",
                       f"{warm:.1f}")

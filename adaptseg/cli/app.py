@@ -10,6 +10,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from adaptseg.allocator import tune_host_allocator
 from adaptseg.errors import UserError
 
 
@@ -48,7 +49,8 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (also ``python -m adaptseg``)."""
+    tune_host_allocator()  # this process is ours: keep freed activations for the next step
     try:
         app()
     except UserError as exc:  # raised outside a command (e.g. while parsing)
