@@ -7,7 +7,7 @@ network at street-scene resolution allocates and frees activations of tens of Mi
 so every forward faults its activations in again, one 4 KiB page at a time, and the kernel zeroes
 each page. Measured with ``bench/allocator.py`` on 2 CPU cores: a 0.8 M-parameter model's forward
 spent about a fifth of its time in page faults (190 000 per four 1024×512 images), a training step
-about a sixth.
+about an eighth.
 
 :func:`tune_host_allocator` raises both thresholds, so freed blocks stay in the heap and the next
 step reuses them — what torch's CUDA caching allocator does on the GPU. The price is that the
