@@ -24,6 +24,9 @@ image's accumulator: memory-bound), the forward's per crop; so (a) depends on ho
 per pixel. The default list runs every tiny preset (the demo's tiny-deeplabv3plus first); DeepLab-v2
 R101 is in bench/RESULTS.md.
 
+Like every bench it runs with the ``adaptseg`` command's host allocator setting (adaptseg.allocator;
+bench/allocator.py measures what it changes): forwards ~20 % faster than with glibc's defaults.
+
 Timings use one intra-op thread by default: on a machine shared with other jobs, OpenMP threads that
 lose their core spin at barriers, and back-to-back forwards (the raw baseline, the per-window loop)
 then pay several times more than forwards with work in between (the engine) — measured here as a
