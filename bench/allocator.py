@@ -32,16 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from adaptseg.allocator import ENV_VAR, tune_host_allocator  # noqa: E402
+from infer import peak_rss  # noqa: E402  (bench/infer.py: VmHWM, not ru_maxrss)
 
 MODEL = "tiny-deeplabv2"
 SETTINGS = ("system", "tuned")
-
-
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def faults() -> int:
