@@ -16,17 +16,25 @@ Lifecycle of a :class:`Method` inside the Trainer::
     specs = method.build_models()               # {name: ModelSpec(module, role)}; weights loaded here
     # Trainer: device, channels-last, SyncBN (CUDA + DDP), torch.compile, DDP for role "train"
     method.setup(handles)                       # {name: ModelHandle}; keep what you need
+    optimizers = method.optimizers(specs)       # {name: OptimizerSpec}; default: one over every "train" model
     for it in range(start, iters):
         method.before_step(it)                  # e.g. EMATeacher.update(student, it) before the forward
-        losses = method.step(batch, it)         # {name: scalar Tensor}, inside autocast
-        # Trainer: sum → (scale) → backward → (unscale, clip) → optimiser step → log
+        for phase in method.phases(batch, it):  # default: [Phase(lambda: method.step(batch, it))]
+            # Trainer: zero grads, freeze phase.frozen, losses = phase.losses() inside autocast,
+            #          sum → (scale) → backward → (unscale, clip) → step phase.optimizers → log
     method.write_outputs(out_dir)               # extra files; ModelSpec.export weights are written for you
 
-**One backward per iteration.** The Trainer calls ``backward`` once on the sum of the returned losses.
-Seeds that call ``backward`` on each loss in turn and then step once (DDB: L_src, then L_mix; ATP P:
-easy, proto, mix) compute the same gradient — gradients add up in ``.grad`` either way — so a method
-returns the terms and lets the Trainer sum them. (It also frees the first graph later, which costs memory
-but keeps DDP to one gradient all-reduce.)
+**Single-phase methods** (source-only, DDB, ATP) implement :meth:`Method.step` only: one backward on the
+sum of the returned losses, then one step of every optimiser. Seeds that call ``backward`` on each loss in
+turn and then step once (DDB: L_src, then L_mix; ATP P: easy, proto, mix) compute the same gradient —
+gradients add up in ``.grad`` either way — so a method returns the terms and lets the Trainer sum them.
+
+**Multi-phase methods** (UMMA stage 1: A+B, then the heads only, then the backbones only; DecoupleNet:
+segmentor, then two discriminators) override :meth:`Method.phases` and return an ordered list of
+:class:`Phase`: each is one backward and one step of the optimisers it names, with some model parts held
+fixed. A phase's losses are computed when the phase runs, after the earlier phases stepped, so each sees
+the weights the previous one left. The Trainer owns AMP (a GradScaler cycle per phase), DDP (one gradient
+all-reduce per phase's backward), clipping, logging and the checkpoint of every optimiser.
 
 Randomness inside a step (mix masks, jitter) should come from ``ctx.generator(it, "what")`` so that a
 resumed run replays the same draws.
@@ -112,6 +120,39 @@ class ModelHandle:
         return f"ModelHandle({self.name!r}, role={self.role!r}, {type(self.module).__name__})"
 
 
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimiser a method asks for, over the parameters of the named ``"train"`` models.
+
+    ``optim`` replaces the recipe's ``optim`` section for this optimiser (DecoupleNet's discriminators use
+    Adam at their own lr); ``scheduled`` says whether the recipe's lr schedule drives it.
+    """
+
+    models: tuple[str, ...]
+    optim: Any = None  # adaptseg.train.config.OptimSection; None = the recipe's
+    scheduled: bool = True
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One backward pass and one optimiser step inside an iteration.
+
+    Args:
+        losses: called when the phase runs (inside autocast); returns named scalar losses.
+        optimizers: names of the optimisers to step after the backward (``None``: every optimiser).
+        frozen: model parts held fixed during the phase: a model name (``"student"``) or a dotted
+            sub-module (``"src0.decode_head"``). Their parameters do not require grad while the phase's
+            losses are computed and back-propagated, so their ``.grad`` is left as the phase found it.
+        name: prefixes the phase's loss names in the logs (``"heads/ce"``); unnamed phases must not repeat
+            a loss name.
+    """
+
+    losses: Callable[[], Mapping[str, Tensor]]
+    optimizers: tuple[str, ...] | None = None
+    frozen: tuple[str, ...] = ()
+    name: str = ""
+
+
 class StageMethod:
     """Common base of :class:`Method` and :class:`Task`: a name, an options schema and the stage context."""
 
@@ -125,7 +166,7 @@ class StageMethod:
         self.ctx = ctx
 
 
-class Method(StageMethod, ABC):
+class Method(StageMethod):
     """A training stage: models, per-step losses, optional hooks (see the module docstring)."""
 
     kind = "train"
@@ -133,8 +174,13 @@ class Method(StageMethod, ABC):
     streams: ClassVar[tuple[str, ...]] = ("source",)
     #: the model evaluated by the periodic evaluation hook (the field reports the student, not the EMA)
     eval_model: ClassVar[str] = "student"
-    #: set when some trained parameters get no gradient in some steps (DDP must then look for them)
+    #: set when some trained parameters get no gradient in some steps (DDP must then look for them);
+    #: required by phases that freeze part of a model trained under DDP
     find_unused_parameters: ClassVar[bool] = False
+    #: ``optimizer.zero_grad(set_to_none=...)`` before each phase. ``False`` keeps zero-filled gradients on
+    #: parameters a phase froze, so SGD momentum and weight decay still move them (UMMA's released
+    #: behaviour, umma.md §6.5); ``True`` (default) leaves them untouched.
+    zero_grad_to_none: bool = True
 
     def build_models(self) -> dict[str, ModelSpec]:
         """The models this stage needs, with their weights loaded. Default: the recipe's student."""
@@ -144,12 +190,23 @@ class Method(StageMethod, ABC):
         """Receive the placed models (called once, after the Trainer wrapped them, before any step)."""
         self.models = dict(models)
 
+    def optimizers(self, models: Mapping[str, ModelSpec]) -> dict[str, OptimizerSpec]:
+        """The optimisers to build. Default: one, ``"main"``, over every ``"train"`` model with the recipe's optim."""
+        return {"main": OptimizerSpec(tuple(name for name, spec in models.items() if spec.role == "train"))}
+
     def before_step(self, it: int) -> None:
         """Called at the start of iteration ``it``, before the batch's forward pass (EMA updates go here)."""
 
-    @abstractmethod
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
-        """Named scalar losses of iteration ``it`` for ``batch`` (``{stream: {"image", "label", "id"}}``)."""
+        """Named scalar losses of iteration ``it`` for ``batch`` (``{stream: {"image", "label", "id"}}``).
+
+        The whole work of a single-phase method; multi-phase methods override :meth:`phases` instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither step() nor phases()")
+
+    def phases(self, batch: Batch, it: int) -> list[Phase]:
+        """The iteration's ordered phases. Default: one phase of :meth:`step` stepping every optimiser."""
+        return [Phase(lambda: self.step(batch, it))]
 
     def state_dict(self) -> dict[str, Any]:
         """The method's own state for bit-exact resume (running prototypes, counters); models are saved apart.
@@ -194,6 +251,8 @@ def register_method(name: str) -> Callable[[M], M]:
             raise ValueError(f"method {name!r} registered twice")
         if not issubclass(cls, Method | Task):
             raise TypeError(f"{cls.__name__} must subclass Method or Task")
+        if issubclass(cls, Method) and cls.step is Method.step and cls.phases is Method.phases:
+            raise TypeError(f"{cls.__name__} must implement step() (one phase) or phases() (several)")
         cls.name = name
         METHODS[name] = cls
         return cls

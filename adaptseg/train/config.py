@@ -79,10 +79,16 @@ class StreamSpec(DatasetSpec):
 
 
 class EvalSection(StrictModel):
-    """Periodic evaluation of the student on a labelled split (logged only; never used for selection).
+    """Periodic evaluation of the method's ``eval_model`` on a labelled split.
 
     ``preset`` is an inference preset (``infer/<name>.yaml``: whole image or sliding window, scale,
     batch); ``None`` uses the dataset's evaluation protocol (shared/datasets.md §8).
+
+    Logged only, by default. ``select_best: true`` (opt-in: it selects with target labels, which the
+    fidelity policy forbids by default) keeps the evaluated model with the best mIoU and exports it in
+    place of the last one (``student.safetensors``; the last as ``student-last.safetensors``; the choice
+    in ``best_on_val.json``) — the releases' ``save_best``. ``test_time_prior`` wraps the evaluated model
+    in the hidden SePiCo/DANNet class prior (atp.md §5; ATP's release uses it on ACDC and Dark Zurich).
     """
 
     every: int = Field(0, ge=0)
@@ -90,6 +96,14 @@ class EvalSection(StrictModel):
     preset: str | None = None
     protocol: Literal[19, 16, 13] = 19
     max_images: int | None = Field(None, ge=1)
+    select_best: bool = False
+    test_time_prior: bool = False
+
+    @model_validator(mode="after")
+    def _selection_needs_a_dataset(self) -> EvalSection:
+        if self.select_best and self.dataset is None:
+            raise ValueError("eval.select_best needs eval.dataset (the labelled split the best model is chosen on)")
+        return self
 
 
 class ParamRule(StrictModel):
@@ -188,6 +202,27 @@ class Recipe(StrictModel):
     log_every: int = Field(50, ge=1)
     quirks: Literal["official", "intended"] = "intended"
     minicity: MiniCitySection = Field(default_factory=MiniCitySection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _streams_like_others(cls, value: Any) -> Any:
+        """``data.<k>: {like: target, ids: rank/easy_split.txt}`` is stream ``target`` with those keys replaced.
+
+        ATP's P declares its easy/hard streams so: the target stream restricted to the rank stage's lists.
+        """
+        if not isinstance(value, dict) or not isinstance(value.get("data"), dict):
+            return value
+        data = value["data"]
+        resolved = {}
+        for name, spec in data.items():
+            if isinstance(spec, dict) and "like" in spec:
+                base = data.get(spec["like"])
+                if not isinstance(base, dict) or "like" in base:
+                    raise ValueError(f"data.{name}.like: {spec['like']!r} is not a stream of the recipe's data "
+                                     f"(streams: {', '.join(k for k in data if k != name)})")
+                spec = {**base, **{k: v for k, v in spec.items() if k != "like"}}
+            resolved[name] = spec
+        return {**value, "data": resolved}
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> Recipe:

@@ -17,9 +17,31 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from torch import nn
+from torch import Tensor, nn
 
 from adaptseg.eval import Report
+from adaptseg.methods.parts.entropy import apply_class_prior, class_prior_weights
+from adaptseg.methods.parts.losses import resize_logits
+
+
+class ClassPriorSegmentor(nn.Module):
+    """The hidden test-time class prior around a segmentor (atp.md §5): softmax at input size × ``w_c``.
+
+    ``forward(x)`` returns the re-weighted probabilities at the input resolution (not logits); anything
+    that upsamples and takes the argmax (this evaluation, the inference engine) then scores exactly what
+    ATP's release (from SePiCo/DANNet) does. It shares the wrapped model's parameters and is only ever
+    used for evaluation (recipe ``eval.test_time_prior``).
+    """
+
+    def __init__(self, model: nn.Module, weights: Tensor | None = None):
+        super().__init__()
+        self.model = model
+        self.num_classes = getattr(model, "num_classes", 19)
+        self.register_buffer("weights", class_prior_weights() if weights is None else weights, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = resize_logits(self.model(x).float(), tuple(x.shape[-2:]))
+        return apply_class_prior(torch.softmax(logits, dim=1), self.weights)
 
 
 @contextlib.contextmanager
@@ -56,6 +78,7 @@ def evaluate_segmentor(
     amp: str = "off",
     channels_last: bool = False,
     console: Console | None = None,
+    test_time_prior: bool = False,
 ) -> Report:
     """Score ``model`` (normalised input → logits at its output stride) on a labelled dataset reader.
 
@@ -63,6 +86,7 @@ def evaluate_segmentor(
         preset: an inference preset (``infer/<name>.yaml`` name or path); ``None`` = the dataset's protocol.
         amp: ``"off"``, ``"bf16"`` or ``"fp16"`` (the training switch; inference autocasts the same way).
         channels_last: the memory format the model is already in (kept, so training is unaffected).
+        test_time_prior: score through :class:`ClassPriorSegmentor` (atp.md §5; opt-in, never a default).
     """
     from adaptseg.infer import TorchBackend, evaluate_model, load_preset
     from adaptseg.infer.config import BackendOptions, dataset_preset
@@ -73,6 +97,7 @@ def evaluate_segmentor(
     config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
     subset = first_images(dataset, max_images)
     with eval_mode(model):
-        backend = TorchBackend.from_model(model, mean, std, device=device, options=options)
+        scored = ClassPriorSegmentor(model).to(device) if test_time_prior else model
+        backend = TorchBackend.from_model(scored, mean, std, device=device, options=options)
         cm, n = evaluate_model(backend, subset, config, console=console)
     return Report.from_confusion(cm, protocol=protocol, n_images=n)

@@ -2,7 +2,8 @@
 
 A hook sees the :class:`~adaptseg.train.trainer.Trainer` and is called ``before_train``, ``after_step``
 (with the iteration just done and its detached losses) and ``after_train``. The Trainer runs them in
-order: logging, then evaluation, then checkpointing, so a checkpoint follows everything logged before it.
+order: logging, then evaluation (which also keeps the best model on val when the recipe asks), then
+checkpointing, so a checkpoint follows everything logged and selected before it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class LogHook(Hook):
         training_time = (now - self._t) - (trainer.hook_seconds - self._hooks_t)  # without eval/checkpoints
         rate = (done - self._last) / max(training_time, 1e-9)
         self._t, self._hooks_t, self._last = now, trainer.hook_seconds, done
-        scalars = {**means, **{f"lr/{i}": g["lr"] for i, g in enumerate(trainer.optimizer.param_groups)}}
+        scalars = {**means, **learning_rates(trainer.optimizers)}
         scalars["time/it_per_s"] = rate
         trainer.log_scalars(done, scalars)
         if self._progress is not None:
@@ -87,8 +88,20 @@ class LogHook(Hook):
             self._progress.close()
 
 
+def learning_rates(optimizers) -> dict[str, float]:
+    """``lr/<group>`` of a single optimiser (the log's columns since the first release), ``lr/<name>/<group>`` of several."""
+    if len(optimizers) == 1:
+        (optimizer,) = optimizers.values()
+        return {f"lr/{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+    return {f"lr/{name}/{i}": g["lr"] for name, opt in optimizers.items() for i, g in enumerate(opt.param_groups)}
+
+
 class EvalHook(Hook):
-    """Evaluates the method's ``eval_model`` every ``every`` iterations and at the end (rank 0 only)."""
+    """Evaluates the method's ``eval_model`` every ``every`` iterations and at the end (rank 0 only).
+
+    With ``eval.select_best`` each evaluation's mIoU (the one logged) also goes to the Trainer's
+    :class:`~adaptseg.train.selection.BestOnVal`, which keeps the best weights.
+    """
 
     def __init__(self, every: int):
         self.every = every
@@ -100,8 +113,12 @@ class EvalHook(Hook):
             scalars = {f"eval/mIoU{report.protocol}": report.miou, "eval/aAcc": report.aacc}
             scalars.update({f"eval/{k}": v for k, v in report.extras.items()})
             trainer.log_scalars(done, scalars)
+            best = ""
+            if trainer.best is not None:
+                model = trainer.plain_model(trainer.method.eval_model)
+                best = "  (best so far, kept)" if trainer.best.consider(done, report.miou, model) else ""
             trainer.console.print(
-                f"{trainer.ctx.name} eval @ {done}: mIoU{report.protocol} {report.miou:.2f}  aAcc {report.aacc:.2f}",
+                f"{trainer.ctx.name} eval @ {done}: mIoU{report.protocol} {report.miou:.2f}  aAcc {report.aacc:.2f}{best}",
                 highlight=False,
             )
         barrier(trainer.ctx.dist)
@@ -112,7 +129,7 @@ class EvalHook(Hook):
             self._evaluate(trainer, it + 1)
 
     def after_train(self, trainer: Trainer) -> None:
-        if self.every and self._last != trainer.iteration:
+        if self._last != trainer.iteration:
             self._evaluate(trainer, trainer.iteration)
 
 
@@ -131,10 +148,10 @@ class CheckpointHook(Hook):
 
 
 def default_hooks(trainer: Trainer) -> list[Hook]:
-    """Logging, evaluation (when the recipe has an eval dataset and ``eval.every``), checkpointing."""
+    """Logging, evaluation (with an eval dataset and ``eval.every`` or ``eval.select_best``), checkpointing."""
     recipe = trainer.ctx.recipe
     hooks: list[Hook] = [LogHook(recipe.log_every)]
-    if recipe.eval.dataset is not None and recipe.eval.every > 0:
+    if recipe.eval.dataset is not None and (recipe.eval.every > 0 or recipe.eval.select_best):
         hooks.append(EvalHook(recipe.eval.every))
     hooks.append(CheckpointHook(recipe.checkpoint_every))
     return hooks

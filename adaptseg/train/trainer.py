@@ -1,15 +1,17 @@
 """The one training loop every method plugs into (DESIGN.md: methods compute losses, the Trainer owns the rest).
 
 The Trainer places the method's models (device, channels-last, SyncBN on CUDA under DDP,
-``torch.compile``, DDP), builds the optimiser and lr schedule from the recipe, feeds reproducible batches,
-and per iteration::
+``torch.compile``, DDP), builds the method's optimisers and the lr schedule from the recipe, feeds
+reproducible batches, and per iteration::
 
     lr ← schedule(t);  method.before_step(t)
-    with autocast: losses = method.step(batch, t)
-    (scaler.scale(Σ losses)).backward();  [unscale, clip];  optimiser step
-    hooks: log → evaluate → checkpoint
+    for phase in method.phases(batch, t):          # one phase (method.step) for most methods
+        zero grads;  freeze phase.frozen
+        with autocast: losses = phase.losses()
+        (scaler.scale(Σ losses)).backward();  [unscale, clip];  step phase.optimizers;  scaler.update()
+    hooks: log → evaluate (→ keep the best on val, when the recipe asks) → checkpoint
 
-Resuming restores models, optimiser, scaler, method state and every rank's RNG states from
+Resuming restores models, optimisers, scaler, method state and every rank's RNG states from
 ``checkpoint-last.pt``; the data order is a function of (seed, iteration, rank) (``adaptseg.data.pipeline``),
 so a resumed run continues exactly where the interrupted one stood (bit-exact on CPU).
 """
@@ -17,6 +19,7 @@ so a resumed run continues exactly where the interrupted one stood (bit-exact on
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import time
@@ -32,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from adaptseg.data.pipeline import TrainStream, build_loader, with_normalize
 from adaptseg.errors import UserError
-from adaptseg.methods.base import Method, ModelHandle, ModelSpec
+from adaptseg.methods.base import Method, ModelHandle, ModelSpec, OptimizerSpec, Phase
 from adaptseg.methods.parts.ema import EMATeacher
 from adaptseg.train import checkpoint as ckpt
 from adaptseg.train.context import StageContext
@@ -42,6 +45,7 @@ from adaptseg.train.logger import CSV_NAME, CSVWriter, TensorBoardWriter
 from adaptseg.train.optim import build_optimizer
 from adaptseg.train.precision import Switches, autocast, grad_scaler, resolve_switches
 from adaptseg.train.schedule import PolyWarmupSchedule
+from adaptseg.train.selection import BestOnVal
 
 
 class ForwardAdapter(nn.Module):
@@ -118,6 +122,8 @@ class Trainer:
         self._writers: list[CSVWriter | TensorBoardWriter] = []
         #: wall time spent in hooks (evaluation, checkpoints), left out of the it/s figure
         self.hook_seconds = 0.0
+        #: the best model on val so far, when the recipe opts in (``eval.select_best``)
+        self.best: BestOnVal | None = BestOnVal() if recipe.eval.select_best else None
 
     # ------------------------------------------------------------------------------------- building
     def _place(self, name: str, spec: ModelSpec) -> ModelHandle:
@@ -150,15 +156,7 @@ class Trainer:
         recipe, ctx = self.ctx.recipe, self.ctx
         streams = {}
         for name in self.method.streams:
-            if name not in recipe.data:
-                have = ", ".join(recipe.data) or "none"
-                raise UserError(
-                    f"method '{self.method.name}' (stage '{ctx.name}') reads data stream '{name}', "
-                    f"but the recipe's data has {have}",
-                    path=ctx.recipe_path,
-                    fix=f"add data.{name}: {{name: ..., root: ..., pipeline: [...]}}",
-                )
-            spec = recipe.data[name]
+            spec = ctx.stream_spec(name)
             transform = with_normalize(spec.pipeline, ctx.preset.mean, ctx.preset.std)
             streams[name] = TrainStream(name, ctx.open_dataset(spec), transform, spec.batch_size, recipe.seed)
         return streams
@@ -181,14 +179,40 @@ class Trainer:
             raise TypeError(f"{type(self.method).__name__}.build_models() declares no model with role 'train'")
         self.handles = {name: self._place(name, spec) for name, spec in self.specs.items()}
         self.method.setup(self.handles)
-        trained = {n: h.module for n, h in self.handles.items() if h.role == "train"}
-        self.optimizer = build_optimizer(trained, recipe.optim)
+        self.optimizer_specs = self._check_optimizer_specs(self.method.optimizers(self.specs))
+        self.optimizers = {
+            name: build_optimizer({m: self.handles[m].module for m in spec.models}, spec.optim or recipe.optim)
+            for name, spec in self.optimizer_specs.items()
+        }
         s = recipe.schedule
         self.schedule = PolyWarmupSchedule(
             s.horizon or s.iters, power=s.power, min_lr=s.min_lr, warmup=s.warmup,
             warmup_iters=s.warmup_iters, warmup_ratio=s.warmup_ratio,
         )
         self.scaler = grad_scaler(self.switches, ctx.device)
+
+    def _check_optimizer_specs(self, specs: Mapping[str, OptimizerSpec]) -> dict[str, OptimizerSpec]:
+        """Every ``"train"`` model in exactly one optimiser, and nothing else in any."""
+        method = type(self.method).__name__
+        if not specs:
+            raise TypeError(f"{method}.optimizers() declares no optimiser")
+        owner: dict[str, str] = {}
+        for name, spec in specs.items():
+            for model in spec.models:
+                if model not in self.handles or self.handles[model].role != "train":
+                    raise TypeError(f"{method}.optimizers(): '{name}' steps '{model}', which is no 'train' model")
+                if model in owner:
+                    raise TypeError(f"{method}.optimizers(): '{model}' is in both '{owner[model]}' and '{name}'")
+                owner[model] = name
+        missing = [n for n, h in self.handles.items() if h.role == "train" and n not in owner]
+        if missing:
+            raise TypeError(f"{method}.optimizers(): no optimiser steps {missing}")
+        return dict(specs)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first optimiser (``"main"`` for single-optimiser methods): its groups' lrs are the ones logged."""
+        return next(iter(self.optimizers.values()))
 
     # ------------------------------------------------------------------------------------ state
     @property
@@ -203,12 +227,13 @@ class Trainer:
             "stage": self.ctx.name,
             "iteration": self.iteration,
             "models": {n: m.state_dict() for n, m in self._checkpointed().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "schedule": self.schedule.state_dict(),
             "method": self.method.state_dict(),
             "rng": rng,
             "sampler": {"seed": self.ctx.recipe.seed, "world_size": self.ctx.dist.world_size},
+            "best_on_val": self.best.state_dict() if self.best is not None else None,
         }
 
     def load_state_dict(self, payload: Mapping[str, Any]) -> None:
@@ -220,10 +245,16 @@ class Trainer:
             raise UserError(f"checkpoint models {sorted(payload['models'])} differ from {sorted(models)}", path=path)
         for name, module in models.items():
             module.load_state_dict(payload["models"][name])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        saved = payload["optimizers"] if "optimizers" in payload else {"main": payload["optimizer"]}
+        if set(saved) != set(self.optimizers):
+            raise UserError(f"checkpoint optimisers {sorted(saved)} differ from {sorted(self.optimizers)}", path=path)
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(saved[name])
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
         self.method.load_state_dict(payload.get("method") or {})
+        if self.best is not None and payload.get("best_on_val"):
+            self.best.load_state_dict(payload["best_on_val"])
         self.iteration = int(payload["iteration"])
         rng = payload["rng"]
         rank = self.ctx.dist.rank
@@ -268,6 +299,7 @@ class Trainer:
             handle.module, self._eval_set, mean=ctx.preset.mean, std=ctx.preset.std, preset=recipe.eval.preset,
             protocol=recipe.eval.protocol, device=ctx.device, max_images=recipe.eval.max_images,
             amp=self.switches.amp, channels_last=self.switches.channels_last, console=self.console,
+            test_time_prior=recipe.eval.test_time_prior,
         )
 
     # ---------------------------------------------------------------------------------------- loop
@@ -286,37 +318,85 @@ class Trainer:
         return out
 
     def run_step(self, it: int, batch: dict[str, dict[str, Any]]) -> dict[str, Tensor]:
-        """One iteration: lr, method hooks and losses, backward, optimiser step. Returns detached losses."""
-        self.schedule.apply(self.optimizer, it)
-        self.optimizer.zero_grad(set_to_none=True)
+        """One iteration: lr, method hooks, then every phase's losses, backward and step. Returns detached losses."""
+        for name, optimizer in self.optimizers.items():
+            if self.optimizer_specs[name].scheduled:
+                self.schedule.apply(optimizer, it)
         self.method.before_step(it)
-        with autocast(self.switches, self.ctx.device):
-            losses = self.method.step(batch, it)
-        if not isinstance(losses, Mapping) or not losses:
-            raise TypeError(f"{type(self.method).__name__}.step() must return a non-empty dict of losses")
-        total = sum(losses.values())
-        if not isinstance(total, Tensor) or total.dim() != 0:
-            raise TypeError(f"{type(self.method).__name__}.step() losses must be scalar tensors")
-        clip = self.ctx.recipe.optim.grad_clip
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                self._clip(clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            total.backward()
-            if clip:
-                self._clip(clip)
-            self.optimizer.step()
-        detached = {k: v.detach().float() for k, v in losses.items()}
-        if len(detached) > 1:
-            detached["total"] = total.detach().float()
-        return detached
+        phases = self.method.phases(batch, it)
+        if not phases:
+            raise TypeError(f"{type(self.method).__name__}.phases() returned no phase")
+        logged: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for phase in phases:
+            losses, phase_total = self.run_phase(phase)
+            for key, value in losses.items():
+                key = f"{phase.name}/{key}" if phase.name else key
+                if key in logged:
+                    raise TypeError(f"{type(self.method).__name__}: loss '{key}' returned by two phases; name them")
+                logged[key] = value
+            total = phase_total if total is None else total + phase_total
+        if len(logged) > 1:
+            logged["total"] = total
+        return logged
 
-    def _clip(self, max_norm: float) -> None:
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+    def run_phase(self, phase: Phase) -> tuple[dict[str, Tensor], Tensor]:
+        """Zero grads, freeze, losses in autocast, backward, (unscale, clip), step; returns detached losses."""
+        method = type(self.method).__name__
+        stepped = [self.optimizers[n] for n in phase.optimizers] if phase.optimizers is not None \
+            else list(self.optimizers.values())
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=self.method.zero_grad_to_none)
+        with self.frozen(phase.frozen):
+            with autocast(self.switches, self.ctx.device):
+                losses = phase.losses()
+            if not isinstance(losses, Mapping) or not losses:
+                raise TypeError(f"{method}: a step or phase must return a non-empty dict of losses")
+            total = sum(losses.values())
+            if not isinstance(total, Tensor) or total.dim() != 0:
+                raise TypeError(f"{method}: losses must be scalar tensors")
+            clip = self.ctx.recipe.optim.grad_clip
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+                if clip:
+                    for optimizer in stepped:
+                        self.scaler.unscale_(optimizer)
+                    self._clip(stepped, clip)
+                for optimizer in stepped:
+                    self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                total.backward()
+                if clip:
+                    self._clip(stepped, clip)
+                for optimizer in stepped:
+                    optimizer.step()
+        return {k: v.detach().float() for k, v in losses.items()}, total.detach().float()
+
+    @contextlib.contextmanager
+    def frozen(self, parts: tuple[str, ...]) -> Iterator[None]:
+        """Hold the named models or dotted sub-modules fixed: their parameters stop requiring grad for the block."""
+        params: list[nn.Parameter] = []
+        for part in parts:
+            model, _, sub = part.partition(".")
+            if model not in self.handles:
+                raise TypeError(f"{type(self.method).__name__}: phase freezes '{part}', but there is no model '{model}'")
+            module = self.handles[model].module
+            params += [p for p in (module.get_submodule(sub) if sub else module).parameters() if p.requires_grad]
+        if params and self.ctx.dist.enabled and not self.method.find_unused_parameters:
+            raise TypeError(f"{type(self.method).__name__} freezes parts of trained models in a phase: under DDP it "
+                            "must set find_unused_parameters = True")
+        for param in params:
+            param.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for param in params:
+                param.requires_grad_(True)
+
+    @staticmethod
+    def _clip(optimizers: list[torch.optim.Optimizer], max_norm: float) -> None:
+        params = [p for optimizer in optimizers for g in optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     def train(self) -> None:
@@ -350,20 +430,38 @@ class Trainer:
                 writer.close()
 
     # ------------------------------------------------------------------------------------- outputs
+    def plain_model(self, name: str) -> nn.Module:
+        """Model ``name`` as it is exported: the segmentor itself (an EMA teacher's averaged copy)."""
+        module = self.handles[name].module
+        return module.model if isinstance(module, EMATeacher) else module
+
     def export(self) -> list[str]:
-        """Write each ``ModelSpec.export`` as ``<name>.safetensors`` and the method's extra files (rank 0)."""
+        """Write each ``ModelSpec.export`` as ``<name>.safetensors`` and the method's extra files (rank 0).
+
+        With ``eval.select_best`` the eval model's file holds the best weights on val and
+        ``<name>-last.safetensors`` the last ones; ``best_on_val.json`` records the choice.
+        """
         from adaptseg.models import save_weights
 
         written: list[str] = []
         if self.ctx.is_main:
             meta = {"preset": self.ctx.recipe.model.preset, "stage": self.ctx.name, "iteration": str(self.iteration)}
             for name, spec in self.specs.items():
-                if spec.export:
-                    module = self.handles[name].module
-                    if isinstance(module, EMATeacher):
-                        module = module.model
-                    save_weights(module, self.ctx.out_dir / f"{spec.export}.safetensors", {**meta, "model": name})
-                    written.append(f"{spec.export}.safetensors")
+                if not spec.export:
+                    continue
+                module = self.plain_model(name)
+                if self.best is not None and name == self.method.eval_model and self.best.weights is not None:
+                    last = f"{spec.export}-last.safetensors"
+                    save_weights(module, self.ctx.out_dir / last, {**meta, "model": name})
+                    best = copy.deepcopy(module).cpu()
+                    best.load_state_dict(self.best.weights)
+                    save_weights(best, self.ctx.out_dir / f"{spec.export}.safetensors",
+                                 {**meta, "model": name, "iteration": str(self.best.iteration), "selected": "best on val"})
+                    written += [f"{spec.export}.safetensors", last, self.best.write_record(
+                        self.ctx.out_dir, model=name, exported=spec.export, eval_section=self.ctx.recipe.eval)]
+                    continue
+                save_weights(module, self.ctx.out_dir / f"{spec.export}.safetensors", {**meta, "model": name})
+                written.append(f"{spec.export}.safetensors")
             written += self.method.write_outputs(self.ctx.out_dir)
         barrier(self.ctx.dist)
         return written
