@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO))
 from adaptseg.allocator import tune_host_allocator  # noqa: E402
 from adaptseg.config import load_recipe  # noqa: E402
 from adaptseg.data.pipeline import open_dataset, with_normalize  # noqa: E402
-from adaptseg.methods.atp import evaluate_student  # noqa: E402
 from adaptseg.methods.parts.adabn import adabn as adabn_  # noqa: E402
 from adaptseg.methods.parts.adabn import image_batches  # noqa: E402
 from adaptseg.methods.parts.entropy import normalized_entropy  # noqa: E402
 from adaptseg.models import build_model, load_preset, load_weights  # noqa: E402
 from adaptseg.train.config import Recipe, stage_recipe  # noqa: E402
+from adaptseg.train.evaluation import evaluate_segmentor  # noqa: E402
 from adaptseg.train.pipeline import run_recipe  # noqa: E402
 
 TARGETS = {"cityscapes": "train/atp/minicity.yaml", "fog": "train/atp/minicity-fog.yaml"}
@@ -90,8 +90,8 @@ def adabn(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
 def score(model: torch.nn.Module, recipe: Recipe, *, prior: bool = False) -> dict[str, float]:
     preset = load_preset(recipe.model.preset)
     val = open_spec(recipe, recipe.eval.dataset)
-    report = evaluate_student(model, val, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
-                              protocol=recipe.eval.protocol, test_time_prior=prior)
+    report = evaluate_segmentor(model, val, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
+                                protocol=recipe.eval.protocol, test_time_prior=prior)
     return {"mIoU": round(float(report.miou), 2),
             "entropy": round(mean_entropy(model, val, preset.mean, preset.std), 4)}
 

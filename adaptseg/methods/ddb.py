@@ -34,9 +34,9 @@ source index with a uniformly random target, which the target stream's own shuff
 AdamW step; returning both terms to the Trainer, which back-propagates their sum, gives the same
 gradient (``adaptseg.methods.base``).
 
-**Prototype distances** use :func:`prototype_weights_mm` (``torch.cdist``), equal to the shared
-``prototype_weights`` to 1e-5 but ~10× faster and without one N×D×H×W temporary per class; it belongs in
-``adaptseg.methods.parts.prototypes`` and is kept here until the parts' owner folds it in.
+The student/EMA-teacher scaffold, ordered passes over a stream, prototype distances, data-preparation
+precision and mixing are the shared parts (:mod:`adaptseg.methods.parts`); each step's targets (mixed
+images, labels, pixel weights, masks) come from a ``targets`` method that tests read directly.
 
 On MiniCity (``train/ddb/minicity.yaml``) there is no ImageNet: every "ImageNet" start (the R1-ST
 students and both CKD students) is the tiny preset's seeded random init.
@@ -61,9 +61,9 @@ overrides) is kept as an option.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -72,8 +72,8 @@ from adaptseg.config import StrictModel
 from adaptseg.errors import UserError
 from adaptseg.methods.base import Batch, Method, ModelHandle, ModelSpec, Task, register_method
 from adaptseg.methods.parts.augment import strong_augment_each
-from adaptseg.methods.parts.ema import EMATeacher
 from adaptseg.methods.parts.losses import cross_entropy, resize_logits
+from adaptseg.methods.parts.mean_teacher import MeanTeacherMethod
 from adaptseg.methods.parts.mix import (
     class_mix_mask,
     cut_mix_mask,
@@ -86,9 +86,10 @@ from adaptseg.methods.parts.prototypes import (
     DDB_COUNT_CAP,
     DDB_MIN_PIXELS,
     CappedMeanPrototypes,
+    prototype_weights,
     rectified_ensemble,
 )
-from adaptseg.methods.parts.pseudo import QUALITY_THRESHOLD, quality_weight, teacher_pseudo_labels
+from adaptseg.methods.parts.pseudo import QUALITY_THRESHOLD, quality_weight
 
 MixMode = Literal["cut", "class", "zero"]
 #: the bridging of each path (ddb.md §1: coarse region "cu" = cut-mix, fine class "ca" = class-mix)
@@ -144,32 +145,6 @@ def bridge(
     return mixed, masks
 
 
-def teacher_train_mode(model: nn.Module) -> None:
-    """The EMA teacher's mode for pseudo-labelling (ddb.md §3 ST step 3): BN in train mode, dropout off."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.eval()
-
-
-def prototype_weights_mm(features: Tensor, prototypes: Tensor) -> Tensor:
-    """``softmax_c(−(d_c − min_c d_c))``, ``d_c = ‖f − η_c‖₂`` (ddb.md §3 CKD step), with ``torch.cdist``.
-
-    The same quantity as :func:`adaptseg.methods.parts.prototypes.prototype_weights` (a test pins the
-    two to 1e-5), computed by ``cdist`` on direct differences (not the ``‖a‖² − 2ab + ‖b‖²`` expansion,
-    which loses precision near a prototype) instead of one N×D×H×W difference tensor per class: ~10×
-    faster on a CPU and without the per-class D-channel temporaries (1 GiB each at 4×256×512²). To be
-    folded into the shared ``prototype_distances``.
-    """
-    n, d, h, w = features.shape
-    flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, d)
-    protos = prototypes.to(flat.device, flat.dtype).unsqueeze(0).expand(n, -1, -1)
-    distances = torch.cdist(flat, protos, compute_mode="donot_use_mm_for_euclid_dist")
-    distances = distances.reshape(n, h, w, -1).permute(0, 3, 1, 2)
-    distances = distances - distances.min(dim=1, keepdim=True).values
-    return torch.softmax(-distances, dim=1)
-
-
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return resize_logits(x.float(), size, align_corners=False)
 
@@ -194,6 +169,32 @@ def _batch_parts(batch: Batch, method: str, source_stream: str = "source") -> tu
     return x_s, y_s, x_t
 
 
+@dataclass
+class StepTargets:
+    """What one DDB step trains the student on: ``L_src = CE(s(x_s), y_s)``, ``L = CE(s(images), labels)``.
+
+    ``images`` are the bridged crops (ST: ``x_m``; CKD: the jittered/blurred target crop), ``labels`` their
+    hard labels (ST: ``y_m``; CKD: the rectified ensemble's argmax), ``weight`` the per-pixel weight (ST:
+    1 on source pixels, ``q`` on target pixels; CKD: none), ``masks`` the bridging masks (1 = source).
+    """
+
+    source_images: Tensor
+    source_labels: Tensor
+    images: Tensor
+    labels: Tensor
+    weight: Tensor | None
+    masks: Tensor
+
+
+def step_losses(student: ModelHandle, targets: StepTargets, name: str) -> dict[str, Tensor]:
+    """``{"src": L_src, name: L}``, both CEs averaged over all pixels (ddb.md §3)."""
+    return {
+        "src": cross_entropy(student(targets.source_images), targets.source_labels, normalize="all_pixels"),
+        name: cross_entropy(student(targets.images), targets.labels, normalize="all_pixels",
+                            pixel_weight=targets.weight),
+    }
+
+
 # ------------------------------------------------------------------------------------ self-training
 class DDBSelfTrainingOptions(StrictModel):
     """``ddb_st`` options (ddb.md §3 "ST step")."""
@@ -204,7 +205,7 @@ class DDBSelfTrainingOptions(StrictModel):
 
 
 @register_method("ddb_st")
-class DDBSelfTraining(Method):
+class DDBSelfTraining(MeanTeacherMethod):
     """One DDB bridging path: mean-teacher self-training on cut-mixed (cu) or class-mixed (ca) crops.
 
     Per iteration ``t`` (ddb.md §3): EMA update before the forward pass (``before_step``);
@@ -216,50 +217,34 @@ class DDBSelfTraining(Method):
     Options = DDBSelfTrainingOptions
     options: DDBSelfTrainingOptions
     streams = ("source", "target")
-    eval_model = "student"
+    teacher_name = "ema"
+    teacher_export = "ema"
 
-    def build_models(self) -> dict[str, ModelSpec]:
-        student = self.ctx.build_model("student")
-        ema = EMATeacher(student, alpha_max=self.options.ema_alpha)
-        return {
-            "student": ModelSpec(student, "train", export="student"),
-            "ema": ModelSpec(ema, "ema", export="ema"),
-        }
-
-    def setup(self, models: Mapping[str, ModelHandle]) -> None:
-        super().setup(models)
-        self.student = models["student"]
-        self.ema = models["ema"]
-        teacher_train_mode(self.ema.module)
-
-    def before_step(self, it: int) -> None:
-        """ddb.md §3 ST step 1: copy at ``t = 0``, ``θ_ema ← αθ_ema + (1−α)θ`` after, before the forward."""
-        self.ema.module.update(self.student.module, it)
+    @property
+    def ema_alpha_max(self) -> float:
+        return self.options.ema_alpha
 
     @property
     def mix_mode(self) -> MixMode:
         return PATH_MIX[self.options.path]
 
-    def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
+    def targets(self, batch: Batch, it: int) -> StepTargets:
+        """ddb.md §3 ST steps 2–4: the teacher's labels and ``q`` on the clean target, then the bridged crops."""
         x_s, y_s, x_t = _batch_parts(batch, self.name)
-        size = (int(y_s.shape[-2]), int(y_s.shape[-1]))
-        loss_src = cross_entropy(self.student(x_s), y_s, normalize="all_pixels")
+        confidence, pseudo = self.teacher_labels(x_t, tuple(y_s.shape[-2:]))
+        q = quality_weight(confidence, self.options.pseudo_threshold)
+        x_m, masks = stage_bridge(self, self.mix_mode, x_s, y_s, x_t, it)
+        return StepTargets(x_s, y_s, x_m, mix_labels(masks, y_s, pseudo), mixed_pixel_weight(masks, q), masks)
 
-        teacher_train_mode(self.ema.module)
-        with torch.no_grad():
-            confidence, pseudo = teacher_pseudo_labels(_resize(self.ema(x_t), size))
-            q = quality_weight(confidence, self.options.pseudo_threshold)
+    def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
+        return step_losses(self.student, self.targets(batch, it), "mix")
 
-        preset = self.ctx.preset
-        generator = self.ctx.generator(it, "bridge", device="cpu")
-        x_m, masks = bridge(
-            self.mix_mode, x_s, y_s, x_t, generator, mean=preset.mean, std=preset.std,
-            horizontal_only=horizontal_only_blur(self.ctx.recipe.quirks),
-        )
-        y_m = mix_labels(masks, y_s, pseudo)
-        weight = mixed_pixel_weight(masks, q)
-        loss_mix = cross_entropy(self.student(x_m), y_m, normalize="all_pixels", pixel_weight=weight)
-        return {"src": loss_src, "mix": loss_mix}
+
+def stage_bridge(method: Method, mode: MixMode, x_s: Tensor, y_s: Tensor, x_t: Tensor, it: int) -> tuple[Tensor, Tensor]:
+    """:func:`bridge` with the stage's normalisation, blur quirk and per-iteration generator."""
+    preset = method.ctx.preset
+    return bridge(mode, x_s, y_s, x_t, method.ctx.generator(it, "bridge", device="cpu"), mean=preset.mean,
+                  std=preset.std, horizontal_only=horizontal_only_blur(method.ctx.recipe.quirks))
 
 
 # ------------------------------------------------------------------------------------- prototypes
@@ -286,27 +271,10 @@ class DDBPrototypes(Task):
     Options = DDBPrototypeOptions
     options: DDBPrototypeOptions
 
-    def _sample_rng(self, pass_index: int, index: int) -> np.random.Generator:
-        return np.random.default_rng(self.ctx.seed_for(pass_index, "prototypes", index))
-
     def batches(self):
-        """Yield normalised N×3×H×W crops: ``passes`` unshuffled passes over the stream's dataset."""
-        from adaptseg.data.pipeline import with_normalize
-
-        ctx, name = self.ctx, self.options.stream
-        if name not in ctx.recipe.data:
-            raise UserError(f"stage '{ctx.name}' reads data stream '{name}', which the recipe lacks",
-                            path=ctx.recipe_path, fix=f"add data.{name} or set options.stream")
-        spec = ctx.recipe.data[name]
-        dataset = ctx.open_dataset(spec)
-        transform = with_normalize(spec.pipeline, ctx.preset.mean, ctx.preset.std)
-        for pass_index in range(self.options.passes):
-            for start in range(0, len(dataset), self.options.batch_size):
-                images = []
-                for index in range(start, min(start + self.options.batch_size, len(dataset))):
-                    image, _ = transform(dataset[index].image, None, self._sample_rng(pass_index, index))
-                    images.append(torch.from_numpy(image))
-                yield torch.stack(images)
+        """Normalised N×3×H×W crops: ``passes`` unshuffled passes over the stream through its training pipeline."""
+        return self.ctx.ordered_batches(self.options.stream, batch_size=self.options.batch_size,
+                                        passes=self.options.passes, key="prototypes")
 
     @torch.no_grad()
     def estimate(self, model: nn.Module) -> CappedMeanPrototypes:
@@ -433,23 +401,20 @@ class DDBDistillation(Method):
             out = teacher.features(x_t)
             logits.append(_resize(out["logits"], size))
             if self.options.proto_rectify:
-                weights.append(prototype_weights_mm(_resize(out["feature"], size), self.prototypes[path]))
+                weights.append(prototype_weights(_resize(out["feature"], size), self.prototypes[path]))
             else:
                 weights.append(torch.ones_like(logits[-1]))
         return rectified_ensemble(logits, weights)[1]
 
-    def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
+    def targets(self, batch: Batch, it: int) -> StepTargets:
+        """ddb.md §3 CKD: the ensemble's labels on the clean target crop, the crop jittered/blurred (mode zero)."""
         x_s, y_s, x_t = _batch_parts(batch, self.name, self.options.source_stream)
-        loss_src = cross_entropy(self.student(x_s), y_s, normalize="all_pixels")
         labels = self.ensemble_labels(x_t)
-        preset = self.ctx.preset
-        generator = self.ctx.generator(it, "bridge", device="cpu")
-        x_strong, _ = bridge(
-            "zero", x_s, y_s, x_t, generator, mean=preset.mean, std=preset.std,
-            horizontal_only=horizontal_only_blur(self.ctx.recipe.quirks),
-        )
-        loss_tgt = cross_entropy(self.student(x_strong), labels, normalize="all_pixels")
-        return {"src": loss_src, "tgt": loss_tgt}
+        x_strong, masks = stage_bridge(self, "zero", x_s, y_s, x_t, it)
+        return StepTargets(x_s, y_s, x_strong, labels, None, masks)
+
+    def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
+        return step_losses(self.student, self.targets(batch, it), "tgt")
 
 
 def _head_shape(model: nn.Module) -> tuple[int, int]:
@@ -470,7 +435,7 @@ __all__ = [
     "bridge_masks",
     "horizontal_only_blur",
     "load_prototypes",
-    "prototype_weights_mm",
     "save_prototypes",
-    "teacher_train_mode",
+    "stage_bridge",
+    "step_losses",
 ]

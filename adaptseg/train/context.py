@@ -128,6 +128,43 @@ class StageContext:
             return reader
         return ConcatReader([reader, *(self.open_dataset(extra) for extra in spec.concat)])
 
+    def stream_spec(self, name: str) -> DatasetSpec:
+        """The recipe's data stream ``name``; a one-line error naming the recipe when it has none."""
+        if name not in self.recipe.data:
+            have = ", ".join(self.recipe.data) or "none"
+            raise UserError(f"stage '{self.name}' reads data stream '{name}', but the recipe's data has {have}",
+                            path=self.recipe_path, fix=f"add data.{name}: {{name: ..., root: ..., pipeline: [...]}}")
+        return self.recipe.data[name]
+
+    def ordered_batches(self, stream: str, *, batch_size: int, passes: int = 1, key: str = "ordered"):
+        """Model inputs of stream ``stream`` in dataset order through its pipeline, ``passes`` times, unshuffled.
+
+        The pipeline's random draws for image ``i`` of pass ``p`` come from :meth:`seed_for` ``(p, key, i)``,
+        so a rerun sees the same crops. For passes over data that are not training (DDB's prototypes).
+        """
+        from adaptseg.data.pipeline import with_normalize
+        from adaptseg.methods.parts.batches import ordered_batches
+
+        spec = self.stream_spec(stream)
+        return ordered_batches(
+            self.open_dataset(spec), with_normalize(spec.pipeline, self.preset.mean, self.preset.std),
+            batch_size=batch_size, passes=passes,
+            sample_rng=lambda pass_index, index: np.random.default_rng(self.seed_for(pass_index, key, index)),
+        )
+
+    # -- inference ----------------------------------------------------------------------------------
+    def backend(self, model: nn.Module, *, train_mode: bool = False):
+        """``model`` behind the inference engine's eager backend (deploy contract: 0–255 crops in, logits out).
+
+        ``train_mode`` runs it with Dropout/DropPath on and BatchNorm on batch statistics, under no_grad
+        (ATP's released ranking); the default is eval mode.
+        """
+        from adaptseg.infer import TorchBackend
+
+        backend = TorchBackend.from_model(model, self.preset.mean, self.preset.std, device=self.device)
+        backend.module.train(train_mode)
+        return backend
+
     # -- randomness ---------------------------------------------------------------------------------
     def seed_for(self, it: int, *keys: str | int) -> int:
         """A 63-bit seed that depends on the recipe seed, the stage, the iteration, the rank and ``keys``."""

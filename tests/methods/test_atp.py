@@ -27,24 +27,23 @@ from adaptseg.methods.atp import (
     AtpPropagate,
     AtpRank,
     AtpTeach,
-    ClassPriorSegmentor,
     PropagateOptions,
     RankOptions,
     TeachOptions,
-    evaluate_student,
     plcrop_rows,
     read_split,
 )
-from adaptseg.methods.base import ModelHandle, get_method
+from adaptseg.methods.base import get_method
 from adaptseg.methods.parts.augment import sample_strong_aug_switches, strong_augment
 from adaptseg.methods.parts.entropy import class_prior_weights, entropy_curriculum_loss, entropy_rank_scores
 from adaptseg.methods.parts.pseudo import downscale_label_ratio
-from adaptseg.models import build_model, load_weights, save_weights
+from adaptseg.models import build_model, save_weights
 from adaptseg.train.config import Recipe, stage_recipe
 from adaptseg.train.context import StageContext
 from adaptseg.train.distributed import DistInfo
+from adaptseg.train.evaluation import ClassPriorSegmentor
 from adaptseg.train.pipeline import check_recipe, run_recipe
-from adaptseg.train.trainer import ForwardAdapter
+from adaptseg.train.trainer import Trainer
 from tests.train.tiny import make_split
 
 TINY = "tiny-atp-daformer"
@@ -58,7 +57,9 @@ PIPELINE = [
     {"name": "teach", "method": "atp_teach", "init_from": "align/student.safetensors"},
     {"name": "rank", "method": "atp_rank", "init_from": "teach/student.safetensors"},
     {"name": "propagate", "method": "atp_propagate", "iters": 3, "init_from": "teach/student.safetensors",
-     "options": {"proto_start": 1}},
+     "options": {"proto_start": 1},
+     "overrides": {"data": {"easy": {"like": "target", "ids": "rank/easy_split.txt"},
+                            "hard": {"like": "target", "ids": "rank/hard_split.txt"}}}},
 ]
 
 
@@ -111,13 +112,8 @@ def stage_context(run_dir: Path, recipe: dict, name: str) -> StageContext:
 
 
 def placed(method):
-    """Build and place the method's models as the Trainer does on one CPU process."""
-    handles = {}
-    for name, spec in method.build_models().items():
-        if spec.role != "train":
-            spec.module.requires_grad_(False)
-        handles[name] = ModelHandle(name, spec.module, ForwardAdapter(spec.module), spec.role)
-    method.setup(handles)
+    """The method with its models built and placed by the Trainer (one CPU process)."""
+    Trainer(method.ctx, method).setup_models()
     return method
 
 
@@ -157,9 +153,9 @@ def test_stages_are_registered_with_target_only_streams():
     assert AtpPropagate.streams == ("easy", "hard")
 
 
-def test_switches_default_off_and_follow_quirks():
-    for options in (AlignOptions(), TeachOptions(), PropagateOptions()):
-        assert options.select_best_on_val is False and options.test_time_prior is False
+def test_switches_default_off_and_follow_quirks(roots):
+    evaluation = validate(Recipe, recipe_dict(roots)).eval
+    assert evaluation.select_best is False and evaluation.test_time_prior is False
     assert PropagateOptions().proto_start == 1500 and tuple(PropagateOptions().plcrop) == (15, 120)
     assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "intended", official=False) is True
     assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "official", official=False) is False
@@ -229,7 +225,7 @@ def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, quir
     assert (got[name] - other).abs().max() > 0.1 * scale
 
 
-def test_propagate_step_composition(tmp_path, roots, monkeypatch):
+def test_propagate_step_composition(tmp_path, roots):
     side = 128  # plcrop at 128 rows: top 3, bottom 24
     ctx = stage_context(tmp_path, recipe_dict(roots), "propagate")
     ctx.stage.init_from.clear()
@@ -238,42 +234,30 @@ def test_propagate_step_composition(tmp_path, roots, monkeypatch):
     assert set(ctx.recipe.data) >= {"easy", "hard"}
     student = method.student.module.eval()
     method.before_step(0)
-    calls: list[dict] = []
-    protos: list[dict] = []
-    masks: list[torch.Tensor] = []
-    real_ce, real_proto, real_masks = atp.ce_and_negative, atp.proto_contrastive_loss, atp.batch_class_mix_masks
-    monkeypatch.setattr(atp, "batch_class_mix_masks", lambda labels, gen: (
-        masks.append(real_masks(labels, gen)) or masks[-1]))
-    monkeypatch.setattr(atp, "ce_and_negative", lambda logits, labels, **kw: (
-        calls.append({"labels": labels.clone(), **kw}) or real_ce(logits, labels, **kw)))
-    monkeypatch.setattr(atp, "proto_contrastive_loss", lambda f, cells, mu, **kw: (
-        protos.append({"features": f, "cells": cells.clone(), "mu": mu.clone(), **kw}) or real_proto(f, cells, mu, **kw)))
 
     torch.manual_seed(0)
     easy, hard = torch.randn(2, 3, side, side), torch.randn(2, 3, side, side)
     batch = {"easy": {"image": easy, "id": ["e1", "e2"]}, "hard": {"image": hard, "id": ["h1", "h2"]}}
-    losses = method.step(batch, 0)
-    assert set(losses) == {"easy_ce", "easy_neg", "mix_ce", "mix_neg"}  # no ProtoCL before proto_start
-    assert protos == []
+    t = method.prepare(batch, 0)
+    assert t.proto_labels is None  # no ProtoCL before proto_start
 
     teacher = reference_teacher(student)
     with torch.no_grad():
         easy_labels = up(teacher(easy), side).argmax(1)
         hard_labels = up(teacher(hard), side).argmax(1)
-    # 1. easy: teacher labels, unweighted
-    assert calls[0].get("pixel_weight") is None and torch.equal(calls[0]["labels"], easy_labels)
+    # 1. easy: teacher labels of the weak crop
+    assert torch.equal(t.easy_labels, easy_labels)
     # 4. mix: label = easy where pasted, hard elsewhere; weight 1 where pasted, else the hard crop's
     # quality weight q (= 1 here) with the plcrop rows at 0
-    mix_labels, weight = calls[1]["labels"], calls[1]["pixel_weight"]
-    pasted = masks[0].bool()
+    pasted = t.masks.bool()
     assert pasted.any() and (~pasted).any()
     rows = torch.zeros(side, dtype=torch.bool)
     rows[:3] = rows[-24:] = True
-    in_rows = rows.view(1, -1, 1).expand_as(weight)
-    assert torch.equal(mix_labels[pasted], easy_labels[pasted])
-    assert torch.equal(mix_labels[~pasted], hard_labels[~pasted])
-    assert bool((weight[pasted] == 1).all())
-    assert bool((weight[~pasted & in_rows] == 0).all()) and bool((weight[~pasted & ~in_rows] == 1).all())
+    in_rows = rows.view(1, -1, 1).expand_as(t.mixed_weight)
+    assert torch.equal(t.mixed_labels[pasted], easy_labels[pasted])
+    assert torch.equal(t.mixed_labels[~pasted], hard_labels[~pasted])
+    assert bool((t.mixed_weight[pasted] == 1).all())
+    assert bool((t.mixed_weight[~pasted & in_rows] == 0).all()) and bool((t.mixed_weight[~pasted & ~in_rows] == 1).all())
     # ⌈n/2⌉ of the whole easy batch's classes per image (an image may paste fewer)
     n = torch.unique(easy_labels).numel()
     for i in range(2):
@@ -282,45 +266,57 @@ def test_propagate_step_composition(tmp_path, roots, monkeypatch):
     cells = downscale_label_ratio(easy_labels, 4, 19)
     counts = torch.bincount(cells[cells != IGNORE_INDEX], minlength=19).float()
     torch.testing.assert_close(method.prototypes.counts, counts)
+    # the step's losses are the ATP CE + negative of those targets: easy unweighted, mix weighted
+    losses = method.step(batch, 0)
+    assert set(losses) == {"easy_ce", "easy_neg", "mix_ce", "mix_neg"}
+    t = method.prepare(batch, 0)
+    expected, _ = atp.ce_and_negative(up(student(t.mixed), side), t.mixed_labels, pixel_weight=t.mixed_weight)
+    assert losses["mix_ce"].item() == pytest.approx(expected.item(), rel=1e-5)
 
     # 3. from proto_start: ProtoCL on the strong hard crop; plcrop (weight-0) pixels → 255 before ×4
+    t = method.prepare(batch, 1)
+    # (before_step(1) was not called: the teacher still is the t = 0 copy)
+    masked = torch.where(rows.view(1, -1, 1).expand_as(hard_labels), IGNORE_INDEX, hard_labels)
+    assert torch.equal(t.proto_labels, masked)
+    cells = downscale_label_ratio(t.proto_labels, 4, 19)
+    assert bool((cells[:, -6:] == IGNORE_INDEX).all()) and bool((cells[:, 0] == IGNORE_INDEX).all())
+    assert options.proto_temperature == 100.0 and options.use_reg is True
     losses = method.step(batch, 1)
     assert set(losses) == {"easy_ce", "easy_neg", "mix_ce", "mix_neg", "proto"}
-    (call,) = protos
-    assert call["temperature"] == 100.0 and call["use_reg"] is True
-    assert tuple(call["features"].shape) == (2, 64, side // 4, side // 4)
-    masked = torch.where(rows.view(1, -1, 1).expand_as(hard_labels), IGNORE_INDEX, hard_labels)
-    # (before_step(1) was not called: the teacher still is the t = 0 copy)
-    assert torch.equal(call["cells"], downscale_label_ratio(masked, 4, 19))
-    assert bool((call["cells"][:, -6:] == IGNORE_INDEX).all()) and bool((call["cells"][:, 0] == IGNORE_INDEX).all())
     assert torch.isfinite(losses["proto"]) and losses["proto"].requires_grad
 
 
-def test_images_larger_than_the_crop_get_cbc_on_hard_and_a_plain_crop_on_easy(tmp_path, roots, monkeypatch):
+def test_images_larger_than_the_crop_get_cbc_on_hard_and_a_plain_crop_on_easy(tmp_path, roots):
     # ACDC-like: the pipeline only resizes and flips; the in-model crop takes the preset's 128×256
     ctx = stage_context(tmp_path, recipe_dict(roots), "propagate")
     ctx.stage.init_from.clear()
     method = placed(AtpPropagate(PropagateOptions(proto_start=0), ctx))
     method.before_step(0)
-    cbc: list[tuple] = []
-    real = atp.class_balanced_crop
-    monkeypatch.setattr(atp, "class_balanced_crop", lambda images, labels, size, gen: (
-        cbc.append((tuple(images.shape), size)) or real(images, labels, size, gen)))
-    shapes: list[tuple] = []
-    real_ce = atp.ce_and_negative
-    monkeypatch.setattr(atp, "ce_and_negative", lambda logits, labels, **kw: (
-        shapes.append(tuple(labels.shape)) or real_ce(logits, labels, **kw)))
+    torch.manual_seed(1)
     big = {"image": torch.randn(2, 3, 160, 320), "id": ["a", "b"]}
-    losses = method.step({"easy": big, "hard": big}, 0)
-    assert cbc == [((2, 3, 160, 320), (128, 256))]  # the hard crops only
-    assert shapes == [(2, 128, 256), (2, 128, 256)] and set(losses) >= {"proto", "mix_ce"}
+    t = method.prepare({"easy": big, "hard": big}, 0)
+    assert tuple(t.easy.shape) == tuple(t.hard.shape) == (2, 3, 128, 256)
+    assert tuple(t.mixed_labels.shape) == tuple(t.proto_labels.shape) == (2, 128, 256)
+    # replay the step's draws: the easy crop is a plain random crop, the hard one the class-balanced crop
+    generator = ctx.generator(0, "atp", device="cpu")
+    sample_strong_aug_switches(generator)
+    plain = method.plain_crop(big["image"], generator)
+    _, easy_labels = method.teacher_labels(plain)
+    assert torch.equal(t.easy_labels, easy_labels)
+    _, _, hard_labels = method.weak_target(big["image"], generator)
+    assert torch.equal(t.mixed_labels[t.masks == 0], hard_labels[t.masks == 0])
+    assert set(method.step({"easy": big, "hard": big}, 0)) >= {"proto", "mix_ce"}
     # T crops the same way (CBC on the teacher's label, then the label is recomputed on the crop)
-    cbc.clear()
     teach_ctx = stage_context(tmp_path, recipe_dict(roots), "teach")
     teach_ctx.stage.init_from.clear()
     teach = placed(AtpTeach(TeachOptions(), teach_ctx))
     teach.before_step(0)
-    assert set(teach.step({"target": big}, 0)) == {"ce", "neg"} and len(cbc) == 1
+    strong, labels = teach.targets({"target": big}, 0)
+    assert tuple(strong.shape) == (2, 3, 128, 256) and tuple(labels.shape) == (2, 128, 256)
+    generator = teach_ctx.generator(0, "atp", device="cpu")
+    sample_strong_aug_switches(generator)
+    assert torch.equal(labels, teach.weak_target(big["image"], generator)[2])
+    assert set(teach.step({"target": big}, 0)) == {"ce", "neg"}
 
 
 def test_class_prior_wrapper_reweights_probabilities_at_input_size():
@@ -368,9 +364,8 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
         expected = entropy_rank_scores(up(model.eval()(x), SIDE))[0].item()
     assert scores["scores"][sample.id] == pytest.approx(expected, rel=1e-4)
 
-    # P: the two streams are the target stream restricted to those lists
+    # P: the two streams are the target stream restricted to those lists (declared in the recipe)
     p_ctx = stage_context(run_dir, recipe, "propagate")
-    AtpPropagate(PropagateOptions(), p_ctx)
     assert [e.id for e in p_ctx.open_dataset(p_ctx.recipe.data["easy"]).entries] == easy
     assert [e.id for e in p_ctx.open_dataset(p_ctx.recipe.data["hard"]).entries] == hard
     assert p_ctx.recipe.data["easy"].pipeline == p_ctx.recipe.data["hard"].pipeline == p_ctx.recipe.data["target"].pipeline
@@ -426,31 +421,7 @@ def test_pipeline_init_chain_and_source_free_adaptation(tmp_path, roots, monkeyp
     assert len(read_split(out / "rank" / "easy_split.txt")) == 3
     options = json.loads((out / "align" / "atp-options.json").read_text())
     assert options["resolved"] == {"quirks": "intended", "detach_focal_weight": True}
-    assert options["options"]["select_best_on_val"] is False and options["options"]["test_time_prior"] is False
-
-
-def test_select_best_on_val_exports_the_best_student(tmp_path, roots):
-    stages = [{"name": "teach", "method": "atp_teach", "iters": 3,
-               "options": {"select_best_on_val": True, "best_val_every": 1}}]
-    path = tmp_path / "atp.yaml"
-    path.write_text(yaml.safe_dump(recipe_dict(roots, stages), sort_keys=False))
-    out = tmp_path / "run"
-    run_recipe(path, out=out)
-    stage = out / "teach"
-    best = json.loads((stage / "best_on_val.json").read_text())
-    assert best["selected_with_target_labels"] is True
-    assert [h["iteration"] for h in best["history"]] == [1, 2, 3]
-    assert best["best_mIoU"] == max(h["mIoU"] for h in best["history"])
-    ctx = stage_context(out, recipe_dict(roots, stages), "teach")
-    val = ctx.open_dataset(ctx.recipe.eval.dataset)
-
-    def score(name: str) -> float:
-        model = build_model(TINY)
-        load_weights(model, stage / name)
-        return evaluate_student(model, val, mean=ctx.preset.mean, std=ctx.preset.std).miou
-
-    assert score("student.safetensors") == pytest.approx(best["best_mIoU"])
-    assert score("student-last.safetensors") == pytest.approx(best["history"][-1]["mIoU"])
+    assert not (out / "teach" / "best_on_val.json").exists()  # nothing selected with target labels
 
 
 # ================================================================================ recipes
@@ -471,13 +442,16 @@ def test_recipes_chain_the_stages_source_free_with_switches_off(path):
     for stage in recipe.stages[1:]:
         cls = get_method(stage.method)
         assert "source" not in getattr(cls, "streams", ())
-        assert stage.options.get("select_best_on_val", False) is False
-        assert stage.options.get("test_time_prior", False) is False
     assert recipe.quirks == "intended" and recipe.data["target"].labels is False
+    assert recipe.eval.select_best is False and recipe.eval.test_time_prior is False
     # the resolved recipe a run writes names the switches
-    assert dump_recipe(recipe).count("select_best_on_val: false") == 3
-    assert dump_recipe(recipe).count("test_time_prior: false") == 3
+    assert "select_best: false" in dump_recipe(recipe) and "test_time_prior: false" in dump_recipe(recipe)
     assert recipe.data["target"].batch_size == 2
+    # P reads the target stream restricted to the rank stage's lists
+    propagate = stage_recipe(recipe, recipe.stage("propagate")).data
+    for split in ("easy", "hard"):
+        assert propagate[split].ids == f"rank/{split}_split.txt"
+        assert propagate[split].model_copy(update={"ids": None}) == propagate["target"]
 
 
 FULL = [p for p in RECIPES if not p.stem.startswith("minicity")]

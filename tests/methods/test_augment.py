@@ -190,3 +190,17 @@ def test_per_sample_augmentation_draws_its_own_switches():
         switches = sample_strong_aug_switches(g)
         expected.append(strong_augment(image[None], g, switches, horizontal_only_blur=True))
     assert torch.equal(got, torch.cat(expected))
+
+
+def test_strong_augmentation_prepares_data_in_full_precision_inside_autocast():
+    """parts/precision.py: the blur's convolution would run in bf16 under the step's autocast; it does not."""
+    from adaptseg.methods.parts.augment import StrongAugSwitches, strong_augment
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    on = StrongAugSwitches(jitter=True, blur=True)
+    expected = strong_augment(x, torch.Generator().manual_seed(1), on)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = strong_augment(x, torch.Generator().manual_seed(1), on)
+        half = strong_augment(x.bfloat16(), torch.Generator().manual_seed(1), on)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert half.dtype == torch.float32  # half-precision input is prepared in float32 too

@@ -15,7 +15,7 @@ import torch
 import adaptseg.methods.ddb as ddb
 from adaptseg.config import deep_merge, load_yaml, validate
 from adaptseg.errors import UserError
-from adaptseg.methods.base import ModelHandle
+from adaptseg.methods.parts.augment import strong_augment_each
 from adaptseg.methods.parts.ema import ema_alpha
 from adaptseg.methods.parts.losses import resize_logits
 from adaptseg.methods.parts.mix import mix_images
@@ -26,7 +26,7 @@ from adaptseg.train.config import Recipe, stage_recipe
 from adaptseg.train.context import StageContext
 from adaptseg.train.distributed import DistInfo
 from adaptseg.train.pipeline import check_recipe, run_recipe
-from adaptseg.train.trainer import ForwardAdapter
+from adaptseg.train.trainer import Trainer
 from tests.train.tiny import make_split
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,24 +72,14 @@ def make_ctx(recipe: Recipe, stage: str, run_dir: Path) -> StageContext:
 
 
 def make_method(recipe: Recipe, stage: str, run_dir: Path):
-    """The stage's method, its models built and placed as the Trainer places them on one CPU process."""
+    """The stage's method, its models built and placed by the Trainer (one CPU process)."""
     from adaptseg.train.pipeline import build_stage_method
 
     ctx = make_ctx(recipe, stage, run_dir)
     method = build_stage_method(recipe, recipe.stage(stage), ctx, None)
-    specs = method.build_models()
-    handles = {}
-    for name, spec in specs.items():
-        module = spec.module
-        if spec.role == "train":
-            module.train()
-        else:
-            module.requires_grad_(False)
-            if spec.role == "frozen":
-                module.eval()
-        handles[name] = ModelHandle(name, module, ForwardAdapter(module), spec.role)
-    method.setup(handles)
-    return method, specs
+    trainer = Trainer(ctx, method)
+    trainer.setup_models()
+    return method, trainer.specs
 
 
 def random_segmentor(seed: int, buffers: bool = True):
@@ -146,20 +136,6 @@ def batch_of(data, n: int = 2, seed: int = 0) -> dict:
     out["source_pmd"] = out["source"]
     del out["target"]["label"]
     return out
-
-
-class Spy:
-    """Records the calls of a module-level function of ``adaptseg.methods.ddb`` and forwards them."""
-
-    def __init__(self, monkeypatch, name: str):
-        self.calls: list[tuple[tuple, dict]] = []
-        real = getattr(ddb, name)
-
-        def wrapper(*args, **kwargs):
-            self.calls.append((args, kwargs))
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(ddb, name, wrapper)
 
 
 # -------------------------------------------------------------------------------- stage initialisation
@@ -303,13 +279,13 @@ def test_ema_update_runs_before_the_forward_with_spec_alphas(tmp_path, data):
 
 
 @pytest.mark.parametrize("path", ["cu", "ca"])
-def test_st_step_mixes_labels_weights_and_images_as_specified(tmp_path, data, monkeypatch, path):
+def test_st_step_mixes_labels_weights_and_images_as_specified(tmp_path, data, path):
     """§3 ST steps 2–5: L_src on (x_s, y_s); EMA labels the clean target; y_m, weight 1/q, x_m from M."""
     method, specs = make_method(tiny_recipe(data), f"r1_st_{path}", tmp_path)
-    ce, aug = Spy(monkeypatch, "cross_entropy"), Spy(monkeypatch, "strong_augment_each")
     batch = batch_of(data)
     x_s, y_s, x_t = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]
     method.before_step(0)
+    t = method.targets(batch, 3)
     losses = method.step(batch, 3)
     assert set(losses) == {"src", "mix"} and all(v.dim() == 0 and v.requires_grad for v in losses.values())
 
@@ -318,20 +294,28 @@ def test_st_step_mixes_labels_weights_and_images_as_specified(tmp_path, data, mo
         logits = specs["ema"].module(x_t)
     conf, pseudo = teacher_pseudo_labels(resize_logits(logits, (32, 32)))
     q = quality_weight(conf, 0.968)
-    masks = ddb.bridge_masks(ddb.PATH_MIX[path], y_s, method.ctx.generator(3, "bridge", device="cpu"))
+    generator = method.ctx.generator(3, "bridge", device="cpu")
+    masks = ddb.bridge_masks(ddb.PATH_MIX[path], y_s, generator)
+    assert torch.equal(t.masks, masks)
 
-    (src_args, src_kw), (mix_args, mix_kw) = ce.calls
-    assert torch.equal(src_args[1], y_s) and src_kw.get("pixel_weight") is None
-    assert src_kw["normalize"] == mix_kw["normalize"] == "all_pixels"
+    assert torch.equal(t.source_images, x_s) and torch.equal(t.source_labels, y_s)
     expected_label = torch.where(masks.bool(), y_s, pseudo)
-    assert torch.equal(mix_args[1], expected_label)
-    weight = mix_kw["pixel_weight"]
-    assert torch.equal(weight[masks.bool()], torch.ones(int(masks.sum())))
-    assert torch.allclose(weight[~masks.bool()], q.expand(int((1 - masks).sum())))
-    # the mix handed to the post-processing is exactly M·x_s + (1 − M)·x_t
-    (aug_args, aug_kw), = aug.calls
-    assert torch.equal(aug_args[0], mix_images(masks, x_s, x_t))
-    assert aug_kw["horizontal_only_blur"] is False
+    assert torch.equal(t.labels, expected_label)
+    assert torch.equal(t.weight[masks.bool()], torch.ones(int(masks.sum())))
+    assert torch.allclose(t.weight[~masks.bool()], q.expand(int((1 - masks).sum())))
+    # x_m is the post-processing (jitter, 2-D blur: quirks intended) of exactly M·x_s + (1 − M)·x_t,
+    # drawn from the generator right after the masks
+    mean, std = method.ctx.preset.mean, method.ctx.preset.std
+    expected_images = strong_augment_each(mix_images(masks, x_s, x_t), generator, mean=mean, std=std)
+    assert torch.equal(t.images, expected_images)
+    # both CEs average over all pixels, ignored ones included; the mix CE is weighted
+    student = specs["student"].module.eval()
+    again = ddb.step_losses(method.student, t, "mix")
+    ce = torch.nn.functional.cross_entropy
+    src = ce(resize_logits(student(x_s), (32, 32)), y_s, ignore_index=255, reduction="sum") / y_s.numel()
+    mix = ce(resize_logits(student(t.images), (32, 32)), t.labels, ignore_index=255, reduction="none")
+    assert again["src"].item() == pytest.approx(src.item(), rel=1e-5)
+    assert again["mix"].item() == pytest.approx((mix * t.weight).sum().item() / t.labels.numel(), rel=1e-5)
     if path == "cu":  # one box of ~40 % per crop, source inside
         for m in masks:
             rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
@@ -388,18 +372,33 @@ def test_blur_quirk_switch(quirks):
 
 
 @pytest.mark.parametrize("quirks", ["official", "intended"])
-def test_quirk_reaches_both_steps(tmp_path, data, monkeypatch, quirks):
+def test_quirk_reaches_both_steps(tmp_path, data, quirks):
+    """Both steps' bridged crops are :func:`ddb.bridge` with the quirk's blur (and differ from the other's)."""
     recipe = tiny_recipe(data, quirks=quirks)
-    aug = Spy(monkeypatch, "strong_augment_each")
-    method, _ = make_method(recipe, "r1_st_cu", tmp_path)
-    method.before_step(0)
-    method.step(batch_of(data), 0)
     for k, path in enumerate(("cu", "ca")):
         write_weights(tmp_path / f"r1_st_{path}" / "student.safetensors", k)
         write_prototypes(tmp_path / f"r1_proto_{path}" / "prototypes.safetensors", k)
-    method, _ = make_method(recipe, "r1_ckd", tmp_path)
-    method.step(batch_of(data), 0)
-    assert [kw["horizontal_only_blur"] for _, kw in aug.calls] == [quirks == "official"] * 2
+    batch = batch_of(data)
+    x_s, y_s, x_t = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]
+    official = quirks == "official"
+    for stage, mode in (("r1_st_cu", "cut"), ("r1_ckd", "zero")):
+        method, _ = make_method(recipe, stage, tmp_path)
+        method.before_step(0)
+        it = next(i for i in range(50) if _blurs(method.ctx.generator(i, "bridge", device="cpu"), mode, y_s))
+        images = method.targets(batch, it).images
+        for horizontal in (True, False):
+            expected, _ = ddb.bridge(mode, x_s, y_s, x_t, method.ctx.generator(it, "bridge", device="cpu"),
+                                     mean=method.ctx.preset.mean, std=method.ctx.preset.std,
+                                     horizontal_only=horizontal)
+            assert torch.equal(images, expected) is (horizontal == official), (stage, horizontal)
+
+
+def _blurs(generator: torch.Generator, mode: str, labels: torch.Tensor) -> bool:
+    """Whether the bridging draws of this generator blur the first sample (so the quirk shows)."""
+    from adaptseg.methods.parts.augment import sample_strong_aug_switches
+
+    ddb.bridge_masks(mode, labels, generator)
+    return sample_strong_aug_switches(generator).blur
 
 
 # ------------------------------------------------------------------------------------------ CKD step
@@ -411,17 +410,17 @@ def _ckd_run_dir(tmp_path: Path) -> dict[str, torch.Tensor]:
     return protos
 
 
-def test_ckd_step_distils_the_rectified_ensemble(tmp_path, data, monkeypatch):
+def test_ckd_step_distils_the_rectified_ensemble(tmp_path, data):
     """§3 CKD: frozen eval-mode teachers on the clean target, w_k ⊙ softmax(z_k) averaged, argmax, weight 1;
     L_src on the PMD source stream; L_tgt on the jittered/blurred target crop (mode zero)."""
     protos = _ckd_run_dir(tmp_path)
     method, specs = make_method(tiny_recipe(data), "r1_ckd", tmp_path)
     assert method.streams == ("source_pmd", "target")
-    ce, aug = Spy(monkeypatch, "cross_entropy"), Spy(monkeypatch, "strong_augment_each")
     batch = batch_of(data)
     batch["source_pmd"] = {**batch["source"], "label": batch["source"]["label"].flip(-1)}
     x_t = batch["target"]["image"]
     teacher_bn = {k: v.clone() for k, v in specs["teacher_cu"].module.named_buffers()}
+    t = method.targets(batch, 0)
     losses = method.step(batch, 0)
     assert set(losses) == {"src", "tgt"}
 
@@ -432,30 +431,22 @@ def test_ckd_step_distils_the_rectified_ensemble(tmp_path, data, monkeypatch):
         probs.append(resize_logits(out["logits"], (32, 32)))
         weights.append(prototype_weights(resize_logits(out["feature"], (32, 32)), protos[path]))
     ensemble, expected = rectified_ensemble(probs, weights)
-    (src_args, src_kw), (tgt_args, tgt_kw) = ce.calls
-    assert torch.equal(src_args[1], batch["source_pmd"]["label"])
-    assert torch.equal(tgt_args[1], expected)
-    assert tgt_kw.get("pixel_weight") is None and tgt_kw["normalize"] == "all_pixels"
+    assert torch.equal(t.source_labels, batch["source_pmd"]["label"])
+    assert torch.equal(t.labels, expected)
+    assert t.weight is None and not t.masks.any()
     # not renormalised: the ensemble sums to less than 1 wherever the weights are not one-hot
     assert float(ensemble.sum(1).max()) < 1.0
-    (aug_args, _), = aug.calls
-    assert torch.equal(aug_args[0], x_t)  # mode zero: the target crop itself
+    # mode zero: the target crop itself, jittered/blurred per sample
+    generator = method.ctx.generator(0, "bridge", device="cpu")
+    ddb.bridge_masks("zero", batch["source_pmd"]["label"], generator)
+    mean, std = method.ctx.preset.mean, method.ctx.preset.std
+    assert torch.equal(t.images, strong_augment_each(x_t, generator, mean=mean, std=std))
     for k, v in specs["teacher_cu"].module.named_buffers():  # eval-mode BN: running stats untouched
         assert torch.equal(v, teacher_bn[k]), k
     # without rectification (base default, off in every released config): the plain softmax mean
     method.options.proto_rectify = False
     plain = rectified_ensemble(probs, [torch.ones_like(p) for p in probs])[1]
     assert torch.equal(method.ensemble_labels(x_t), plain)
-
-
-def test_fast_prototype_weights_equal_the_shared_ones():
-    gen = torch.Generator().manual_seed(0)
-    features = torch.rand(2, 16, 9, 11, generator=gen) * 3
-    protos = torch.rand(19, 16, generator=gen) * 3
-    protos[4] = features[0, :, 2, 3]  # a pixel sitting on a prototype
-    fast = ddb.prototype_weights_mm(features, protos)
-    torch.testing.assert_close(fast, prototype_weights(features, protos), atol=1e-5, rtol=1e-5)
-    assert fast[0, 4, 2, 3] == fast[0, :, 2, 3].max()
 
 
 # ------------------------------------------------------------------------------------------ prototypes

@@ -8,8 +8,6 @@ import torch
 from adaptseg.methods.parts.pseudo import (
     PLCROP_BOTTOM,
     PLCROP_TOP,
-    apply_class_thresholds,
-    class_percentile_thresholds,
     downscale_label_ratio,
     pseudo_weight_map,
     quality_weight,
@@ -44,33 +42,6 @@ def test_pseudo_weight_with_plcrop_rows_at_640():
     assert torch.all(weight[:, 15:520] == 0.5)
     # DDB: row cropping disabled → q everywhere
     assert torch.all(pseudo_weight_map(conf) == 0.5)
-
-
-def test_umma_median_thresholds():
-    # umma.md §7: confs [0.2, 0.5, 0.7, 0.95] → sorted index round(0.5·4) = 2 → 0.7;
-    # [0.95, 0.96, 0.97] → round(1.5) = 2 (half to even) → 0.97, capped to 0.9; an absent class → 0
-    conf = torch.tensor([0.2, 0.5, 0.7, 0.95, 0.95, 0.96, 0.97, 0.99])
-    label = torch.tensor([0, 0, 0, 0, 1, 1, 1, 255])
-    thr = class_percentile_thresholds(conf, label, 50, 3, index_rounding="half_even", max_threshold=0.9)
-    assert thr.tolist() == pytest.approx([0.7, 0.9, 0.0])
-    kept = apply_class_thresholds(label, conf, thr)
-    # strict: 0.7 == t_0 is kept; 0.2 and 0.5 < 0.7 dropped; class 1 all ≥ 0.9; the 255 pixel stays 255
-    assert kept.tolist() == [255, 255, 0, 0, 1, 1, 1, 255]
-
-
-def test_decouplenet_descending_thresholds():
-    # decouplenet.md §7: confs 0.1 … 1.0 → sorted descending, index int(0.8·10) = 8 → 0.2; 9 of 10 kept
-    conf = torch.arange(1, 11, dtype=torch.float64) / 10
-    label = torch.zeros(10, dtype=torch.long)
-    thr = class_percentile_thresholds(conf, label, 80, 1, descending=True)
-    assert thr.item() == pytest.approx(0.2)
-    kept = apply_class_thresholds(label, conf.float(), thr, ignore_index=250)
-    assert (kept == 0).sum() == 9 and kept[0] == 250
-
-
-def test_thresholds_validate_arguments():
-    with pytest.raises(ValueError, match="percentile"):
-        class_percentile_thresholds(torch.ones(2), torch.zeros(2, dtype=torch.long), 120, 1)
 
 
 def _cell(counts: dict[int, int]) -> torch.Tensor:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from adaptseg.methods.parts.batches import ordered_batches
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -73,9 +74,4 @@ def image_batches(
     """
     from adaptseg.data.pipeline import with_normalize
 
-    transform = with_normalize([], mean, std)
-    rng = np.random.default_rng(0)  # the normalisation draws nothing; the pipeline API wants a generator
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, count, batch_size):
-        images = [transform(dataset.read_image(i), None, rng)[0] for i in range(start, min(start + batch_size, count))]
-        yield torch.from_numpy(np.stack(images)).to(device)
+    return ordered_batches(dataset, with_normalize([], mean, std), batch_size=batch_size, limit=limit, device=device)

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adaptseg.methods.parts.precision import full_precision
+
 IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
@@ -282,6 +284,7 @@ def sample_strong_aug_switches(
     return StrongAugSwitches(jitter=u_jitter > jitter_threshold, blur=u_blur > blur_threshold)
 
 
+@full_precision
 def strong_augment(
     images: Tensor,
     generator: torch.Generator,
@@ -308,6 +311,7 @@ def strong_augment(
     return images
 
 
+@full_precision
 def strong_augment_each(
     images: Tensor,
     generator: torch.Generator,

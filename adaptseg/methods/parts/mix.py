@@ -35,6 +35,8 @@ import math
 import torch
 from torch import Tensor
 
+from adaptseg.methods.parts.precision import full_precision
+
 CUT_MIX_AREA = 0.4
 
 
@@ -111,6 +113,7 @@ def zero_mix_mask(height: int, width: int, *, device: torch.device | str | None 
     return torch.zeros(height, width, dtype=torch.long, device=device)
 
 
+@full_precision
 def mix_images(mask: Tensor, first: Tensor, second: Tensor) -> Tensor:
     """``M·first + (1 − M)·second`` for images ``…×C×H×W`` and a mask ``…×H×W`` (ddb.md §3, atp.md §3 P.4).
 

@@ -1,4 +1,4 @@
-"""Pseudo-labels and their weights: teacher argmax, DACS quality weight, class-wise thresholds, ×s labels.
+"""Pseudo-labels and their weights: teacher argmax, DACS quality weight, ×s labels.
 
 Spec rules implemented here:
 
@@ -9,12 +9,6 @@ Spec rules implemented here:
   (inclusive) — one scalar per batch.
 * atp.md §3 ``plcrop`` (:func:`pseudo_weight_map`): ``q`` broadcast to every pixel, with the top 15 and
   bottom 120 rows set to 0 (rows 0–14 and 520–639 of a 640-row crop). DDB disables it (0/0 rows).
-* Class-wise percentile thresholds (:func:`class_percentile_thresholds`, :func:`apply_class_thresholds`),
-  written once for the later methods: per class ``c``, the confidences of the pixels labelled ``c`` are
-  sorted and one order statistic is taken; pixels with ``conf < t_ŷ`` (strict) become 255.
-  - umma.md §3.1: ascending, index ``round(0.5·n_c)`` (half to even), capped at 0.9, 0 for empty classes
-    → ``percentile=50, index_rounding="half_even", max_threshold=0.9``.
-  - decouplenet.md §2.3 / §3: descending, index ``int(0.8·n_c)`` → ``percentile=80, descending=True``.
 * atp.md §3 P.2 (SePiCo ``downscale_label_ratio``, :func:`downscale_label_ratio`): labels down-sampled
   ×s by average-pooling the one-hot map with 255 as an extra bin; a cell keeps its majority class if its
   share is ``≥ 0.75`` (12/16 of a 4×4 cell), else 255 (11/16 → 255).
@@ -23,8 +17,6 @@ Quirk switches: none.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -74,57 +66,6 @@ def pseudo_weight_map(
     if ignore_bottom > 0:
         weight[..., -ignore_bottom:, :] = 0
     return weight
-
-
-def class_percentile_thresholds(
-    confidence: Tensor,
-    label: Tensor,
-    percentile: float,
-    num_classes: int,
-    *,
-    descending: bool = False,
-    index_rounding: Literal["floor", "half_even"] = "floor",
-    max_threshold: float | None = None,
-    empty_value: float = 0.0,
-) -> Tensor:
-    """Per-class confidence thresholds (shape ``(num_classes,)``): an order statistic of each class's pixels.
-
-    For class ``c`` with ``n_c`` pixels labelled ``c`` (any shape; ignored pixels match no class), the
-    confidences are sorted (ascending, or descending with ``descending=True``) and the value at index
-    ``i = rule(percentile/100 · n_c)`` is taken, ``rule`` being ``int`` (``"floor"``) or Python ``round``
-    (``"half_even"``), clipped to ``n_c − 1``. Then ``t_c = min(t_c, max_threshold)``; classes without
-    pixels get ``empty_value``. See the module docstring for the UMMA and DecoupleNet settings.
-    """
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-    if index_rounding not in ("floor", "half_even"):
-        raise ValueError(f"index_rounding must be 'floor' or 'half_even', got {index_rounding!r}")
-    conf = confidence.reshape(-1)
-    lab = label.reshape(-1)
-    fraction = percentile / 100.0
-    thresholds = torch.full((num_classes,), float(empty_value), dtype=torch.float32, device=conf.device)
-    for c in range(num_classes):
-        values = conf[lab == c]
-        n = values.numel()
-        if n == 0:
-            continue
-        position = fraction * n
-        index = int(position) if index_rounding == "floor" else round(position)
-        index = min(index, n - 1)
-        thresholds[c] = torch.sort(values, descending=descending).values[index].float()
-    if max_threshold is not None:
-        thresholds = torch.clamp(thresholds, max=max_threshold)
-    return thresholds
-
-
-def apply_class_thresholds(
-    label: Tensor, confidence: Tensor, thresholds: Tensor, *, ignore_index: int = IGNORE_INDEX
-) -> Tensor:
-    """Set ``label`` to ``ignore_index`` where ``confidence < thresholds[label]`` (strict: equality is kept)."""
-    valid = label != ignore_index
-    safe = torch.where(valid, label, torch.zeros_like(label)).long()
-    below = confidence < thresholds.to(confidence.device)[safe]
-    return torch.where(valid & below, torch.full_like(label, ignore_index), label)
 
 
 def downscale_label_ratio(
