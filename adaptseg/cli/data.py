@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from adaptseg.cli.app import make_typer
+from adaptseg.cli.base import make_typer
 from adaptseg.errors import UserError
 
 app = make_typer()
