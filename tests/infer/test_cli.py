@@ -73,7 +73,7 @@ def test_infer_bad_input_is_a_one_line_error(tmp_path, weights):
 
 
 def test_output_names_keep_extensions_only_when_stems_collide(tmp_path):
-    from adaptseg.cli.infer import output_names
+    from adaptseg.infer.run import output_names
 
     files = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "s" / "b.png"]
     assert output_names(files, tmp_path) == ["a.jpg", "a.png", "s/b"]
