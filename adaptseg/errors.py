@@ -36,7 +36,7 @@ _OS_FIXES: dict[int, str] = {
     errno.ENOTDIR: "a part of this path is a file, not a folder: choose another path",
     errno.EISDIR: "this is a folder: name a file",
     errno.ENOENT: "check the path",
-    errno.EEXIST: "remove it or choose another path",
+    errno.EEXIST: "something is already there: choose another path",
     errno.ENAMETOOLONG: "choose a shorter path",
     errno.EMFILE: "raise the open-file limit (ulimit -n) and try again",
 }

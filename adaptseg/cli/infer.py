@@ -36,9 +36,10 @@ def register(app: typer.Typer) -> None:
         """
         from adaptseg.infer.backends import load_backend
         from adaptseg.infer.config import load_preset
-        from adaptseg.infer.run import check_model_path, segment_folder
+        from adaptseg.infer.run import check_model_path, input_images, segment_folder
 
         config = load_preset(preset, [*overrides, *([f"batch_size={batch_size}"] if batch_size else [])])
+        input_images(folder)  # fail on a bad folder before the model loads
         check_model_path(model)
         backend = load_backend(model, device, config.backend, arch=arch)
         kinds = ["label", *(k for k, on in (("colour", colour), ("overlay", overlay), ("confidence", confidence)) if on)]

@@ -88,6 +88,17 @@ def output_names(files: Sequence[Path], folder: Path) -> list[str]:
             names[i] = full[i]
 
 
+def input_images(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (recursive, sorted); a UserError when there are none to segment."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError("is a file, not a folder", path=folder, fix="pass the folder that holds the images")
+    files = list_images(folder)
+    if not files:
+        raise UserError("no images in this folder", path=folder, fix="pass a folder holding .png/.jpg images")
+    return files
+
+
 def segment_folder(
     backend: Any,
     folder: str | Path,
@@ -103,11 +114,7 @@ def segment_folder(
     names follow the module docstring. Returns how many images were written and which were skipped.
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError("is a file, not a folder", path=folder, fix="pass the folder that holds the images")
-    files = list_images(folder)
-    if not files:
-        raise UserError("no images in this folder", path=folder, fix="pass a folder holding .png/.jpg images")
+    files = input_images(folder)
     names = output_names(files, folder)
     ids = [f.relative_to(folder).as_posix() for f in files]
     writer = PredictionWriter(out, kinds)
@@ -164,7 +171,7 @@ MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".onnx", ".engine", ".plan", ".
 
 def check_model_path(model: str | Path) -> None:
     """Say "no such path" for a ``--model`` that looks like a path (it has a folder separator or a model
-    file's suffix) but does not exist, naming what its nearest existing folder holds."""
+    file's suffix) but does not exist, with the nearest name in its deepest existing folder."""
     text = str(model)
     path = Path(text).expanduser()
     looks_like_path = "/" in text or "\\" in text or path.suffix.lower() in MODEL_SUFFIXES
@@ -174,9 +181,7 @@ def check_model_path(model: str | Path) -> None:
     while not parent.is_dir() and parent != parent.parent:
         parent = parent.parent
     missing = path.relative_to(parent).parts[0] if path.is_relative_to(parent) else path.name
-    entries = sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) if parent.is_dir() else []
+    entries = [p.name for p in parent.iterdir() if not p.name.startswith(".")] if parent.is_dir() else []
     close = difflib.get_close_matches(missing, entries, n=1)
-    fix = f"did you mean {parent / close[0]}?" if close else (
-        "check the run folder or file name" + (f" ({parent} holds: {', '.join(entries[:8])})" if entries else "")
-    )
+    fix = f"did you mean {parent / close[0]}?" if close else "check the run folder or file name"
     raise UserError("no such path", path=path, fix=fix)

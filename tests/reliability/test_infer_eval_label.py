@@ -194,6 +194,14 @@ def test_infer_file_system_errors_are_one_line(images, tmp_path, models, monkeyp
     assert after == before  # what the user had is still there
 
 
+def test_infer_out_that_is_a_regular_file(images, tmp_path, models):
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+    line = assert_user_error(infer(models[0], images, out), out)
+    assert "Not a directory" in line
+    assert out.read_text() == "mine"
+
+
 def test_infer_mistyped_run_folder_says_no_such_path(tmp_path, images):
     (tmp_path / "runs" / "mine" / "stage").mkdir(parents=True)
     typo = tmp_path / "runs" / "mien" / "stage"
@@ -295,6 +303,15 @@ def test_pseudo_label_force_refuses_a_folder_that_is_not_a_store(tmp_path, model
     line = assert_user_error(pseudo_label(models[0], cityscapes[0], out, "--force"), out)
     assert "not a pseudo-label store" in line and "thesis.tex" in line
     assert_unchanged(out, before)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_pseudo_label_out_that_is_a_regular_file(tmp_path, models, cityscapes, force):
+    out = tmp_path / "labels.txt"
+    out.write_text("mine")
+    line = assert_user_error(pseudo_label(models[0], cityscapes[0], out, *(["--force"] if force else [])), out)
+    assert "fix:" in line and "remove" not in line
+    assert out.read_text() == "mine"
 
 
 def test_pseudo_label_force_starts_a_store_of_another_model_over(store, models, cityscapes, one_thread):
