@@ -2,7 +2,8 @@
 
 Layout of a store folder (ids may contain ``/``; their folders are created)::
 
-    store.json              format version, classes, top-k settings, the model and preset that wrote it
+    store.json              format version, classes, top-k settings, and its origin (:class:`StoreOrigin`:
+                            the model and its weights' hash, dataset, split, inference settings)
     label/<id>.png          uint8 trainIds, 255 = ignored (a valid prediction folder for `adaptseg eval --pred`)
     conf/<id>.png           uint8 round(max probability × 255)
     topk/<id>.npz           (only with topk > 0) classes uint8 k×h×w, probs uint8 k×h×w (round(p × 255)),
@@ -18,7 +19,8 @@ cuts them 16× and matches what soft-label methods keep anyway (DecoupleNet save
 Every file is written atomically (temporary file + rename). An image is *complete* when all its files
 exist and end with their format's end marker (PNG ``IEND``, zip end-of-directory), so an interrupted run
 resumes by skipping complete images and redoing the rest; temporary files left by a killed run are
-deleted when the store is opened for writing. Methods read labels and confidences and apply their own
+deleted when the store is opened for writing. A writer whose origin differs from the recorded one is
+refused (a resumed run never mixes two models' labels); :func:`remove_store` starts a store over. Methods read labels and confidences and apply their own
 selection rules (class-wise percentile thresholds, DACS' confidence fraction, …) at read time.
 """
 
