@@ -21,7 +21,8 @@ exist and end with their format's end marker (PNG ``IEND``, zip end-of-directory
 resumes by skipping complete images and redoing the rest; temporary files left by a killed run are
 deleted when the store is opened for writing. A writer whose origin differs from the recorded one is
 refused (a resumed run never mixes two models' labels); :func:`remove_store` starts a store over.
-Methods read labels and confidences and apply their own selection rules (class-wise percentile thresholds, DACS' confidence fraction, …) at read time.
+Methods read labels and confidences and apply their own selection rules (class-wise percentile
+thresholds, DACS' confidence fraction, …) at read time.
 """
 
 from __future__ import annotations
