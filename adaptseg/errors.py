@@ -7,6 +7,9 @@ prints it as ``error: <message>`` and exits with status 2 — never a traceback 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,5 +25,41 @@ class UserError(Exception):
         super().__init__(" — ".join(parts).replace("\n", " "))
 
 
-class NotBuiltError(UserError):
-    """A command or option whose implementation has not landed yet."""
+#: what to do about a file-system error, by errno
+_OS_FIXES: dict[int, str] = {
+    errno.EACCES: "check the permissions, or write somewhere else",
+    errno.EPERM: "check the permissions, or write somewhere else",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.ENOSPC: "free some disk space, or write somewhere else",
+    errno.EDQUOT: "free some space within your disk quota, or write somewhere else",
+    errno.EBUSY: "close what holds it (another process, a mount) and try again",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: choose another path",
+    errno.EISDIR: "this is a folder: name a file",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "something is already there: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "raise the open-file limit (ulimit -n) and try again",
+}
+
+
+def user_error_from_os_error(exc: OSError, *, path: str | Path | None = None) -> UserError:
+    """An :class:`OSError` as the one-line error: the path, the cause (``strerror``) and what to do.
+
+    ``path``, when given, names the file the user knows (the error itself may name a temporary file,
+    or none: a ``write`` on a full disk names none).
+    """
+    where = path if path is not None else exc.filename
+    if path is None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    fix = _OS_FIXES.get(exc.errno, "check the path and try again") if exc.errno is not None else None
+    return UserError(cause, path=where, fix=fix)
+
+
+@contextlib.contextmanager
+def os_errors_as_user_errors(path: str | Path) -> Iterator[None]:
+    """Re-raise an :class:`OSError` from the block as a :class:`UserError` naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise user_error_from_os_error(exc, path=path) from None

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from adaptseg.cli.app import make_typer
-from adaptseg.errors import UserError
+from adaptseg.cli.base import make_typer
+from adaptseg.errors import UserError, os_errors_as_user_errors
 
 app = make_typer()
 
@@ -40,7 +40,8 @@ def minicity(
     unknown = [d for d in wanted if d not in DOMAINS]
     if unknown:
         raise UserError(f"unknown MiniCity domain(s) {unknown}", fix=f"choose from {', '.join(DOMAINS)}")
-    written = generate(out, seed=seed, images=images, size=hw, domains=wanted)
+    with os_errors_as_user_errors(out):  # name --out, not the temporary folder being filled
+        written = generate(out, seed=seed, images=images, size=hw, domains=wanted)
     for name, root in written.items():
         typer.echo(f"{name:12s} {root}")
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
-from adaptseg.errors import NotBuiltError, UserError
-
-if TYPE_CHECKING:
-    from adaptseg.data import SegDataset
-    from adaptseg.eval import ConfusionMatrix
+from adaptseg.errors import UserError
 
 
 def _parse_compare(items: list[str]) -> dict[str, dict[str, float]]:
@@ -27,17 +22,6 @@ def _parse_compare(items: list[str]) -> dict[str, dict[str, float]]:
             raise UserError(f"--compare {item!r} has an empty name", fix="write --compare NAME=REPORT.json")
         out[name] = Report.read_json(path).per_class
     return out
-
-
-def _evaluate_model(model: str, dataset: SegDataset, preset: Path | None) -> tuple[ConfusionMatrix, int]:
-    """Run the model over the split with the inference engine (issue #5) and count its confusion matrix."""
-    try:
-        from adaptseg.infer.evaluate import evaluate_model
-    except ImportError as exc:
-        if exc.name not in ("adaptseg.infer", "adaptseg.infer.evaluate"):
-            raise  # the engine is there but one of its own imports is broken: show that
-        raise NotBuiltError("evaluating a model needs the inference engine (issue #5)") from None
-    return evaluate_model(model=model, dataset=dataset, preset=preset)
 
 
 def register(app: typer.Typer) -> None:
@@ -92,7 +76,11 @@ def register(app: typer.Typer) -> None:
         if pred is not None:
             cm, n_images = evaluate_predictions(pred, ds)
         else:
-            cm, n_images = _evaluate_model(model, ds, preset)
+            from adaptseg.infer.evaluate import evaluate_model
+            from adaptseg.infer.run import check_model_path
+
+            check_model_path(model)
+            cm, n_images = evaluate_model(model=model, dataset=ds, preset=preset)
 
         report = Report.from_confusion(cm, protocol=protocol, n_images=n_images)
         report.print()

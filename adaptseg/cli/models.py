@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from adaptseg.cli.app import make_typer
+from adaptseg.cli.base import make_typer
 
 app = make_typer()
 

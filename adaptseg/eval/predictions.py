@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from adaptseg.data.datasets.base import image_size
 from adaptseg.data.labels import IGNORE_INDEX, NUM_CLASSES
 from adaptseg.errors import UserError
 from adaptseg.eval.confusion import ConfusionMatrix
@@ -26,6 +27,7 @@ from adaptseg.io import read_label
 
 class _Entry(Protocol):
     image_path: Path
+    label_path: Path | None
 
 
 class LabelledDataset(Protocol):
@@ -43,6 +45,8 @@ class PredictionIndex:
 
     def __init__(self, pred_dir: str | Path):
         self.root = Path(pred_dir)
+        if self.root.is_file():
+            raise UserError("is a file, not a folder", path=self.root, fix="pass the folder of prediction PNGs")
         if not self.root.is_dir():
             raise UserError(
                 "prediction folder not found", path=self.root, fix="pass the folder of prediction PNGs"
@@ -86,6 +90,20 @@ class PredictionIndex:
         return paths  # type: ignore[return-value]
 
 
+def ground_truth_size_error(dataset: LabelledDataset, i: int, label_hw: tuple[int, int]) -> UserError:
+    """The error for entry ``i`` whose ground truth (``label_hw``) is not the size of its image: it names
+    the label file, since predictions are made at the image's size."""
+    entry = dataset.entries[i]
+    image_hw = image_size(entry.image_path)
+    name, root = getattr(dataset, "name", "DATASET"), getattr(dataset, "root", "ROOT")
+    return UserError(
+        f"ground truth is {label_hw[1]}x{label_hw[0]} but its image {Path(entry.image_path).name} is "
+        f"{image_hw[1]}x{image_hw[0]}",
+        path=entry.label_path,
+        fix=f"run `adaptseg data check {name} {root}` and replace the broken pair",
+    )
+
+
 def read_prediction(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Read a prediction PNG and check that it holds trainIds (``< num_classes`` or 255)."""
     pred = read_label(path)
@@ -111,6 +129,8 @@ def _score_pair(dataset: LabelledDataset, i: int, pred_path: Path, num_classes: 
         )
     pred = read_prediction(pred_path, num_classes)
     if pred.shape != target.shape:
+        if pred.shape == image_size(dataset.entries[i].image_path):
+            raise ground_truth_size_error(dataset, i, target.shape)
         raise UserError(
             f"prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
             f"{target.shape[1]}x{target.shape[0]}",

@@ -2,7 +2,8 @@
 
 Protocol (shared/datasets.md §8): the engine infers at the preset's scale (e.g. Cityscapes whole-image
 at 1024×512), upsamples the output bilinearly to the image's original size, and the argmax is compared
-with the full-resolution ground truth; one confusion matrix is summed over the whole split.
+with the full-resolution ground truth; one confusion matrix is summed over the whole split. A ground
+truth whose size differs from its image's is an error naming the label file (never rescaled silently).
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
 from rich.console import Console
 
 from adaptseg.data.labels import NUM_CLASSES
 from adaptseg.errors import UserError
 from adaptseg.eval.confusion import ConfusionMatrix
+from adaptseg.eval.predictions import ground_truth_size_error
 from adaptseg.infer.backends import load_backend
 from adaptseg.infer.config import InferenceConfig, dataset_preset, load_preset
-from adaptseg.infer.engine import SlidingWindow
-from adaptseg.infer.sources import SideLoads, dataset_items, progress_bar
+from adaptseg.infer.engine import Prediction, SlidingWindow
+from adaptseg.infer.run import run_engine
+from adaptseg.infer.sources import SideLoads, dataset_items
 
 
 def evaluate_model(
@@ -51,22 +53,20 @@ def evaluate_model(
     engine = SlidingWindow(backend, config)
     cm = ConfusionMatrix(max(int(getattr(backend, "num_classes", NUM_CLASSES)), NUM_CLASSES))
     labels = SideLoads()
-    with progress_bar("evaluating", len(dataset), console) as progress:
-        task = progress.add_task("evaluating", total=len(dataset))
-        for prediction in engine.run(dataset_items(dataset, labels=labels)):
-            target = labels.pop(prediction.index)
-            if target is None:
-                raise UserError(
-                    f"image {prediction.id!r} has no ground truth to evaluate against",
-                    path=dataset.entries[prediction.index].image_path,
-                    fix="evaluate on a labelled split (e.g. val)",
-                )
-            if tuple(prediction.shape[-2:]) == target.shape:
-                label = prediction.label()
-            else:  # ground truth stored at another size than its image: score at the GT's resolution
-                output = F.interpolate(prediction.output[None], size=target.shape, mode="bilinear", align_corners=False)
-                label = output[0].max(0).indices
-            cm.update(label.cpu(), target)
-            prediction.release()
-            progress.advance(task)
+
+    def score(prediction: Prediction) -> None:
+        target = labels.pop(prediction.index)
+        if target is None:
+            raise UserError(
+                f"image {prediction.id!r} has no ground truth to evaluate against",
+                path=dataset.entries[prediction.index].image_path,
+                fix="evaluate on a labelled split (e.g. val)",
+            )
+        if tuple(prediction.shape[-2:]) != target.shape:  # predictions come at the image's own size
+            raise ground_truth_size_error(dataset, prediction.index, target.shape)
+        cm.update(prediction.label().cpu(), target)
+        prediction.release()
+
+    run_engine(engine, dataset_items(dataset, labels=labels), len(dataset), score,
+               label="evaluating", console=console, skip_unreadable=False)
     return cm, len(dataset)

@@ -2,7 +2,8 @@
 
 Layout of a store folder (ids may contain ``/``; their folders are created)::
 
-    store.json              format version, classes, top-k settings, the model and preset that wrote it
+    store.json              format version, classes, top-k settings, and its origin (:class:`StoreOrigin`:
+                            the model and its weights' hash, dataset, split, inference settings)
     label/<id>.png          uint8 trainIds, 255 = ignored (a valid prediction folder for `adaptseg eval --pred`)
     conf/<id>.png           uint8 round(max probability × 255)
     topk/<id>.npz           (only with topk > 0) classes uint8 k×h×w, probs uint8 k×h×w (round(p × 255)),
@@ -18,15 +19,20 @@ cuts them 16× and matches what soft-label methods keep anyway (DecoupleNet save
 Every file is written atomically (temporary file + rename). An image is *complete* when all its files
 exist and end with their format's end marker (PNG ``IEND``, zip end-of-directory), so an interrupted run
 resumes by skipping complete images and redoing the rest; temporary files left by a killed run are
-deleted when the store is opened for writing. Methods read labels and confidences and apply their own
-selection rules (class-wise percentile thresholds, DACS' confidence fraction, …) at read time.
+deleted when the store is opened for writing. A writer whose origin differs from the recorded one is
+refused (a resumed run never mixes two models' labels); :func:`remove_store` starts a store over.
+Methods read labels and confidences and apply their own selection rules (class-wise percentile
+thresholds, DACS' confidence fraction, …) at read time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import shutil
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
@@ -36,10 +42,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adaptseg.data.labels import IGNORE_INDEX
-from adaptseg.errors import UserError
+from adaptseg.errors import UserError, os_errors_as_user_errors
 from adaptseg.io import atomic_path, read_label, write_json_atomic, write_png
 
 STORE_VERSION = 1
+#: what a store folder may hold: its record, and one sub-folder per kind with the files of that kind
+STORE_FILES: dict[str, tuple[str, ...]] = {"label": (".png",), "conf": (".png",), "topk": (".npz",)}
+_MISMATCH_FIX = "write to another --out folder, or pass --force to start this store over"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _ZIP_END = b"PK\x05\x06"
 
@@ -91,6 +100,118 @@ def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
         return False
 
 
+#: inference settings that do not change the labels (how fast, not what): left out of a store's origin
+_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last")
+#: the file a trained run keeps its deployable weights in (one per stage)
+_RUN_WEIGHTS = "student.safetensors"
+
+
+def model_sha256(model: str | Path) -> str | None:
+    """A hash of the bytes that define a ``--model``: a weights or artifact file, every file of an export
+    folder, every ``student.safetensors`` of a run folder; ``None`` for a preset name (random weights)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        pattern = "*" if (path / "model.json").is_file() else f"**/{_RUN_WEIGHTS}"
+        files = sorted(p for p in path.glob(pattern) if p.is_file())
+    else:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class StoreOrigin:
+    """What makes a store's pseudo-labels: the model (and the hash of its bytes), the data and the
+    inference settings that change the labels (the preset with its ``--set`` overrides, TTA included)."""
+
+    model: str  #: as given (``--model``)
+    model_sha256: str | None  #: :func:`model_sha256`; ``None`` for a preset name's random weights
+    dataset: str
+    split: str
+    preset: str | None  #: as given (``--preset``; ``None``: the dataset's protocol preset)
+    inference: dict[str, Any] = field(default_factory=dict)  #: flat ``key: value`` settings that change labels
+
+    @classmethod
+    def of(cls, model: str | Path, dataset: Any, preset: str | Path | None, config: Any) -> StoreOrigin:
+        """The origin of labelling ``dataset`` (``name``, ``split``) with ``model`` and inference ``config``."""
+        settings = _flatten(config.model_dump(mode="json"))
+        inference = {k: v for k, v in settings.items() if k not in _SPEED_SETTINGS}
+        return cls(str(model), model_sha256(model), dataset.name, str(dataset.split),
+                   None if preset is None else str(preset), inference)
+
+    def differences(self, recorded: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+        """``(field, recorded value, this value)`` for every fact that differs from a recorded origin.
+
+        The model is compared by the hash of its bytes when both have one (a moved run folder is the
+        same model), else by name; the preset by the settings it resolves to, not by its name.
+        """
+        if self.model_sha256 is not None and recorded.get("model_sha256") is not None:
+            if recorded["model_sha256"] != self.model_sha256:
+                yield "model", recorded.get("model"), f"{self.model} (other weights)"
+        elif recorded.get("model") != self.model or recorded.get("model_sha256") != self.model_sha256:
+            yield "model", recorded.get("model"), self.model
+        for name in ("dataset", "split"):
+            if recorded.get(name) != getattr(self, name):
+                yield name, recorded.get(name), getattr(self, name)
+        had = recorded.get("inference") if isinstance(recorded.get("inference"), dict) else {}
+        for key in sorted(set(had) | set(self.inference)):
+            if had.get(key) != self.inference.get(key):
+                yield f"preset {key}", had.get(key), self.inference.get(key)
+
+
+def remove_store(root: str | Path) -> bool:
+    """Delete a pseudo-label store (``--force``) after proving the folder is one; returns whether
+    anything was deleted.
+
+    A folder that holds anything a store does not (another file, another kind of file under ``label/``)
+    or has no readable ``store.json`` is refused with a :class:`UserError`, and nothing is deleted. The
+    record goes last, so an interrupted removal leaves a folder that is still provably a store.
+    """
+    root = Path(root)
+    if not root.exists():
+        return False
+    fix = "choose another --out folder, or delete this one yourself"
+    if not root.is_dir():
+        raise UserError("--force refused: this is a file, not a pseudo-label store", path=root, fix=fix)
+    entries = list(root.iterdir())
+    if not entries:
+        return False
+    foreign = [p for p in entries if not (p.is_file() if p.name == "store.json" else p.name in STORE_FILES and p.is_dir())]
+    for kind, suffixes in STORE_FILES.items():
+        if (root / kind).is_dir():
+            foreign += [p for p in (root / kind).rglob("*")
+                        if p.is_file() and not p.name.startswith(".") and p.suffix not in suffixes]
+    if foreign:
+        names = ", ".join(sorted(p.relative_to(root).as_posix() for p in foreign)[:3])
+        raise UserError(f"--force refused: this folder is not a pseudo-label store (it holds {names})",
+                        path=root, fix=fix)
+    if not (root / "store.json").is_file():
+        raise UserError("--force refused: no store.json, so this folder is not a pseudo-label store",
+                        path=root, fix=fix)
+    PseudoLabelStore(root)  # store.json must read as a store of this version (a UserError otherwise)
+    for kind in STORE_FILES:
+        if (root / kind).is_dir():
+            shutil.rmtree(root / kind)
+    (root / "store.json").unlink()
+    return True
+
+
 class PseudoLabelStore:
     """Write and read pseudo-labels of one model on one dataset split (see the module docstring).
 
@@ -99,11 +220,12 @@ class PseudoLabelStore:
         topk: soft-label classes to keep per pixel (0: none). When writing into an existing store it
             must match what ``store.json`` says.
         topk_stride: the soft labels' subsampling (probabilities are averaged over stride×stride cells).
-        meta: facts recorded in ``store.json`` (model, preset, dataset, split).
+        origin: what makes the pseudo-labels; recorded in ``store.json`` by the first writer, and a
+            later writer's must match it (so a resumed run never mixes two models' labels).
     """
 
     def __init__(self, root: str | Path, *, topk: int | None = None, topk_stride: int | None = None,
-                 meta: Mapping[str, Any] | None = None):
+                 origin: StoreOrigin | None = None):
         self.root = Path(root)
         info = self._read_info()
         if info is not None:
@@ -115,7 +237,7 @@ class PseudoLabelStore:
                     raise UserError(
                         f"this store was written with {name}={have}, not {asked}",
                         path=self.root / "store.json",
-                        fix="resume with the same settings, or write to a new --out folder",
+                        fix=_MISMATCH_FIX,
                     )
         else:
             self.num_classes = None
@@ -123,7 +245,7 @@ class PseudoLabelStore:
             self.topk_stride = int(topk_stride or 1)
         if self.topk < 0 or self.topk_stride < 1:
             raise ValueError("topk must be >= 0 and topk_stride >= 1")
-        self.meta = dict(meta or {})
+        self.origin = origin
 
     # -- paths and completeness ---------------------------------------------------------------------
     def paths(self, image_id: str) -> dict[str, Path]:
@@ -172,20 +294,36 @@ class PseudoLabelStore:
             raise UserError(
                 f"this store holds {info['num_classes']}-class pseudo-labels, not {num_classes}",
                 path=self.root / "store.json",
-                fix="write to a new --out folder",
+                fix=_MISMATCH_FIX,
             )
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.clean_temporary()
+        if info is not None and self.origin is not None:
+            self._check_origin(info)
+        with os_errors_as_user_errors(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.clean_temporary()
         self.num_classes = num_classes
         if info is None:
-            write_json_atomic(self.root / "store.json", {
-                "version": STORE_VERSION,
-                "num_classes": num_classes,
-                "topk": self.topk,
-                "topk_stride": self.topk_stride,
-                "confidence": "uint8 round(255 * max probability)",
-                **self.meta,
-            })
+            path = self.root / "store.json"
+            with os_errors_as_user_errors(path):
+                write_json_atomic(path, {
+                    "version": STORE_VERSION,
+                    "num_classes": num_classes,
+                    "topk": self.topk,
+                    "topk_stride": self.topk_stride,
+                    "confidence": "uint8 round(255 * max probability)",
+                    **({"origin": asdict(self.origin)} if self.origin is not None else {}),
+                })
+
+    def _check_origin(self, info: Mapping[str, Any]) -> None:
+        """A UserError naming the first fact of ``self.origin`` that differs from what made the store."""
+        path = self.root / "store.json"
+        recorded = info.get("origin")
+        if not isinstance(recorded, dict):
+            raise UserError("this store does not record which model, data and settings made it",
+                            path=path, fix=_MISMATCH_FIX)
+        assert self.origin is not None
+        for name, had, asked in self.origin.differences(recorded):
+            raise UserError(f"this store was written with {name}={had!r}, not {asked!r}", path=path, fix=_MISMATCH_FIX)
 
     def write(self, image_id: str, probs: Tensor, ignore: Tensor | np.ndarray | None = None) -> None:
         """Store the pseudo-label of one image from its C×H×W probabilities (``ignore``: H×W bool → 255)."""
@@ -199,9 +337,12 @@ class PseudoLabelStore:
             label[np.asarray(ignore.cpu() if isinstance(ignore, Tensor) else ignore, dtype=bool)] = IGNORE_INDEX
         paths = self.paths(image_id)
         if self.topk:
-            self._write_topk(paths["topk"], probs)
-        write_png(paths["conf"], quantise(confidence))
-        write_png(paths["label"], label)
+            with os_errors_as_user_errors(paths["topk"]):
+                self._write_topk(paths["topk"], probs)
+        with os_errors_as_user_errors(paths["conf"]):
+            write_png(paths["conf"], quantise(confidence))
+        with os_errors_as_user_errors(paths["label"]):  # last: a label marks the image as written
+            write_png(paths["label"], label)
 
     def _write_topk(self, path: Path, probs: Tensor) -> None:
         k = min(self.topk, probs.shape[0])

@@ -1,6 +1,7 @@
 """What ``adaptseg infer`` writes per image: trainId, palette colour, overlay and confidence PNGs.
 
-An output folder holds one sub-folder per kind, mirroring the input folder's relative paths::
+An output folder holds one sub-folder per kind, mirroring the input folder's relative paths (names:
+:func:`adaptseg.infer.run.output_names`)::
 
     OUT/label/<rel>.png        uint8 trainIds (what `adaptseg eval --pred` reads)
     OUT/colour/<rel>.png       Cityscapes palette colours           (--colour)
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptseg.data.labels import PALETTE, colorize
+from adaptseg.errors import os_errors_as_user_errors
 from adaptseg.infer.store import quantise
 from adaptseg.io import write_png
 
@@ -45,31 +47,37 @@ class PredictionWriter:
         self.kinds = tuple(k for k in KINDS if k in kinds or k == "label")
         self.palette = palette
 
-    def path(self, kind: str, rel: str | Path) -> Path:
-        """Where output ``kind`` of the input at relative path ``rel`` goes."""
-        return self.out / kind / Path(rel).with_suffix(".png")
+    def path(self, kind: str, name: str | Path) -> Path:
+        """Where output ``kind`` named ``name`` (relative, without ``.png``) goes: ``OUT/kind/name.png``."""
+        return self.out / kind / f"{name}.png"
 
-    def write(self, rel: str | Path, label: np.ndarray, confidence: np.ndarray | None = None,
+    def write(self, name: str | Path, label: np.ndarray, confidence: np.ndarray | None = None,
               image: np.ndarray | None = None) -> list[Path]:
-        """Write every requested kind for one image; returns the paths written.
+        """Write every requested kind for the image whose output is named ``name``; returns the paths.
+
+        A file-system error (no permission, no space left) is a :class:`UserError` naming the file.
 
         ``confidence`` (H×W float in [0, 1]) is needed for ``confidence``; ``image`` (uint8 RGB) for
         ``overlay``.
         """
         written = []
         for kind in self.kinds:
-            path = self.path(kind, rel)
-            if kind == "label":
-                write_png(path, label.astype(np.uint8, copy=False))
-            elif kind == "colour":
-                write_png(path, colorize(label, self.palette))
-            elif kind == "overlay":
-                if image is None:
-                    raise ValueError("the overlay needs the input image")
-                write_png(path, overlay(image, label, palette=self.palette))
-            elif kind == "confidence":
-                if confidence is None:
-                    raise ValueError("the confidence map needs the probabilities")
-                write_png(path, quantise(confidence))
+            path = self.path(kind, name)
+            with os_errors_as_user_errors(path):
+                write_png(path, self._image(kind, label, confidence, image))
             written.append(path)
         return written
+
+    def _image(self, kind: str, label: np.ndarray, confidence: np.ndarray | None,
+               image: np.ndarray | None) -> np.ndarray:
+        if kind == "colour":
+            return colorize(label, self.palette)
+        if kind == "overlay":
+            if image is None:
+                raise ValueError("the overlay needs the input image")
+            return overlay(image, label, palette=self.palette)
+        if kind == "confidence":
+            if confidence is None:
+                raise ValueError("the confidence map needs the probabilities")
+            return quantise(confidence)
+        return label.astype(np.uint8, copy=False)

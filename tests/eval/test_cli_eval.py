@@ -114,24 +114,6 @@ def test_neither_pred_nor_model(setup):
     assert result.exit_code == 2 and "exactly one of --pred DIR and --model M" in result.output
 
 
-def test_model_evaluation_needs_the_engine(setup, monkeypatch):
-    monkeypatch.setitem(sys.modules, "adaptseg.infer.evaluate", None)  # as before issue #5 landed
-    tmp_path = setup[0]
-    args = [
-        "eval",
-        "--model",
-        "m",
-        "--dataset",
-        "cityscapes",
-        "--root",
-        str(tmp_path / "cs"),
-        "--split",
-        "val",
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "needs the inference engine (issue #5)" in result.output
-
-
 def test_model_mode_reports_what_the_engine_counted(setup, monkeypatch):
     """The CLI half of the --model contract: evaluate_model(model=, dataset=, preset=) → (cm, n)."""
     tmp_path, items, expected = setup
@@ -144,12 +126,14 @@ def test_model_mode_reports_what_the_engine_counted(setup, monkeypatch):
     engine = types.ModuleType("adaptseg.infer.evaluate")
     engine.evaluate_model = evaluate_model
     monkeypatch.setitem(sys.modules, "adaptseg.infer.evaluate", engine)
-    args = ["eval", "--model", "runs/x", "--preset", "p.yaml", "--dataset", "cityscapes", "--root"]
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    args = ["eval", "--model", str(run), "--preset", "p.yaml", "--dataset", "cityscapes", "--root"]
     out = tmp_path / "model.json"
     result = runner.invoke(
         app, [*args, str(tmp_path / "cs"), "--json", str(out), "--plots", str(tmp_path / "mp")]
     )
     assert result.exit_code == 0, result.output
-    assert calls == [("runs/x", len(items), Path("p.yaml"))]
+    assert calls == [(str(run), len(items), Path("p.yaml"))]
     assert json.loads(out.read_text())["mIoU"] == pytest.approx(100 * expected.miou())
     assert (tmp_path / "mp" / "per_class_iou.png").is_file()

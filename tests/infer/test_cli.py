@@ -73,10 +73,29 @@ def test_infer_bad_input_is_a_one_line_error(tmp_path, weights):
 
 
 def test_output_names_keep_extensions_only_when_stems_collide(tmp_path):
-    from adaptseg.cli.infer import output_names
+    from adaptseg.infer.run import output_names
 
     files = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "s" / "b.png"]
     assert output_names(files, tmp_path) == ["a.jpg", "a.png", "s/b"]
+    # a full name may equal another input's short name: that one keeps its full name too
+    files = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "a.jpg.png", tmp_path / "c.d.png"]
+    names = output_names(files, tmp_path)
+    assert names == ["a.jpg", "a.png", "a.jpg.png", "c.d"] and len(set(names)) == len(names)
+
+
+def test_infer_writes_one_output_per_input_when_stems_collide(tmp_path, weights):
+    root = tmp_path / "images"
+    write_png(root / "x.png", random_image(20, 30, 3))
+    import cv2
+
+    (root / "x.jpg").write_bytes(cv2.imencode(".jpg", random_image(22, 30, 4))[1].tobytes())
+    result = runner.invoke(app, ["infer", "--model", weights, "--folder", str(root), "--out", str(tmp_path / "o"),
+                                 "--device", "cpu", "--colour"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 image(s)" in result.output
+    for kind in ("label", "colour"):
+        assert sorted(p.name for p in (tmp_path / "o" / kind).iterdir()) == ["x.jpg.png", "x.png.png"]
+    assert read_label(tmp_path / "o" / "label" / "x.jpg.png").shape == (22, 30)
 
 
 def test_pseudo_label_resumes_after_interruption(tmp_path, weights):

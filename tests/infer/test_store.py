@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,7 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from adaptseg.errors import UserError
-from adaptseg.infer.store import PseudoLabelStore, dequantise, quantise
+from adaptseg.infer.store import (
+    PseudoLabelStore,
+    StoreOrigin,
+    dequantise,
+    model_sha256,
+    quantise,
+    remove_store,
+)
 
 BOUND = 0.5 / 255 + 1e-7  # round(255 p) / 255 is within half a step of p
 
@@ -102,3 +110,87 @@ def test_bad_ids_and_mismatched_stores_are_user_errors(tmp_path):
     store.write("ok", random_probs(c=7))
     with pytest.raises(UserError, match="7-class"):
         PseudoLabelStore(tmp_path).open_for_writing(19)
+
+
+def _origin(**changes) -> StoreOrigin:
+    facts = dict(model="runs/a", model_sha256="aa", dataset="cityscapes", split="train", preset=None,
+                 inference={"mode": "whole", "tta.flip": False, "tta.scales": [1.0]})
+    return StoreOrigin(**{**facts, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"model_sha256": "bb"}, "model"),
+        ({"model": "tiny-deeplabv2", "model_sha256": None}, "model"),
+        ({"dataset": "acdc"}, "dataset"),
+        ({"split": "val"}, "split"),
+        ({"inference": {"mode": "whole", "tta.flip": True, "tta.scales": [1.0]}}, "preset tta.flip"),
+        ({"inference": {"mode": "whole", "tta.flip": False, "tta.scales": [0.5, 1.0]}}, "preset tta.scales"),
+    ],
+)
+def test_a_store_refuses_a_writer_of_another_origin(tmp_path, changes, field):
+    PseudoLabelStore(tmp_path, origin=_origin()).write("a", random_probs())
+    before = json.loads((tmp_path / "store.json").read_text())
+    with pytest.raises(UserError, match=f"{field}=.*--force"):
+        PseudoLabelStore(tmp_path, origin=_origin(**changes)).open_for_writing(7)
+    assert json.loads((tmp_path / "store.json").read_text()) == before
+
+
+def test_a_store_accepts_the_same_weights_under_another_path_and_preset_name(tmp_path):
+    PseudoLabelStore(tmp_path, origin=_origin()).write("a", random_probs())
+    PseudoLabelStore(tmp_path, origin=_origin(model="/moved/student.safetensors", preset="minicity")).open_for_writing(7)
+
+
+def test_a_store_without_a_record_of_its_origin_is_refused_for_writing(tmp_path):
+    PseudoLabelStore(tmp_path).write("a", random_probs())  # written without an origin (an older store)
+    with pytest.raises(UserError, match="does not record"):
+        PseudoLabelStore(tmp_path, origin=_origin()).open_for_writing(7)
+
+
+def test_speed_settings_are_not_part_of_the_origin(tmp_path):
+    from adaptseg.infer.config import InferenceConfig
+
+    dataset = type("Split", (), {"name": "cityscapes", "split": "train"})()
+    slow = StoreOrigin.of("m", dataset, None, InferenceConfig(batch_size=1, workers=1))
+    fast = StoreOrigin.of("m", dataset, None, InferenceConfig(batch_size=16, workers=4, tta={"flip": True}))
+    assert [name for name, *_ in fast.differences(asdict(slow))] == ["preset tta.flip"]
+
+
+def test_model_sha256_follows_the_weights_bytes(tmp_path):
+    run = tmp_path / "run"
+    (run / "stage").mkdir(parents=True)
+    (run / "stage" / "student.safetensors").write_bytes(b"weights")
+    (run / "stage" / "checkpoint-last.pt").write_bytes(b"optimiser state")
+    first = model_sha256(run)
+    (run / "stage" / "checkpoint-last.pt").write_bytes(b"other optimiser state")
+    assert model_sha256(run) == first  # only the deployable weights count
+    (run / "stage" / "student.safetensors").write_bytes(b"trained further")
+    assert model_sha256(run) != first
+    assert model_sha256("tiny-deeplabv2") is None
+
+
+def test_remove_store_deletes_a_store_and_nothing_else(tmp_path):
+    store = PseudoLabelStore(tmp_path / "s", topk=2)
+    store.write("city/a", random_probs())
+    assert remove_store(tmp_path / "s") and list((tmp_path / "s").iterdir()) == []
+    assert not remove_store(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        lambda root: (root / "notes.txt").write_text("mine"),
+        lambda root: (root / "label" / "photo.jpg").write_bytes(b"mine"),
+        lambda root: (root / "store.json").unlink(),
+    ],
+    ids=["file-beside", "foreign-file-inside", "no-record"],
+)
+def test_remove_store_refuses_a_folder_it_cannot_prove_is_a_store(tmp_path, plant):
+    root = tmp_path / "s"
+    PseudoLabelStore(root).write("a", random_probs())
+    plant(root)
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    with pytest.raises(UserError, match="--force refused"):
+        remove_store(root)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before

@@ -1,0 +1,54 @@
+"""What every command module builds on: the Typer app factory and the CLI's error handling.
+
+Command modules import this, never :mod:`adaptseg.cli.app` (which imports every command module), so
+each ``adaptseg.cli.<command>`` module imports on its own.
+
+Errors caused by input reach the user as one line on stderr (``error: …``) with exit status 2; an
+:class:`OSError` (no permission, no space left, device busy, a file where a folder should be) becomes
+such a line too, naming the path and the cause.
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from adaptseg.errors import UserError, user_error_from_os_error
+
+#: exit status of a run that wrote everything except unreadable images (each reported by name)
+EXIT_SKIPPED = 1
+
+
+def exit_if_skipped(skipped: list[str]) -> None:
+    """After a run over many images: name the unreadable ones that were skipped, and exit with status 1."""
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def report(exc: UserError) -> None:
+    """Print a user error as the one ``error: …`` line on stderr."""
+    typer.echo(f"error: {exc}", err=True)
+
+
+class ErrorReportingGroup(TyperGroup):
+    """Turns :class:`UserError` and :class:`OSError` from any sub-command into one line and exit status 2."""
+
+    def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            report(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            error = user_error_from_os_error(exc)
+            report(error)
+            raise typer.Exit(error.exit_code) from None
+
+
+def make_typer(**kwargs) -> typer.Typer:
+    """A Typer app/sub-app with adaptseg's error handling and help settings."""
+    kwargs.setdefault("no_args_is_help", True)
+    kwargs.setdefault("pretty_exceptions_enable", False)
+    kwargs.setdefault("add_completion", False)
+    return typer.Typer(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
