@@ -7,6 +7,7 @@ and micro recipe of ``tests/train/tiny.py`` (a few iterations, one torch thread)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,6 +62,12 @@ def train(recipe: Path, out: Path, *args: str) -> Outcome:
     outcome = cli("train", recipe, "--out", out, *args)
     return replace(outcome, stderr="".join(
         line for line in outcome.stderr.splitlines(keepends=True) if not line.startswith("stage '")))
+
+
+def assert_unchanged_but_lock(run: Path, before: dict[str, str]) -> None:
+    """Nothing in the run folder changed, except the lock file (a run records itself there while it holds it)."""
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {k: v for k, v in before.items() if k != LOCK_NAME}
 
 
 def logged_iterations(run: Path) -> list[int]:
@@ -123,32 +131,37 @@ def test_unknown_label_values_stop_training_with_strict(tmp_path, data):
     assert_no_partials(tmp_path / "run")
 
 
-def _eval_predictions(tmp_path: Path, data: Path, *extra: str):
+@pytest.fixture
+def val_split(tmp_path) -> tuple[Path, Path]:
+    """A Cityscapes val split whose first label holds the unknown value 200, and a folder of predictions."""
+    data = make_split(tmp_path / "data", n=3, split="val")
     pred = tmp_path / "pred"
-    pred.mkdir(exist_ok=True)
+    pred.mkdir()
     for image in sorted(data.glob("leftImg8bit/val/*/*.png")):
         cv2.imwrite(str(pred / f"{image.stem}.png"), np.zeros((32, 48), np.uint8))
+    return data, pred
+
+
+def evaluate(data: Path, pred: Path, *extra: str) -> Outcome:
     return cli("eval", "--pred", pred, "--dataset", "cityscapes", "--root", data, "--split", "val", *extra)
 
 
-def test_unknown_label_values_warn_in_evaluation(tmp_path, caplog):
-    data = make_split(tmp_path / "data", n=3, split="val")
+def test_unknown_label_values_warn_in_evaluation(val_split, caplog):
+    data, pred = val_split
     label = with_unknown_value(data)
     with caplog.at_level("WARNING", logger="adaptseg.data"):
-        outcome = _eval_predictions(tmp_path, data)
+        outcome = evaluate(data, pred)
     assert outcome.exit_code == 0, outcome.stderr
     warnings = [r.getMessage() for r in caplog.records if "not in the" in r.getMessage()]
     assert len(warnings) == 1 and str(label) in warnings[0] and "200" in warnings[0], warnings
 
 
-def test_unknown_label_values_stop_evaluation_with_strict(tmp_path):
-    data = make_split(tmp_path / "data", n=3, split="val")
+def test_unknown_label_values_stop_evaluation_with_strict(tmp_path, val_split):
+    data, pred = val_split
     label = with_unknown_value(data)
     before = snapshot(tmp_path)
-    assert_user_error(_eval_predictions(tmp_path, data, "--strict"), label, "200")
-    after = snapshot(tmp_path)
-    assert {k: v for k, v in after.items() if not k.startswith("pred")} == {
-        k: v for k, v in before.items() if not k.startswith("pred")}
+    assert_user_error(evaluate(data, pred, "--strict"), label, "200")
+    assert_unchanged(tmp_path, before)
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -197,8 +210,7 @@ def test_second_run_into_a_held_run_folder_names_the_holder(tmp_path, data):
     with run_dir_lock(run, "adaptseg train (test)"):
         line = assert_user_error(train(recipe, run, "--resume"), run, f"in use by pid {os.getpid()}")
         assert socket.gethostname() in line and "--out" in line
-    after = snapshot(run)
-    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {k: v for k, v in before.items() if k != LOCK_NAME}
+    assert_unchanged_but_lock(run, before)
 
 
 def test_stale_lock_of_a_dead_process_does_not_block(tmp_path, data):
@@ -263,8 +275,7 @@ def test_truncated_checkpoint_is_named_and_kept(tmp_path, data):
     before = snapshot(run)
     line = assert_user_error(train(recipe, run, "--resume"), checkpoint)
     assert "unreadable checkpoint" in line and "delete it" in line
-    after = snapshot(run)
-    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {k: v for k, v in before.items() if k != LOCK_NAME}
+    assert_unchanged_but_lock(run, before)
 
 
 def test_resume_without_a_checkpoint_starts_the_stage(tmp_path, data):
@@ -284,32 +295,33 @@ def _start(recipe: Path, run: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(proc: subprocess.Popen, path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early ({proc.returncode}): {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("no checkpoint appeared")
-        time.sleep(0.05)
-
-
-def test_a_live_run_holds_its_folder_then_ctrl_c_says_how_to_resume(tmp_path, data):
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=400, checkpoint_every=2, log_every=1)
-    run = tmp_path / "run"
+@contextlib.contextmanager
+def live_run(recipe: Path, run: Path, timeout: float = 120.0) -> Iterator[subprocess.Popen]:
+    """``adaptseg train`` in a child process, handed over once it has written its first checkpoint."""
     proc = _start(recipe, run)
+    deadline = time.monotonic() + timeout
     try:
-        _wait_for(proc, run / "source" / "checkpoint-last.pt")
-        # a second run is told who holds the folder, not that the live stage "was interrupted"
-        line = assert_user_error(train(recipe, run), run, f"in use by pid {proc.pid}")
-        assert "interrupted" not in line
-        line = assert_user_error(train(recipe, run, "--resume"), f"in use by pid {proc.pid}")
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        while not (run / "source" / "checkpoint-last.pt").is_file():
+            assert proc.poll() is None, f"training exited early ({proc.returncode}): {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.wait()
+
+
+def test_a_live_run_holds_its_folder_then_ctrl_c_says_how_to_resume(tmp_path, data):
+    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=300, checkpoint_every=2, log_every=1)
+    run = tmp_path / "run"
+    with live_run(recipe, run) as proc:
+        # a second run is told who holds the folder, not that the live stage "was interrupted"
+        line = assert_user_error(train(recipe, run), run, f"in use by pid {proc.pid}")
+        assert "interrupted" not in line
+        assert_user_error(train(recipe, run, "--resume"), f"in use by pid {proc.pid}")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
     errors = [x for x in stderr.splitlines() if x.startswith("error:")]
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(errors) == 1, stderr
@@ -320,24 +332,20 @@ def test_a_live_run_holds_its_folder_then_ctrl_c_says_how_to_resume(tmp_path, da
     assert_user_error(outcome, run, "schedule.iters")
     outcome = train(recipe, run, "--resume")
     assert outcome.exit_code == 0, outcome.stderr
-    assert logged_iterations(run) == list(range(1, 401))  # one row per iteration: nothing doubled
+    assert logged_iterations(run) == list(range(1, 301))  # one row per iteration: nothing doubled
 
 
 def test_sigkill_then_plain_rerun_points_at_resume_and_resume_finishes(tmp_path, data):
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=300, checkpoint_every=2, log_every=1)
+    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=100, checkpoint_every=2, log_every=1)
     run = tmp_path / "run"
-    proc = _start(recipe, run)
-    try:
-        _wait_for(proc, run / "source" / "checkpoint-last.pt")
+    with live_run(recipe, run) as proc:
         proc.send_signal(signal.SIGKILL)
-    finally:
         proc.wait()
     before = snapshot(run)
     line = assert_user_error(train(recipe, run), run / "source")
     assert "--resume" in line
-    after = snapshot(run)
-    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {k: v for k, v in before.items() if k != LOCK_NAME}
+    assert_unchanged_but_lock(run, before)
     outcome = train(recipe, run, "--resume")
     assert outcome.exit_code == 0, outcome.stderr
-    assert (run / "source" / "DONE").is_file() and logged_iterations(run) == list(range(1, 301))
+    assert (run / "source" / "DONE").is_file() and logged_iterations(run) == list(range(1, 101))
     assert_no_partials(run)
