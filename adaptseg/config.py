@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,7 +85,14 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         parents = [parents]
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged = deep_merge(merged, load_yaml(path.parent / parent, (*_seen, path)))
+        parent_path = path.parent / parent
+        if not parent_path.is_file():
+            raise UserError(
+                f"'extends: {parent}' names a file that does not exist ({parent_path.resolve()})",
+                path=path,
+                fix="correct the path in 'extends:' (it is relative to this recipe's folder)",
+            )
+        merged = deep_merge(merged, load_yaml(parent_path, (*_seen, path)))
     return deep_merge(merged, data)
 
 
@@ -171,14 +178,39 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def validate(model: type[M], data: Mapping[str, Any], *, source: str | Path | None = None) -> M:
-    """Validate ``data`` against ``model``; turn the first error into a one-line :class:`UserError`."""
+def override_at(overrides: Iterable[str], loc: Sequence[Any]) -> str | None:
+    """The last ``--set`` override that wrote ``loc`` or a key above or below it (None: the file did)."""
+    where = [str(part) for part in loc]
+    for text in reversed(list(overrides)):
+        keys, _ = parse_override(text)
+        n = min(len(keys), len(where))
+        if keys[:n] == where[:n]:
+            return text
+    return None
+
+
+def validate(
+    model: type[M],
+    data: Mapping[str, Any],
+    *,
+    source: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    at: Sequence[Any] = (),
+) -> M:
+    """Validate ``data`` against ``model``; turn the first error into a one-line :class:`UserError`.
+
+    The error names ``source`` (the file), or the ``--set`` override among ``overrides`` that wrote the
+    offending key; ``at`` is where ``data`` sits inside the overridden recipe (e.g. a stage's options).
+    """
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc) or "<root>"
+        culprit = override_at(overrides, (*at, *loc))
+        if culprit is not None:
+            source = f"--set {culprit} (overriding {source})" if source is not None else f"--set {culprit}"
         if err["type"] == "extra_forbidden":
             valid = _fields_at(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
@@ -194,7 +226,7 @@ def validate(model: type[M], data: Mapping[str, Any], *, source: str | Path | No
 def load_recipe(model: type[M], path: str | Path, overrides: Iterable[str] = ()) -> M:
     """Load, merge, override and validate a recipe file in one call."""
     data = apply_overrides(load_yaml(path), overrides)
-    return validate(model, data, source=path)
+    return validate(model, data, source=path, overrides=overrides)
 
 
 def dump_recipe(recipe: BaseModel) -> str:

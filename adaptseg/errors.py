@@ -24,6 +24,26 @@ class UserError(Exception):
             parts.append(f"fix: {fix}")
         super().__init__(" — ".join(parts).replace("\n", " "))
 
+    def __reduce__(self):
+        # rebuilt from the finished message and attributes, so that a UserError raised in a worker process
+        # (DataLoader, process pool) crosses the pipe as itself, subclasses with extra arguments included
+        return _rebuild_user_error, (type(self), str(self), self.__dict__)
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, *, path: str | Path | None = None, fix: str | None = None) -> UserError:
+        """An :class:`OSError` as the one-line error: the path, the cause (``strerror``) and what to do.
+
+        ``path``, when given, names the file the user knows (the error itself may name a temporary file,
+        or none: a ``write`` on a full disk names none); ``fix`` replaces the usual remedy for the cause.
+        """
+        where = path if path is not None else exc.filename
+        if path is None and exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        if fix is None and exc.errno is not None:
+            fix = _OS_FIXES.get(exc.errno, "check the path and try again")
+        return cls(cause, path=where, fix=fix)
+
 
 #: what to do about a file-system error, by errno
 _OS_FIXES: dict[int, str] = {
@@ -42,18 +62,11 @@ _OS_FIXES: dict[int, str] = {
 }
 
 
-def user_error_from_os_error(exc: OSError, *, path: str | Path | None = None) -> UserError:
-    """An :class:`OSError` as the one-line error: the path, the cause (``strerror``) and what to do.
-
-    ``path``, when given, names the file the user knows (the error itself may name a temporary file,
-    or none: a ``write`` on a full disk names none).
-    """
-    where = path if path is not None else exc.filename
-    if path is None and exc.filename2 is not None:
-        where = f"{where} -> {exc.filename2}"
-    cause = exc.strerror or str(exc) or type(exc).__name__
-    fix = _OS_FIXES.get(exc.errno, "check the path and try again") if exc.errno is not None else None
-    return UserError(cause, path=where, fix=fix)
+def _rebuild_user_error(cls: type[UserError], message: str, attributes: dict) -> UserError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
 
 
 @contextlib.contextmanager
@@ -62,4 +75,4 @@ def os_errors_as_user_errors(path: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise user_error_from_os_error(exc, path=path) from None
+        raise UserError.from_os_error(exc, path=path) from None

@@ -12,6 +12,7 @@ from adaptseg.config import (
     dump_recipe,
     load_recipe,
     load_yaml,
+    override_at,
     parse_override,
 )
 from adaptseg.errors import UserError
@@ -120,3 +121,33 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_yaml(path)
     with pytest.raises(UserError, match="recipe file not found"):
         load_yaml(tmp_path / "nope.yaml")
+
+
+def test_errors_name_the_override_that_wrote_the_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: demo\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(Recipe, path, ["iters=3", "optim.lrr=0.1"])
+    assert str(err.value).startswith("--set optim.lrr=0.1 (overriding ") and "did you mean 'optim.lr'" in str(err.value)
+    with pytest.raises(UserError, match=r"^--set optim=3 \(overriding .*\): bad value for 'optim'"):
+        load_recipe(Recipe, path, ["optim=3"])
+    path.write_text("name: demo\noptim: {lrr: 0.1}\n")  # the file's own mistake still names the file
+    with pytest.raises(UserError, match=f"^{path}: unknown key 'optim.lrr'"):
+        load_recipe(Recipe, path, ["optim.lr=0.2"])
+
+
+def test_override_at_matches_keys_above_and_below_the_error():
+    overrides = ["iters=3", "optim={type: x}", "optim.lr=2", "stages.0.options.k=1"]
+    assert override_at(overrides, ("optim", "lr")) == "optim.lr=2"  # the last writer wins
+    assert override_at(overrides, ("optim", "betas")) == "optim={type: x}"
+    assert override_at(overrides, ("stages", 0, "options", "k")) == "stages.0.options.k=1"
+    assert override_at(overrides, ("stages", 1, "options", "k")) is None
+    assert override_at(overrides, ("name",)) is None
+
+
+def test_missing_extends_parent_names_the_child(tmp_path):
+    (tmp_path / "child.yaml").write_text("extends: base/nope.yaml\nname: x\n")
+    with pytest.raises(UserError) as err:
+        load_yaml(tmp_path / "child.yaml")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'child.yaml'}: 'extends: base/nope.yaml'") and "fix:" in msg

@@ -11,7 +11,7 @@ import sys
 from adaptseg.allocator import tune_host_allocator
 from adaptseg.cli import data, demo, eval, export, infer, models, pseudo_label, train
 from adaptseg.cli.base import make_typer, report
-from adaptseg.errors import UserError, user_error_from_os_error
+from adaptseg.errors import UserError
 
 app = make_typer(help="Domain-adaptive semantic segmentation: train, adapt, export and run segmentation models.")
 
@@ -30,6 +30,6 @@ def main() -> None:
         report(exc)
         sys.exit(exc.exit_code)
     except OSError as exc:
-        error = user_error_from_os_error(exc)
+        error = UserError.from_os_error(exc)
         report(error)
         sys.exit(error.exit_code)

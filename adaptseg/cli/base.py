@@ -13,7 +13,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from adaptseg.errors import UserError, user_error_from_os_error
+from adaptseg.errors import UserError
 
 #: exit status of a run that wrote everything except unreadable images (each reported by name)
 EXIT_SKIPPED = 1
@@ -41,7 +41,7 @@ class ErrorReportingGroup(TyperGroup):
             report(exc)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
-            error = user_error_from_os_error(exc)
+            error = UserError.from_os_error(exc)
             report(error)
             raise typer.Exit(error.exit_code) from None
 

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
             [], "--compare", help="[NAME=]REPORT.json of another model to draw beside this one (repeatable)."
         ),
         name: str | None = typer.Option(None, "--name", help="This model's name in the plots."),
+        strict: bool = typer.Option(False, "--strict", help="Stop on label values outside the dataset's label map."),
     ) -> None:
         """Score prediction PNGs (--pred) or a model (--model) on a dataset split: per-class IoU, mIoU, aAcc."""
         from adaptseg.data import build_dataset
@@ -73,6 +74,7 @@ def register(app: typer.Typer) -> None:
         others = _parse_compare(compare) if compare else None  # read early: fail before the long part
 
         ds = build_dataset(dataset, root, split)
+        ds.strict_labels = strict  # else unknown label values are ignored with a warning per file
         if pred is not None:
             cm, n_images = evaluate_predictions(pred, ds)
         else:

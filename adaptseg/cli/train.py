@@ -1,4 +1,4 @@
-"""`adaptseg train RECIPE [--set k=v ...] [--out RUN_DIR] [--stage NAME] [--resume]`."""
+"""`adaptseg train RECIPE [--set k=v ...] [--out RUN_DIR] [--stage NAME] [--resume] [--strict]`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<method>-<recipe name>)."),
         stage: str | None = typer.Option(None, "--stage", help="Run only this stage."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted stage from its last checkpoint."),
+        strict: bool = typer.Option(
+            False, "--strict", help="Stop on label values outside the dataset's label map (default: warn, ignore them)."
+        ),
     ) -> None:
         """Train a recipe's stages in order; finished stages are skipped. Multi-GPU: launch with torchrun."""
         from adaptseg.train.pipeline import run_recipe
 
-        run_recipe(recipe, set_, out=out, stage=stage, resume=resume)
+        run_recipe(recipe, set_, out=out, stage=stage, resume=resume, strict=strict)

@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from adaptseg.data.datasets import SegDataset, dataset_class
 from adaptseg.data.datasets.base import MissingFolder
 from adaptseg.errors import UserError
@@ -170,8 +168,7 @@ def _check_entry(dataset: SegDataset, i: int) -> FileProblems:
         return found
     if image_hw is not None and raw.shape[:2] != image_hw:
         found.size_mismatch = (entry.label_path, image_hw, raw.shape[:2])
-    known = dataset.encoding_of(entry).known_raw_values
-    found.unknown_values = [int(v) for v in np.setdiff1d(np.unique(raw), known)]
+    found.unknown_values = dataset.encoding_of(entry).unknown_values(raw)
     return found
 
 

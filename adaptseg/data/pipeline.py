@@ -11,6 +11,11 @@ run needs no loader state: it simply starts at its iteration.
 A loader yields, per iteration, ``{stream: {"image": float N×3×H×W (normalised), "label": uint8 N×H×W
 (when labelled), "id": [str]}}``; the Trainer moves it to the device and turns labels into ``long``.
 
+Loader worker processes report back through the batches: a :class:`~adaptseg.errors.UserError` raised
+while reading (a corrupt image, an RGB label) is re-raised in the main process as itself, and the warnings
+the readers log (unknown label values, resized labels) are logged there once each, however many workers
+read the file.
+
 ``minicity:<domain>`` dataset roots name the built-in MiniCity data; it is generated on first use into a
 cache folder (``$ADAPTSEG_MINICITY``, else ``~/.cache/adaptseg/minicity``) as
 ``<cache>/s<seed>-<H>x<W>-n<images|default>/<domain>/``, under a file lock so that concurrent processes
@@ -23,6 +28,7 @@ import bisect
 import contextlib
 import fcntl
 import itertools
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,12 +38,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from adaptseg.data.transforms import Compose, Normalize, build_pipeline
 from adaptseg.errors import UserError
 
 MINICITY_PREFIX = "minicity:"
+#: the readers' logger: what they log inside a loader worker is forwarded to the main process
+DATA_LOGGER = "adaptseg.data"
+# batch keys on which a loader worker sends its log records and its user error instead of data
+_LOGGED = "__logged__"
+_ERROR = "__error__"
 
 
 # ------------------------------------------------------------------------------------------- roots
@@ -236,19 +247,78 @@ class TrainStream:
         return out
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _captured_log(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logger ``name`` (and its children) emit inside the block, kept instead of shown."""
+    logger, handler = logging.getLogger(name), _Records()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 class IterationBatches(Dataset):
-    """Map-style dataset whose item ``t`` is this rank's whole batch (all streams) for iteration ``t``."""
+    """Map-style dataset whose item ``t`` is this rank's whole batch (all streams) for iteration ``t``.
+
+    In a loader worker, the batch also carries what the worker could not show itself (module docstring).
+    """
 
     def __init__(self, streams: Mapping[str, TrainStream], rank: int = 0, world_size: int = 1):
         self.streams = dict(streams)
         self.rank = rank
         self.world_size = world_size
 
-    def __getitem__(self, iteration: int) -> dict[str, dict[str, Any]]:
+    def batch(self, iteration: int) -> dict[str, dict[str, Any]]:
         return {name: s.batch(iteration, self.rank, self.world_size) for name, s in self.streams.items()}
+
+    def __getitem__(self, iteration: int) -> dict[str, Any]:
+        if get_worker_info() is None:
+            return self.batch(iteration)
+        with _captured_log(DATA_LOGGER) as records:
+            try:
+                batch: dict[str, Any] = self.batch(iteration)
+            except UserError as exc:  # torch would flatten it into a traceback string; send it whole
+                batch = {_ERROR: exc}
+        if records:
+            batch[_LOGGED] = [(r.name, r.levelno, r.getMessage()) for r in records]
+        return batch
 
     def __len__(self) -> int:  # the index space is unbounded; the loader's sampler picks the iterations
         return 2**62
+
+
+class WorkerBatches:
+    """Iterates a loader of :class:`IterationBatches` in the main process: logs what the workers logged
+    (each message once), re-raises a worker's :class:`~adaptseg.errors.UserError` as itself."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self._shown: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, dict[str, Any]]]:
+        for batch in self.loader:
+            for name, level, message in batch.pop(_LOGGED, ()):
+                if message not in self._shown:
+                    self._shown.add(message)
+                    logging.getLogger(name).log(level, "%s", message)
+            if _ERROR in batch:
+                raise batch[_ERROR]
+            yield batch
 
 
 def build_loader(
@@ -261,13 +331,13 @@ def build_loader(
     workers: int = 2,
     pin_memory: bool = False,
     worker_init: Callable[[int], None] | None = None,
-) -> DataLoader:
+) -> WorkerBatches:
     """A loader over iterations ``start .. stop-1``; each item is the batch dict of one iteration.
 
     The loader owns a private ``torch.Generator`` so that creating it never consumes the global torch RNG
     (which would make a resumed run diverge from an uninterrupted one).
     """
-    return DataLoader(
+    return WorkerBatches(DataLoader(
         IterationBatches(streams, rank, world_size),
         batch_size=None,
         sampler=range(start, stop),
@@ -277,4 +347,4 @@ def build_loader(
         prefetch_factor=2 if workers > 0 else None,
         worker_init_fn=worker_init,
         generator=torch.Generator().manual_seed(0),
-    )
+    ))

@@ -71,7 +71,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours or torn
-        raise UserError(f"unreadable checkpoint ({type(exc).__name__}: {exc})", path=path,
+        first_sentence = str(exc).split(". ")[0]  # torch appends a paragraph of guesses
+        raise UserError(f"unreadable checkpoint ({type(exc).__name__}: {first_sentence})", path=path,
                         fix="delete it to restart the stage") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError("not an adaptseg training checkpoint", path=path)

@@ -202,6 +202,8 @@ class Recipe(StrictModel):
     log_every: int = Field(50, ge=1)
     quirks: Literal["official", "intended"] = "intended"
     minicity: MiniCitySection = Field(default_factory=MiniCitySection)
+    #: stop on label values outside a dataset's label map instead of warning (``adaptseg train --strict``)
+    strict_labels: bool = False
 
     @model_validator(mode="before")
     @classmethod

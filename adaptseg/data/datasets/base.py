@@ -8,11 +8,13 @@ and a stable id (DESIGN.md "Contracts"; shared/datasets.md for every layout).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -25,6 +27,25 @@ from adaptseg.errors import UserError
 from adaptseg.io import read_image
 
 log = logging.getLogger(__name__)
+
+#: How many unknown values a warning or error lists before "…".
+SHOWN_VALUES = 10
+
+_STRICT_LABELS: ContextVar[bool] = ContextVar("adaptseg_strict_labels", default=False)
+
+
+@contextlib.contextmanager
+def strict_labels(enabled: bool = True) -> Iterator[None]:
+    """Readers opened inside the block stop on label values outside their label map instead of warning.
+
+    The setting is taken when a reader is opened and travels with it (into DataLoader worker processes,
+    evaluation threads); ``reader.strict_labels = True`` sets it on one reader.
+    """
+    token = _STRICT_LABELS.set(enabled)
+    try:
+        yield
+    finally:
+        _STRICT_LABELS.reset(token)
 
 
 class MissingFolder(UserError):
@@ -129,6 +150,10 @@ class SegDataset(ABC):
 
     ``labels=False`` skips the label folder (e.g. Cityscapes train used as an unlabelled target).
     ``strict=False`` (used by ``data check``) keeps images without a label instead of raising.
+
+    A label holding raw values that its encoding does not define (what ``data check`` reports as unknown
+    values) is read with those pixels ignored and a warning naming the file and the values, once per file
+    and reader; with ``strict_labels`` (see :func:`strict_labels`) reading it is an error instead.
     """
 
     name: ClassVar[str]
@@ -175,6 +200,8 @@ class SegDataset(ABC):
             images, self._find_labels() if self.has_labels else {}
         )
         self._warned_resize: set[str] = set()
+        self._warned_values: set[Path] = set()
+        self.strict_labels = _STRICT_LABELS.get()
         if strict and self.unpaired_images:
             raise UserError(
                 f"{len(self.unpaired_images)} image(s) of the {self.name} {self.split!r} split have no label, "
@@ -283,7 +310,10 @@ class SegDataset(ABC):
 
     def _read_trainids(self, entry: Entry, image_hw: tuple[int, int] | None) -> np.ndarray:
         assert entry.label_path is not None
-        label = self.encoding_of(entry).to_trainids(self.encoding_of(entry).read(entry.label_path))
+        encoding = self.encoding_of(entry)
+        raw = encoding.read(entry.label_path)
+        self._check_values(entry.label_path, encoding, raw)
+        label = encoding.to_trainids(raw)
         if image_hw is None or label.shape[:2] == tuple(image_hw):
             return label
         if not self.resize_mismatched_labels:
@@ -303,3 +333,19 @@ class SegDataset(ABC):
                 image_hw[0],
             )
         return cv2.resize(label, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_NEAREST)
+
+    def _check_values(self, path: Path, encoding: LabelEncoding, raw: np.ndarray) -> None:
+        """Warn (once per file) or, with ``strict_labels``, stop on raw values the encoding does not define."""
+        unknown = encoding.unknown_values(raw)
+        if not unknown:
+            return
+        values = ", ".join(map(str, unknown[:SHOWN_VALUES])) + (", …" if len(unknown) > SHOWN_VALUES else "")
+        what = f"label value(s) {values} are not in the {encoding.name} label map"
+        check = f"`adaptseg data check {self.name} {self.root} --split {self.split}`"
+        if self.strict_labels:
+            raise UserError(what, path=path, fix=f"repair or remove the file ({check} lists every such file), "
+                            "or drop --strict to read these pixels as ignore")
+        if path not in self._warned_values:
+            self._warned_values.add(path)
+            log.warning("%s: %s; these pixels are read as ignore (255) — %s lists every such file, "
+                        "--strict stops on them", path, what, check)

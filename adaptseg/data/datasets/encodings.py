@@ -70,6 +70,18 @@ class LabelEncoding:
         """uint8 trainIds (255 = ignore) for an array of raw stored values."""
         return apply_lut(self.lut, raw)
 
+    def unknown_values(self, raw: np.ndarray) -> list[int]:
+        """The raw values in ``raw`` that this encoding does not define (sorted; empty for a clean label).
+
+        Called on every label read (training, evaluation, ``data check``), so 8-bit labels are counted
+        with one ``bincount`` instead of sorting every pixel.
+        """
+        if raw.dtype == np.uint8:
+            present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+        else:
+            present = np.unique(raw)
+        return [int(v) for v in np.setdiff1d(present, self.known_raw_values)]
+
 
 _TRAINID_VALUES = np.append(np.arange(NUM_CLASSES), IGNORE_INDEX)
 
