@@ -188,6 +188,9 @@ class Recipe(StrictModel):
     log_every: int = Field(50, ge=1)
     quirks: Literal["official", "intended"] = "intended"
     minicity: MiniCitySection = Field(default_factory=MiniCitySection)
+    demo: dict[str, Any] | None = Field(
+        None, description="how `adaptseg demo` presents this recipe (train/demo/; validated by adaptseg.demo.methods)"
+    )
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> Recipe:
