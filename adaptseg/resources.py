@@ -94,5 +94,10 @@ def packaged_dir(kind: ResourceKind) -> Path:
                     fix="reinstall adaptseg from a wheel or a checkout, or set ADAPTSEG_HOME to a checkout")
 
 
+def is_installed_copy(folder: Path) -> bool:
+    """Whether ``folder`` is inside an installed package's copy, where nothing may be written."""
+    return folder.resolve().is_relative_to(Path(str(resources.files("adaptseg"))).resolve() / PACKAGED)
+
+
 def _is_base(name: str) -> bool:
     return any(part.startswith("_") for part in name.split("/"))

@@ -83,9 +83,11 @@ def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     env |= {"ADAPTSEG_MINICITY": str(tmp_path / "minicity"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     adaptseg = python.parent / "adaptseg"
 
-    where = _run([python, "-c", "import adaptseg.resources as r; print(r.resource_dir(r.TRAIN))"], elsewhere, env)
-    installed = Path(where.strip())
+    where = _run([python, "-c", "import adaptseg.resources as r; from adaptseg.models.presets import exports_dir; "
+                            "print(r.resource_dir(r.TRAIN)); print(exports_dir())"], elsewhere, env)
+    installed, exports = map(Path, where.split())
     assert installed.parts[-2:] == ("_packaged", "train") and installed.is_relative_to(tmp_path / "venv")
+    assert exports == Path("models")  # exports land in the working folder, never inside site-packages
 
     listing = _run([adaptseg, "models", "list"], elsewhere, env)
     assert all(name.removesuffix(".yaml") in listing for name in _shipped("models"))

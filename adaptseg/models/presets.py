@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from adaptseg.config import StrictModel, load_yaml, validate
 from adaptseg.errors import UserError
-from adaptseg.resources import MODELS, resource_dir
+from adaptseg.resources import MODELS, is_installed_copy, resource_dir
 
 #: arguments the framework passes itself; a preset may not set them
 _RESERVED = {"backbone": set(), "head": {"in_channels", "num_classes"}}
@@ -82,6 +82,13 @@ class ModelPreset(StrictModel):
 def models_dir() -> Path:
     """The presets folder (``$ADAPTSEG_HOME/models``, else the packaged copy: see :mod:`adaptseg.resources`)."""
     return resource_dir(MODELS)
+
+
+def exports_dir() -> Path:
+    """Where exports land by default: beside the presets in a checkout or ``$ADAPTSEG_HOME``, else ``./models``
+    (never inside an installed package)."""
+    folder = models_dir()
+    return Path("models") if is_installed_copy(folder) else folder
 
 
 def list_presets(pattern: str = "*") -> list[str]:

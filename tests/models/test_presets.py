@@ -10,7 +10,7 @@ import pytest
 from adaptseg.errors import UserError
 from adaptseg.models import build_model, list_presets, load_preset
 from adaptseg.models.checkpoint import get_format
-from adaptseg.models.presets import count_parameters, models_dir, print_presets
+from adaptseg.models.presets import count_parameters, exports_dir, models_dir, print_presets
 
 MINE = ["ddb-dlv2red-adapter-r101", "deeplabv2-128-r101", "deeplabv2-r101", "deeplabv2-r101-caffe",
         "deeplabv2-r101-v1c", "deeplabv3plus-drn-d54", "tiny-deeplabv2", "tiny-deeplabv3plus", "tiny-dlv2red-adapter"]
@@ -22,6 +22,7 @@ def test_presets_are_found_in_the_repo_models_folder() -> None:
     assert set(MINE) <= set(names) and names == sorted(names)
     assert names == sorted(p.stem for p in models_dir().glob("*.yaml"))
     assert list_presets("tiny-*") == [n for n in names if n.startswith("tiny-")]
+    assert exports_dir() == models_dir()  # a checkout's exports land beside its presets
 
 
 @pytest.mark.parametrize("name", list_presets())
