@@ -75,8 +75,9 @@ def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     assert packaged == expected  # every YAML file of the four folders, and nothing else (no exports)
 
     python = _fresh_venv(tmp_path / "venv")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel],
-         cwd=tmp_path)
+    # --ignore-installed: never touch the adaptseg this environment has (visible through the .pth line)
+    pip = [sys.executable, "-m", "pip", "--python", python]
+    _run([*pip, "install", "--no-deps", "--no-index", "--ignore-installed", "--quiet", wheel], cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ADAPTSEG_HOME")}
