@@ -1,4 +1,4 @@
-"""`adaptseg train RECIPE [--set k=v ...] [--out RUN_DIR] [--stage NAME] [--resume] [--strict]`."""
+"""`adaptseg train RECIPE|NAME [--set k=v ...] [--out RUN_DIR] [--stage NAME] [--resume] [--strict]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        recipe: Path = typer.Argument(..., help="Training recipe (train/<method>/<benchmark>.yaml)."),
+        recipe: Path = typer.Argument(
+            ..., help="Training recipe: a YAML path, or a shipped recipe's name (e.g. source_only/minicity-gta5)."),
         set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable)."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<method>-<recipe name>)."),
         stage: str | None = typer.Option(None, "--stage", help="Run only this stage."),
@@ -20,6 +21,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a recipe's stages in order; finished stages are skipped. Multi-GPU: launch with torchrun."""
+        from adaptseg.resources import TRAIN
         from adaptseg.train.pipeline import run_recipe
 
-        run_recipe(recipe, set_, out=out, stage=stage, resume=resume, strict=strict)
+        run_recipe(TRAIN.find(recipe), set_, out=out, stage=stage, resume=resume, strict=strict)

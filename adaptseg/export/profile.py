@@ -20,12 +20,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from adaptseg.config import StrictModel, load_yaml, validate
-from adaptseg.errors import UserError
+from adaptseg.resources import EXPORT
 
 Precision = Literal["fp32", "fp16", "int8"]
 
-#: The repository's ``export/`` folder, where profile names resolve.
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
 DEFAULT_PROFILE = "default"
 
 
@@ -134,23 +132,13 @@ class ExportProfile(StrictModel):
 
 
 def profile_path(profile: str | Path) -> Path:
-    """A profile file from a path, or a name in the repository's ``export/`` folder."""
-    path = Path(profile)
-    if path.is_file():
-        return path
-    named = PROFILE_DIR / f"{profile}.yaml"
-    if path.suffix == "" and named.is_file():
-        return named
-    known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))) if PROFILE_DIR.is_dir() else "none"
-    raise UserError("export profile not found", path=path, fix=f"pass a YAML file or one of: {known}")
+    """A profile file from a path, or a name in the ``export/`` folder (see :mod:`adaptseg.resources`)."""
+    return EXPORT.find(profile)
 
 
 def load_profile(profile: str | Path | ExportProfile | None = None) -> ExportProfile:
-    """Load and validate a profile (path or name); ``None`` gives ``export/default.yaml`` (or the defaults)."""
+    """Load and validate a profile (path or name); ``None`` gives ``export/default.yaml``."""
     if isinstance(profile, ExportProfile):
         return profile.model_copy(deep=True)
-    if profile is None:
-        default = PROFILE_DIR / f"{DEFAULT_PROFILE}.yaml"
-        return validate(ExportProfile, load_yaml(default), source=default) if default.is_file() else ExportProfile()
-    path = profile_path(profile)
+    path = profile_path(DEFAULT_PROFILE if profile is None else profile)
     return validate(ExportProfile, load_yaml(path), source=path)

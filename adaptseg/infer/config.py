@@ -21,20 +21,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from adaptseg.config import StrictModel, apply_overrides, load_yaml, validate
-from adaptseg.errors import UserError
+from adaptseg.resources import INFER
 
 Pair = tuple[int, int]
-
-#: The repository's ``infer/`` folder, where preset names resolve.
-PRESET_DIR = Path(__file__).resolve().parents[2] / "infer"
-
-#: The preset ``adaptseg eval`` uses for a dataset when none is given (shared/datasets.md §8).
-DATASET_PRESETS: dict[str, str] = {
-    "cityscapes": "cityscapes-whole-1024x512",
-    "acdc": "acdc",
-    "darkzurich": "darkzurich",
-    "mapillary": "mapillary-half",
-}
 
 
 class BackendOptions(StrictModel):
@@ -115,20 +104,13 @@ class InferenceConfig(StrictModel):
 
 
 def preset_path(preset: str | Path) -> Path:
-    """A preset file from a path or a name in the repository's ``infer/`` folder."""
-    path = Path(preset)
-    if path.is_file():
-        return path
-    named = PRESET_DIR / f"{preset}.yaml"
-    if path.suffix == "" and named.is_file():
-        return named
-    known = ", ".join(available_presets()) or "none"
-    raise UserError("inference preset not found", path=path, fix=f"pass a YAML file or one of: {known}")
+    """A preset file from a path or a name in the ``infer/`` folder (see :mod:`adaptseg.resources`)."""
+    return INFER.find(preset)
 
 
 def available_presets() -> list[str]:
-    """Names of the presets shipped in ``infer/``."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    """Names of the shipped inference presets."""
+    return INFER.names()
 
 
 def load_preset(preset: str | Path | InferenceConfig | None, overrides: Iterable[str] = ()) -> InferenceConfig:
@@ -142,6 +124,9 @@ def load_preset(preset: str | Path | InferenceConfig | None, overrides: Iterable
 
 
 def dataset_preset(name: str) -> Path | None:
-    """The preset file of a dataset's evaluation protocol, or ``None`` (native whole-image) when none is known."""
-    preset = DATASET_PRESETS.get(name.lower())
-    return PRESET_DIR / f"{preset}.yaml" if preset else None
+    """The preset file of a dataset's evaluation protocol (the one its reader registered with), or ``None``
+    (native whole-image inference) when it has none."""
+    from adaptseg.data.datasets import eval_preset
+
+    preset = eval_preset(name)
+    return preset_path(preset) if preset else None

@@ -37,7 +37,7 @@ from adaptseg.errors import UserError
 
 StateDict = dict[str, Tensor]
 
-#: modules that register more formats when imported (a module not written yet is skipped)
+#: modules that register more formats when imported (on first lookup: they import this module)
 PLUGIN_MODULES = ("adaptseg.models.checkpoint_maps_mit",)
 
 #: containers whose value is the state dict, tried in order (mmcv/lightning, torchvision references, …)
@@ -165,13 +165,9 @@ def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
+    _plugins_loaded = True
 
 
 def get_format(name: str) -> CheckpointFormat:

@@ -14,16 +14,15 @@ A preset names a backbone and heads by their registry names plus their options::
     capabilities: {torchscript: true, onnx: true, compile: true}
 
 Options are checked against the builder's signature when the preset is loaded, so a typo is a one-line
-error naming the file and the nearest valid option. Presets are found in the repository's top-level
-``models/`` folder (``$ADAPTSEG_HOME/models`` when that variable is set); any YAML path works too.
+error naming the file and the nearest valid option. Preset names resolve in the top-level ``models/``
+folder that ships with the package (or ``$ADAPTSEG_HOME/models``, see :mod:`adaptseg.resources`); any
+YAML path works too.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import inspect
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +30,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from adaptseg.config import StrictModel, load_yaml, validate
 from adaptseg.errors import UserError
+from adaptseg.resources import MODELS, is_installed_copy, resource_dir
 
 #: arguments the framework passes itself; a preset may not set them
 _RESERVED = {"backbone": set(), "head": {"in_channels", "num_classes"}}
@@ -80,46 +80,25 @@ class ModelPreset(StrictModel):
 
 # ------------------------------------------------------------------------------------------------ finding
 def models_dir() -> Path:
-    """The presets folder: ``$ADAPTSEG_HOME/models``, else the first ``models/`` holding YAML files above the package."""
-    home = os.environ.get("ADAPTSEG_HOME")
-    if home:
-        folder = Path(home) / "models"
-        if not folder.is_dir():
-            raise UserError("ADAPTSEG_HOME has no models/ folder", path=folder, fix="point ADAPTSEG_HOME at the repo root")
-        return folder
-    package = Path(__file__).resolve().parents[1]  # .../adaptseg
-    for root in [*package.parents, Path.cwd()]:
-        folder = root / "models"
-        if folder.is_dir() and any(folder.glob("*.yaml")):
-            return folder
-    raise UserError(
-        "cannot find the models/ presets folder",
-        path=package,
-        fix="run from the adaptseg repository, set ADAPTSEG_HOME to its root, or pass a preset YAML path",
-    )
+    """The presets folder (``$ADAPTSEG_HOME/models``, else the packaged copy: see :mod:`adaptseg.resources`)."""
+    return resource_dir(MODELS)
+
+
+def exports_dir() -> Path:
+    """Where exports land by default: beside the presets in a checkout or ``$ADAPTSEG_HOME``, else ``./models``
+    (never inside an installed package)."""
+    folder = models_dir()
+    return Path("models") if is_installed_copy(folder) else folder
 
 
 def list_presets(pattern: str = "*") -> list[str]:
     """Names of the presets in ``models/*.yaml`` matching a glob (``"tiny-*"``), sorted."""
-    return sorted(p.stem for p in models_dir().glob("*.yaml") if fnmatch.fnmatchcase(p.stem, pattern))
-
-
-def _preset_path(name_or_path: str | Path) -> Path:
-    text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
-        return Path(text)
-    path = models_dir() / f"{text}.yaml"
-    if not path.is_file():
-        names = list_presets()
-        close = difflib.get_close_matches(text, names, n=1)
-        fix = f"did you mean '{close[0]}'?" if close else "list them with `adaptseg models list`"
-        raise UserError(f"unknown model preset '{text}'", fix=fix)
-    return path
+    return MODELS.names(pattern)
 
 
 def load_preset(name_or_path: str | Path) -> ModelPreset:
     """Load and validate a preset by name (``models/<name>.yaml``) or by path (``extends:`` allowed)."""
-    path = _preset_path(name_or_path)
+    path = MODELS.find(name_or_path)
     data = load_yaml(path)
     data.setdefault("name", path.stem)
     preset = validate(ModelPreset, data, source=path)

@@ -202,6 +202,9 @@ class Recipe(StrictModel):
     log_every: int = Field(50, ge=1)
     quirks: Literal["official", "intended"] = "intended"
     minicity: MiniCitySection = Field(default_factory=MiniCitySection)
+    demo: dict[str, Any] | None = Field(
+        None, description="how `adaptseg demo` presents this recipe (train/demo/; validated by adaptseg.demo.methods)"
+    )
     #: stop on label values outside a dataset's label map instead of warning (``adaptseg train --strict``)
     strict_labels: bool = False
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from adaptseg.cli.app import app
 from adaptseg.data.labels import PALETTE
-from adaptseg.demo.methods import DEFAULT_METHOD, METHODS, get_method, recipes_dir
+from adaptseg.demo.methods import DEFAULT_METHOD, demo_methods, get_method, recipes_dir
 from adaptseg.demo.report import CAPTION_H, GAP, blend_labels, changed_most, markdown, overlay_strip
 from adaptseg.errors import UserError
 from adaptseg.methods.parts.adabn import adabn, batchnorm_layers
@@ -144,14 +144,38 @@ def test_every_demo_method_has_its_recipe_and_stages():
     from adaptseg.train.config import Recipe
     from adaptseg.train.pipeline import check_recipe
 
-    assert DEFAULT_METHOD in METHODS and get_method(" DDB ").name == "ddb"
-    with pytest.raises(UserError):
+    methods = demo_methods()
+    assert sorted(methods) == ["atp", "ddb"]  # oracle.yaml and _base.yaml have no demo: section
+    assert DEFAULT_METHOD in methods and get_method(" DDB ").name == "ddb"
+    assert get_method("ddb").adapted_file == "ema.safetensors" and get_method("atp").adapted_file == "student.safetensors"
+    with pytest.raises(UserError, match="the demo has no method 'dacs' — fix: choose one of: atp, ddb"):
         get_method("dacs")
-    for method in METHODS.values():
-        recipe = load_recipe(Recipe, recipes_dir() / method.recipe)
+    for method in methods.values():
+        recipe = load_recipe(Recipe, recipes_dir() / method.recipe, method.quick)
         check_recipe(recipe)
         names = [s.name for s in recipe.stages]
         assert names[0] == method.source_stage and method.adapted_stage in names
+        assert recipe.demo is not None and recipe.demo["label"] == method.label
+
+
+def test_a_demo_method_is_a_recipe_with_a_demo_section(tmp_path, monkeypatch):
+    """Adding a method to the demo is adding its recipe (here in an ADAPTSEG_HOME tree); a bad section is a
+    one-line error naming the file and the key."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(recipes_dir().parent, home / "train")
+    recipe = home / "train" / "demo" / "selftrain.yaml"
+    recipe.write_text("extends: ddb.yaml\ndemo: {label: Self-training, stages_note: ca only, adapted_stage: r1_st_ca}\n")
+    monkeypatch.setenv("ADAPTSEG_HOME", str(home))
+    method = get_method("selftrain")
+    assert (method.name, method.recipe, method.label, method.source_stage) == ("selftrain", "selftrain.yaml",
+                                                                               "Self-training", "source")
+    assert sorted(demo_methods()) == ["atp", "ddb", "selftrain"]
+    recipe.write_text("extends: ddb.yaml\ndemo: {label: x, stages_note: y, adapted_stage: r1_st_ca, adaptedfile: z}\n")
+    with pytest.raises(UserError, match=r"selftrain.yaml \(demo section\): unknown key 'adaptedfile' — fix: did you "
+                                        r"mean 'adapted_file'"):
+        get_method("ddb")
 
 
 # ------------------------------------------------------------------------------------ end to end

@@ -12,7 +12,7 @@ import yaml
 
 from adaptseg.export.artifact import Artifact
 from adaptseg.export.calibration import minicity_images
-from adaptseg.export.profile import PROFILE_DIR
+from adaptseg.export.profile import profile_path
 from adaptseg.io import write_png
 
 TINY = "tiny-deeplabv2"
@@ -20,7 +20,7 @@ TINY = "tiny-deeplabv2"
 
 def write_profile(path: Path, **sections) -> Path:
     """An export profile extending ``export/default.yaml`` with ``sections`` merged in."""
-    path.write_text(yaml.safe_dump({"extends": str(PROFILE_DIR / "default.yaml"), **sections}))
+    path.write_text(yaml.safe_dump({"extends": str(profile_path("default")), **sections}))
     return path
 
 

@@ -53,7 +53,7 @@ def test_refuses_to_overwrite_without_force_then_replaces(tmp_path, artifact_cop
         (["--format", "onnx", "--crop", "64"], "--crop '64' is not HxW"),
         (["--format", "onnx", "--out", "x/model.onnx"], "--out names the artifact folder"),
         (["--format", "onnx", "--profile", "trt-int8"], "int8 is a TensorRT precision"),
-        (["--format", "onnx", "--profile", "nope"], "export profile not found"),
+        (["--format", "onnx", "--profile", "nope"], "unknown export profile 'nope'"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, args, message):

@@ -3,19 +3,20 @@
 import pytest
 
 from adaptseg.errors import UserError
-from adaptseg.export.profile import DEFAULT_BARS, PROFILE_DIR, load_profile
+from adaptseg.export.profile import DEFAULT_BARS, load_profile, profile_path
+from adaptseg.resources import EXPORT
 from tests.export.conftest import write_profile
 
 
 def test_shipped_profiles_load_with_their_precision():
-    assert sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) == ["default", "trt-fp16", "trt-int8"]
+    assert EXPORT.names() == ["default", "trt-fp16", "trt-int8"]
     default, fp16, int8 = load_profile(), load_profile("trt-fp16"), load_profile("trt-int8")
     assert (default.precision, fp16.precision, int8.precision) == ("fp32", "fp16", "int8")
     assert default.onnx.exporter == "legacy" and default.onnx.opset == 18
     b = fp16.tensorrt.batch
     assert (b.min, b.opt, b.max) == (1, 4, 8)
     assert int8.tensorrt.calibration.images == 64 and int8.tensorrt.calibration.batch_size == 8
-    assert load_profile(PROFILE_DIR / "trt-int8.yaml") == int8  # by path as by name
+    assert load_profile(profile_path("trt-int8")) == int8  # by path as by name
 
 
 def test_parity_bar_per_precision_and_overrides(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adaptseg.errors import UserError
-from adaptseg.infer.config import DATASET_PRESETS, available_presets, dataset_preset, load_preset
+from adaptseg.infer.config import available_presets, dataset_preset, load_preset, preset_path
 
 
 @pytest.mark.parametrize("name", available_presets())
@@ -24,9 +24,12 @@ def test_the_issue_presets_exist_and_say_what_the_protocols_say():
     slide = load_preset("cityscapes-slide")
     assert (slide.crop, slide.stride, slide.resize) == ((1024, 1024), (512, 512), (2048, 1024))
     assert load_preset("acdc").resize == (960, 540)
-    for name, preset in DATASET_PRESETS.items():
-        assert dataset_preset(name).stem == preset
-    assert dataset_preset("gta5") is None
+    # each dataset's evaluation protocol comes with its reader's registration (shared/datasets.md §8)
+    expected = {"cityscapes": "cityscapes-whole-1024x512", "acdc": "acdc", "darkzurich": "darkzurich",
+                "Dark_Zurich": "darkzurich", "mapillary": "mapillary-half"}
+    for name, preset in expected.items():
+        assert dataset_preset(name) == preset_path(preset) and preset_path(preset).stem == preset
+    assert dataset_preset("gta5") is None and dataset_preset("no-such-dataset") is None
 
 
 def test_overrides_and_mistakes():
@@ -39,6 +42,8 @@ def test_overrides_and_mistakes():
         load_preset(None, ["mode=slide"])
     with pytest.raises(UserError, match="only apply"):
         load_preset(None, ["crop=[8, 8]"])
-    with pytest.raises(UserError, match="preset not found"):
+    with pytest.raises(UserError, match="unknown inference preset 'no-such-preset'.*choose one of: .*minicity"):
         load_preset("no-such-preset")
+    with pytest.raises(UserError, match="nope.yaml: inference preset file not found"):
+        load_preset("nope.yaml")
     assert load_preset(None, ["mode=slide", "crop=[9, 12]"]).slide_stride == (4, 6)

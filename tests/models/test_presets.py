@@ -9,7 +9,8 @@ import pytest
 
 from adaptseg.errors import UserError
 from adaptseg.models import build_model, list_presets, load_preset
-from adaptseg.models.presets import count_parameters, models_dir, print_presets
+from adaptseg.models.checkpoint import get_format
+from adaptseg.models.presets import count_parameters, exports_dir, models_dir, print_presets
 
 MINE = ["ddb-dlv2red-adapter-r101", "deeplabv2-128-r101", "deeplabv2-r101", "deeplabv2-r101-caffe",
         "deeplabv2-r101-v1c", "deeplabv3plus-drn-d54", "tiny-deeplabv2", "tiny-deeplabv3plus", "tiny-dlv2red-adapter"]
@@ -19,14 +20,21 @@ def test_presets_are_found_in_the_repo_models_folder() -> None:
     assert models_dir() == Path(__file__).resolve().parents[2] / "models"
     names = list_presets()
     assert set(MINE) <= set(names) and names == sorted(names)
+    assert names == sorted(p.stem for p in models_dir().glob("*.yaml"))
     assert list_presets("tiny-*") == [n for n in names if n.startswith("tiny-")]
+    assert exports_dir() == models_dir()  # a checkout's exports land beside its presets
 
 
-@pytest.mark.parametrize("name", MINE)
+@pytest.mark.parametrize("name", list_presets())
 def test_every_preset_validates(name: str) -> None:
+    """Every shipped preset: its options are its builders' (checked on load), its size matches its name, and
+    a full-size one names a registered checkpoint layout for its ImageNet weights."""
     preset = load_preset(name)
     assert preset.name == name and preset.size == ("tiny" if name.startswith("tiny-") else "full")
-    assert preset.pretrained_format is not None
+    if preset.size == "full":
+        assert preset.pretrained_format is not None
+    if preset.pretrained_format is not None:
+        assert get_format(preset.pretrained_format).name == preset.pretrained_format
 
 
 def test_full_presets_have_the_published_parameter_counts() -> None:

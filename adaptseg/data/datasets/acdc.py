@@ -13,10 +13,12 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, choose, collect_suffix, with_encoding
 from adaptseg.data.datasets.encodings import CITYSCAPES_LABELIDS, TRAINIDS
+from adaptseg.data.datasets.registry import register_dataset
 
 CONDITIONS = ("fog", "night", "rain", "snow")
 
 
+@register_dataset(eval_preset="acdc")
 class ACDC(SegDataset):
     """ACDC per condition or all four; ids are ``<cond>/<seq>/<seq>_frame_<6d>``; ``meta["condition"]``."""
 

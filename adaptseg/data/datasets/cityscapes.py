@@ -12,8 +12,10 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, collect_suffix, with_encoding
 from adaptseg.data.datasets.encodings import CITYSCAPES_LABELIDS, TRAINIDS
+from adaptseg.data.datasets.registry import register_dataset
 
 
+@register_dataset(eval_preset="cityscapes-whole-1024x512")
 class Cityscapes(SegDataset):
     """Cityscapes fine annotations; ids are ``<city>/<city>_<seq>_<frame>``."""
 

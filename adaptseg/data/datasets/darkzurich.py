@@ -13,11 +13,13 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, choose, collect_suffix, with_encoding
 from adaptseg.data.datasets.encodings import CITYSCAPES_LABELIDS, TRAINIDS
+from adaptseg.data.datasets.registry import register_dataset
 from adaptseg.errors import UserError
 
 TIMES = ("night", "twilight", "day")
 
 
+@register_dataset(aliases=("dark_zurich", "dark-zurich"), eval_preset="darkzurich")
 class DarkZurich(SegDataset):
     """Dark Zurich; ids are ``<time>/<seq>/<seq>_frame_<6d>``; ``meta["time"]``."""
 

@@ -19,9 +19,11 @@ import numpy as np
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, collect_numbered, with_encoding
 from adaptseg.data.datasets.encodings import GTA5_PALETTE
 from adaptseg.data.datasets.matfile import read_mat_arrays
+from adaptseg.data.datasets.registry import register_dataset
 from adaptseg.errors import UserError
 
 
+@register_dataset(aliases=("gta",))
 class GTA5(SegDataset):
     """GTA5 (Playing for Data); ids are the 5-digit frame numbers (``00001``)."""
 

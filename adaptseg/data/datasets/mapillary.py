@@ -12,12 +12,14 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, with_encoding
 from adaptseg.data.datasets.encodings import MAPILLARY_PALETTE
+from adaptseg.data.datasets.registry import register_dataset
 from adaptseg.errors import UserError
 
 _FOLDERS = {"train": "training", "val": "validation", "test": "testing"}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+@register_dataset(aliases=("mapillary_vistas",), eval_preset="mapillary-half")
 class Mapillary(SegDataset):
     """Mapillary Vistas v1.2 mapped to the 19 Cityscapes classes; ids are the image keys."""
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, collect_numbered, with_encoding
 from adaptseg.data.datasets.encodings import CITYSCAPES_LABELIDS, TRAINIDS
+from adaptseg.data.datasets.registry import register_dataset
 
 
+@register_dataset()
 class Synscapes(SegDataset):
     """All 25,000 Synscapes frames (native 1440×720 ``img/rgb``); ids are the frame numbers."""
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from adaptseg.data.datasets.base import LabelFiles, SegDataset, collect_numbered, with_encoding
 from adaptseg.data.datasets.encodings import SYNTHIA_16BIT
+from adaptseg.data.datasets.registry import register_dataset
 
 
+@register_dataset()
 class Synthia(SegDataset):
     """All 9,400 SYNTHIA-RAND-CITYSCAPES frames; ids are the 7-digit frame numbers."""
 

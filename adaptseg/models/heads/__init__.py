@@ -1,10 +1,8 @@
-"""Decode heads: each returns ``(logits, feature)``."""
+"""Decode heads: each returns ``(logits, feature)``.
 
-import importlib
+Each module of this package registers its builders (``@register_head``) on import.
+"""
 
-for _name in ("deeplabv2", "deeplabv3plus", "daformer", "segformer", "projection"):
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+from adaptseg.plugins import import_submodules
+
+import_submodules(__name__)
