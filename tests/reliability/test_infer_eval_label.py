@@ -223,7 +223,7 @@ def test_infer_unknown_preset_name_suggests_the_nearest(tmp_path, images):
 
 def test_infer_unknown_inference_preset(tmp_path, images, models):
     line = assert_user_error(infer(models[0], images, tmp_path / "out", "--preset", "minicty"), "minicty")
-    assert "inference preset not found" in line and "minicity" in line
+    assert "unknown inference preset" in line and "did you mean 'minicity'" in line
 
 
 # ------------------------------------------------------------------------------------------ pseudo-label
