@@ -42,8 +42,6 @@ resumed run replays the same draws.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -240,7 +238,7 @@ class Task(StageMethod, ABC):
 METHODS: dict[str, type[StageMethod]] = {}
 M = TypeVar("M", bound=type[StageMethod])
 
-_SKIP_MODULES = {"base", "parts"}
+_SKIP_MODULES = frozenset({"base", "parts"})
 
 
 def register_method(name: str) -> Callable[[M], M]:
@@ -262,11 +260,9 @@ def register_method(name: str) -> Callable[[M], M]:
 
 def _import_builtin_methods() -> None:
     """Import every module of ``adaptseg.methods`` (each registers its methods)."""
-    import adaptseg.methods as package
+    from adaptseg.plugins import import_submodules
 
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in _SKIP_MODULES:
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    import_submodules("adaptseg.methods", _SKIP_MODULES)
 
 
 def get_method(name: str) -> type[StageMethod]:
