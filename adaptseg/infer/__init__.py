@@ -26,11 +26,13 @@ _EXPORTS = {
     "register_backend": "adaptseg.infer.backends",
     "PseudoLabelStore": "adaptseg.infer.store",
     "evaluate_model": "adaptseg.infer.evaluate",
+    "segment_folder": "adaptseg.infer.run",
+    "pseudo_label_split": "adaptseg.infer.run",
 }
 
 __all__ = [
     "Backend", "InferenceConfig", "Prediction", "PseudoLabelStore", "SlidingWindow", "TorchBackend",
-    "evaluate_model", "load_backend", "load_preset", "register_backend",
+    "evaluate_model", "load_backend", "load_preset", "pseudo_label_split", "register_backend", "segment_folder",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from adaptseg.infer.config import InferenceConfig, load_preset
     from adaptseg.infer.engine import Prediction, SlidingWindow
     from adaptseg.infer.evaluate import evaluate_model
+    from adaptseg.infer.run import pseudo_label_split, segment_folder
     from adaptseg.infer.store import PseudoLabelStore
 
 
