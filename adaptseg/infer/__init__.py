@@ -23,18 +23,17 @@ _EXPORTS = {
     "Backend": "adaptseg.infer.backends",
     "TorchBackend": "adaptseg.infer.backends",
     "load_backend": "adaptseg.infer.backends",
-    "register_backend": "adaptseg.infer.backends",
     "PseudoLabelStore": "adaptseg.infer.store",
     "evaluate_model": "adaptseg.infer.evaluate",
 }
 
 __all__ = [
     "Backend", "InferenceConfig", "Prediction", "PseudoLabelStore", "SlidingWindow", "TorchBackend",
-    "evaluate_model", "load_backend", "load_preset", "register_backend",
+    "evaluate_model", "load_backend", "load_preset",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
-    from adaptseg.infer.backends import Backend, TorchBackend, load_backend, register_backend
+    from adaptseg.infer.backends import Backend, TorchBackend, load_backend
     from adaptseg.infer.config import InferenceConfig, load_preset
     from adaptseg.infer.engine import Prediction, SlidingWindow
     from adaptseg.infer.evaluate import evaluate_model
