@@ -6,14 +6,13 @@ carries ``crop``, ``num_classes``, ``device`` and ``mean`` — the inference eng
 Both sides use this one registry: :func:`adaptseg.infer.backends.load_backend` runs artifacts through
 it, and :mod:`adaptseg.export.verify` measures parity through the very same code.
 
-Adding a format's runtime is one module with one :func:`register_runtime` and a line in
-:data:`RUNTIME_MODULES`. Third-party runtimes (onnxruntime, tensorrt) are imported when an artifact is
+Adding a format's runtime is one module with one :func:`register_runtime` and its name in
+:data:`RUNTIMES`' module list. Third-party runtimes (onnxruntime, tensorrt) are imported when an artifact is
 opened, so every format registers on any machine; a missing one is a one-line "not installed" error.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +20,10 @@ from typing import Any
 
 import torch
 
+from adaptseg._registry import Registry
 from adaptseg.artifact.folder import Artifact, open_artifact
 from adaptseg.artifact.meta import SIDECAR
 from adaptseg.errors import UserError
-
-#: modules that register a runtime when imported (adaptseg's own: a missing one is a bug, never skipped)
-RUNTIME_MODULES: tuple[str, ...] = (
-    "adaptseg.artifact.torchscript",
-    "adaptseg.artifact.onnx",
-    "adaptseg.artifact.tensorrt",
-)
 
 #: ``opener(artifact, device)`` → a backend running the artifact
 Opener = Callable[[Artifact, "torch.device | None"], Any]
@@ -44,30 +37,25 @@ class Runtime:
     open: Opener
 
 
-_RUNTIMES: dict[str, Runtime] = {}
-_modules_loaded = False
+#: runtimes by format, from modules that register one when imported (adaptseg's own: never skipped)
+RUNTIMES: Registry[Runtime] = Registry(
+    "artifact runtime", ("adaptseg.artifact.torchscript", "adaptseg.artifact.onnx", "adaptseg.artifact.tensorrt")
+)
 
 
 def register_runtime(fmt: str, *, model_file: str, suffixes: Sequence[str] = ()) -> Callable[[Opener], Opener]:
     """Register the decorated ``opener(artifact, device)`` as the runtime of artifacts of format ``fmt``."""
 
     def decorator(opener: Opener) -> Opener:
-        if fmt in _RUNTIMES:
-            raise ValueError(f"artifact runtime {fmt!r} registered twice")
-        _RUNTIMES[fmt] = Runtime(fmt, model_file, tuple(s.lower() for s in suffixes), opener)
+        RUNTIMES.add(fmt, Runtime(fmt, model_file, tuple(s.lower() for s in suffixes), opener))
         return opener
 
     return decorator
 
 
 def runtimes() -> dict[str, Runtime]:
-    """Every registered runtime by format (importing :data:`RUNTIME_MODULES` on first use)."""
-    global _modules_loaded
-    if not _modules_loaded:
-        for module in RUNTIME_MODULES:
-            importlib.import_module(module)
-        _modules_loaded = True
-    return dict(_RUNTIMES)
+    """Every registered runtime by format."""
+    return RUNTIMES.entries()
 
 
 def runtime_for(fmt: str, *, sidecar: Path | None = None) -> Runtime:

@@ -7,18 +7,18 @@
 
 A format's name is also the name of the artifact runtime that runs its files
 (:mod:`adaptseg.artifact.runtime`), which gives the model file's name and runs the parity check, so
-adding a format is its writer module (+ a line in :data:`FORMAT_MODULES`) and its runtime module.
+adding a format is its writer module (+ its name in :data:`FORMATS`' module list) and its runtime module.
 ``adaptseg export --format`` accepts exactly the registered names.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adaptseg._registry import Registry
 from adaptseg.artifact.meta import BatchProfile, Precision
 from adaptseg.errors import UserError
 
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
     from adaptseg.export.profile import ExportProfile
     from adaptseg.export.source import EagerSource
-
-#: modules that register an export format when imported (adaptseg's own: never skipped when missing)
-FORMAT_MODULES: tuple[str, ...] = ("adaptseg.export.torchscript", "adaptseg.export.onnx", "adaptseg.export.tensorrt")
 
 
 @dataclass(frozen=True)
@@ -68,8 +65,10 @@ class ExportFormat:
     preflight: Callable[[], None] | None  # fails fast (before loading anything) when the format cannot run here
 
 
-_FORMATS: dict[str, ExportFormat] = {}
-_modules_loaded = False
+#: export formats by name, from modules that register one when imported (adaptseg's own: never skipped)
+FORMATS: Registry[ExportFormat] = Registry(
+    "export format", ("adaptseg.export.torchscript", "adaptseg.export.onnx", "adaptseg.export.tensorrt")
+)
 
 
 def register_format(
@@ -82,22 +81,15 @@ def register_format(
     """Register the decorated writer as export format ``name`` (an artifact runtime of that name runs it)."""
 
     def decorator(write: Writer) -> Writer:
-        if name in _FORMATS:
-            raise ValueError(f"export format {name!r} registered twice")
-        _FORMATS[name] = ExportFormat(name, write, tuple(precisions), parity_device, preflight)
+        FORMATS.add(name, ExportFormat(name, write, tuple(precisions), parity_device, preflight))
         return write
 
     return decorator
 
 
 def export_formats() -> dict[str, ExportFormat]:
-    """Every registered export format by name (importing :data:`FORMAT_MODULES` on first use)."""
-    global _modules_loaded
-    if not _modules_loaded:
-        for module in FORMAT_MODULES:
-            importlib.import_module(module)
-        _modules_loaded = True
-    return dict(_FORMATS)
+    """Every registered export format by name."""
+    return FORMATS.entries()
 
 
 def get_format(name: str) -> ExportFormat:

@@ -69,7 +69,10 @@ def test_registered_runtimes_load_by_suffix_and_by_model_json(tmp_path, monkeypa
     """A runtime registered in the artifact layer runs artifacts of its format, by folder or by file."""
     from adaptseg.artifact import runtime
 
-    monkeypatch.setattr(runtime, "_RUNTIMES", runtime.runtimes())
+    registry = runtime.Registry("artifact runtime", ())
+    for name, entry in runtime.runtimes().items():
+        registry.add(name, entry)
+    monkeypatch.setattr(runtime, "RUNTIMES", registry)
     opened = []
 
     @runtime.register_runtime("fake", model_file="model.fake", suffixes=(".fake",))
@@ -107,9 +110,7 @@ def test_a_missing_adaptseg_module_is_never_reported_as_an_unknown_format(monkey
     """Item 8 of issue 14: a renamed runtime module is an import error, not "unknown format"."""
     from adaptseg.artifact import runtime
 
-    monkeypatch.setattr(runtime, "_RUNTIMES", {})
-    monkeypatch.setattr(runtime, "_modules_loaded", False)
-    monkeypatch.setattr(runtime, "RUNTIME_MODULES", ("adaptseg.artifact.renamed_runtime",))
+    monkeypatch.setattr(runtime, "RUNTIMES", runtime.Registry("artifact runtime", ("adaptseg.artifact.renamed_runtime",)))
     with pytest.raises(ModuleNotFoundError, match="renamed_runtime"):
         runtime.runtimes()
 

@@ -107,11 +107,16 @@ def test_unknown_profile_key_names_the_profile_and_the_nearest_key(tmp_path, tin
 
 
 # ------------------------------------------------------------------------------------------- --out
-def test_out_on_a_folder_of_other_files_is_refused_without_force(tmp_path, tiny_weights, export_args):
+def folder_of_other_files(tmp_path):
     out = tmp_path / "results"
     (out / "sub").mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     (out / "sub" / "data.csv").write_text("1,2")
+    return out
+
+
+def test_out_on_a_folder_of_other_files_is_refused_without_force(tmp_path, tiny_weights, export_args):
+    out = folder_of_other_files(tmp_path)
     before = snapshot(tmp_path)
     line = assert_user_error(cli("export", tiny_weights, "--format", "onnx", "--out", out, *export_args), out)
     assert "not an adaptseg artifact" in line and "--force" not in line.split("fix:")[1]
@@ -120,10 +125,7 @@ def test_out_on_a_folder_of_other_files_is_refused_without_force(tmp_path, tiny_
 
 def test_out_on_a_folder_of_other_files_is_refused_with_force(tmp_path, tiny_weights, export_args):
     """Issue 15, defect 1: --force deleted whatever the folder held."""
-    out = tmp_path / "results"
-    (out / "sub").mkdir(parents=True)
-    (out / "notes.txt").write_text("mine")
-    (out / "sub" / "data.csv").write_text("1,2")
+    out = folder_of_other_files(tmp_path)
     before = snapshot(tmp_path)
     assert_user_error(cli("export", tiny_weights, "--format", "onnx", "--out", out, "--force", *export_args), out)
     assert_unchanged(tmp_path, before)
