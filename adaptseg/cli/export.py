@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def export(
         model: str = typer.Argument(..., help="Run folder, weights file (.safetensors/.pth/.pt, with --arch) or preset name."),
         fmt: str = typer.Option(
-            ..., "--format", "-f", help="Artifact format: a registered export format (torchscript, onnx, trt, …)."
+            ..., "--format", "-f", help="Artifact format: a registered export format, e.g. onnx (an unknown name lists them)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Artifact folder (default models/<name>-<format>)."),
         profile: str | None = typer.Option(None, "--profile", help="Export profile: export/<name>.yaml or a path."),

@@ -13,6 +13,7 @@ from, resolved once here so both read a reference the same way:
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from adaptseg.errors import UserError
-from adaptseg.models.presets import ModelPreset
+from adaptseg.models.presets import ModelPreset, list_presets
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,16 @@ def load_model(model: str | Path, arch: str | None = None) -> LoadedModel:
         return load_weights_file(run_weights(path), arch)
     if path.is_file():
         return load_weights_file(path, arch)
-    if path.suffix == "" and "/" not in str(model):
+    bare_name = path.suffix == "" and "/" not in str(model)
+    if bare_name and str(model) in list_presets():
         return load_preset_name(str(model))
-    raise UserError("no such file or folder", path=path, fix="pass a run folder, a weights/artifact file or a preset name")
+    close = difflib.get_close_matches(str(model), list_presets(), n=1) if bare_name else []
+    raise UserError(
+        "no such file or folder" + (", nor a model preset" if bare_name else ""),
+        path=path,
+        fix=(f"did you mean the preset '{close[0]}'? " if close else "")
+        + "pass a run folder, a weights/artifact file, or a preset name from `adaptseg models list`",
+    )
 
 
 def run_weights(folder: Path) -> Path:

@@ -61,7 +61,7 @@ def test_unknown_models_are_one_line_errors(tmp_path):
     (export / "model.json").write_text(json.dumps({**meta, "format": "hologram"}))
     with pytest.raises(UserError, match="names format 'hologram', which no runtime here runs"):
         load_backend(export, "cpu")
-    with pytest.raises(UserError, match="unknown model preset"):
+    with pytest.raises(UserError, match="no such file or folder, nor a model preset"):
         load_backend("no-such-preset", "cpu")
 
 

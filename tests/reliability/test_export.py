@@ -54,6 +54,8 @@ def test_mistyped_run_folder_is_no_such_path(tmp_path):
     missing = tmp_path / "runs" / "sourc-only"
     line = assert_user_error(cli("export", missing, "--format", "onnx"), missing)
     assert "no such file or folder" in line and "unknown model preset" not in line
+    line = assert_user_error(cli("export", "tiny-deeplabv3", "--format", "onnx"), "tiny-deeplabv3")
+    assert "nor a model preset" in line and "did you mean the preset 'tiny-deeplabv2'" in line
 
 
 def test_weights_of_another_preset_name_the_option_that_fixes_it(tmp_path, tiny_weights):
