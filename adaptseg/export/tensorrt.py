@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from adaptseg.artifact.meta import INPUT_NAME, Precision
-from adaptseg.artifact.tensorrt import TensorRTMissing, import_tensorrt, require_cuda
+from adaptseg.artifact.tensorrt import import_tensorrt, require_cuda
 from adaptseg.errors import UserError
 from adaptseg.export.calibration import CropBatches
 from adaptseg.export.formats import WriteJob, Written, register_format
 from adaptseg.export.profile import TensorRTConfig
 from adaptseg.io import write_bytes_atomic
-
-__all__ = ["TensorRTMissing", "build_engine", "builder_settings", "import_tensorrt", "write_tensorrt_artifact"]
 
 
 @dataclass(frozen=True)

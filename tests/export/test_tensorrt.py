@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from adaptseg.artifact.tensorrt import TensorRTMissing, import_tensorrt
 from adaptseg.cli.app import app
 from adaptseg.export.calibration import CropBatches, center_crop
 from adaptseg.export.profile import load_profile
-from adaptseg.export.tensorrt import TensorRTMissing, builder_settings, import_tensorrt
+from adaptseg.export.tensorrt import builder_settings
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
