@@ -79,7 +79,7 @@ def backend(model: str = MODEL):
     torch.manual_seed(0)
     import logging
 
-    logging.getLogger("adaptseg.infer.backends").setLevel(logging.ERROR)
+    logging.getLogger("adaptseg.models.loading").setLevel(logging.ERROR)
     return load_backend(model, "cpu")
 
 

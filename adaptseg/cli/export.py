@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from adaptseg.errors import UserError
-
-
-class ExportFormat(StrEnum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-    trt = "trt"
 
 
 def parse_crop(text: str | None) -> tuple[int, int] | None:
@@ -30,25 +23,27 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        model: str = typer.Argument(..., help="Run folder, weights file (.safetensors/.pth, with --preset) or preset name."),
-        fmt: ExportFormat = typer.Option(..., "--format", "-f", help="Artifact format."),
+        model: str = typer.Argument(..., help="Run folder, weights file (.safetensors/.pth/.pt, with --arch) or preset name."),
+        fmt: str = typer.Option(
+            ..., "--format", "-f", help="Artifact format: a registered export format, e.g. onnx (an unknown name lists them)."
+        ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Artifact folder (default models/<name>-<format>)."),
         profile: str | None = typer.Option(None, "--profile", help="Export profile: export/<name>.yaml or a path."),
         crop: str | None = typer.Option(None, "--crop", help="Fixed input crop HxW (default: the preset's crop)."),
         fp16: bool = typer.Option(False, "--fp16", help="Half precision (overrides the profile's precision)."),
-        force: bool = typer.Option(False, "--force", help="Replace an existing artifact folder."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing artifact folder (never a folder of other files)."),
         calib: Path | None = typer.Option(
             None, "--calib", help="Folder of target images for the parity check and int8 calibration (default MiniCity)."
         ),
         preset: str | None = typer.Option(
-            None, "--preset", "--arch", help="Model preset of a weights file that does not name its own."
+            None, "--arch", "--preset", help="Model preset of a weights file that does not name its own."
         ),
     ) -> None:
         """Export a trained model to TorchScript, ONNX or TensorRT, with model.json and a parity check."""
         from adaptseg.export.exporter import export_model
 
         artifact = export_model(
-            model, fmt.value, out=out, profile=profile, crop=parse_crop(crop), fp16=fp16, force=force,
+            model, fmt, out=out, profile=profile, crop=parse_crop(crop), fp16=fp16, force=force,
             calib=calib, arch=preset,
         )
         meta = artifact.meta

@@ -30,8 +30,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from adaptseg.artifact.meta import INPUT_NAME, OUTPUT_NAME
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import INPUT_NAME, OUTPUT_NAME
+from adaptseg.export.formats import WriteJob, Written, register_format
+from adaptseg.export.precision import at_precision
 
 Exporter = Literal["legacy", "dynamo"]
 
@@ -81,9 +83,11 @@ def export_onnx(
             _export_legacy(module, example, path, opset)
         else:
             _export_dynamo(module, example, path, opset, external)
-    except UserError:
+    except (UserError, OSError):  # a full disk or an unwritable folder is not the exporter's fault
         raise
     except Exception as exc:
+        if isinstance(exc.__cause__ or exc.__context__, OSError):  # a write failure wrapped by the exporter
+            raise (exc.__cause__ or exc.__context__) from None
         lines = str(exc).strip().splitlines()
         raise UserError(
             f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {lines[0] if lines else ''}"[:300],
@@ -186,3 +190,13 @@ def check_onnx(path: str | Path, crop: tuple[int, int]) -> None:
     if len(outputs) != 4 or isinstance(outputs[0], int) or outputs[2:] != [h, w]:
         raise UserError(f"the exported graph returns {outputs}, expected [batch, C, {h}, {w}]", path=path,
                         fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
+
+
+@register_format("onnx")
+def write_onnx_artifact(job: WriteJob) -> Written:
+    """``model.onnx`` at the job's precision (``onnx.exporter``/``onnx.opset`` of the profile)."""
+    result = export_onnx(at_precision(job.source.module, job.precision), job.example, job.model_path,
+                         num_classes=job.source.num_classes, opset=job.profile.onnx.opset,
+                         exporter=job.profile.onnx.exporter)
+    note = "weights in an external data file (over 2 GB)" if result.external_data else "single file"
+    return Written(result.exporter, note, opset=result.opset)

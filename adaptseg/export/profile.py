@@ -17,34 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from adaptseg.artifact.meta import BatchProfile, ParityBar, Precision
 from adaptseg.config import StrictModel, load_yaml, validate
 from adaptseg.resources import EXPORT
 
-Precision = Literal["fp32", "fp16", "int8"]
+__all__ = ["DEFAULT_BARS", "BatchProfile", "ExportProfile", "ParityBar", "Precision", "load_profile", "profile_path"]
 
 DEFAULT_PROFILE = "default"
-
-
-class ParityBar(StrictModel):
-    """The least an artifact must reach against eager fp32 PyTorch on the parity crops.
-
-    The logit bound is ``max(max_abs_diff, max_rel_diff × logit scale)``, the scale being the largest
-    |logit| eager PyTorch gives on the parity crops: a trained model's logits (tens) are held to the
-    absolute bound, while a model whose logits are huge (a randomly initialised ResNet-101 reaches
-    1e5) is held to what float32 arithmetic in another order can reproduce.
-    """
-
-    min_agreement: float = Field(ge=0.0, le=1.0, description="fraction of pixels with the same argmax")
-    max_abs_diff: float | None = Field(None, gt=0.0, description="largest |Δlogit| allowed; null = unbounded")
-    max_rel_diff: float = Field(0.0, ge=0.0, description="|Δlogit| allowed per unit of logit scale")
-
-    def logit_bound(self, scale: float) -> float | None:
-        """The largest |Δlogit| allowed when eager logits reach ``scale`` in magnitude."""
-        if self.max_abs_diff is None:
-            return None
-        return max(self.max_abs_diff, self.max_rel_diff * scale)
 
 
 #: The default bar per precision (issue #6: fp32 ≥ 99.9 % agreement and |Δ| ≤ 1e-3; 1e-5 relative is
@@ -88,20 +69,6 @@ class TorchScriptConfig(StrictModel):
     """``auto`` scripts the model and falls back to tracing when scripting fails or is not exact."""
 
     mode: Literal["auto", "script", "trace"] = "auto"
-
-
-class BatchProfile(StrictModel):
-    """A TensorRT optimisation profile over the batch dimension (the crop is fixed)."""
-
-    min: int = Field(1, ge=1)
-    opt: int = Field(4, ge=1)
-    max: int = Field(8, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> BatchProfile:
-        if not self.min <= self.opt <= self.max:
-            raise ValueError(f"batch sizes must satisfy min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
-        return self
 
 
 class Int8Calibration(StrictModel):

@@ -1,8 +1,8 @@
 """What ``adaptseg export MODEL`` exports: the eager deploy module of a run, weights file or preset.
 
-Resolution is the inference engine's (:func:`adaptseg.infer.backends.load_backend`), so ``export`` and
-``infer``/``eval`` read a run folder, a ``.safetensors``/``.pth`` file (+ ``--preset``) or a preset
-name (random weights) the same way; the eager backend it returns holds the deploy module.
+Resolution is :func:`adaptseg.models.loading.load_model`, the one ``infer``/``eval`` use for eager
+models, so every command reads a run folder, a weights file (+ ``--arch``) or a preset name (random
+weights) the same way. An exported artifact is refused: export starts from the eager model.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from pathlib import Path
 
 from torch import nn
 
+from adaptseg.artifact.folder import weights_sha256
+from adaptseg.artifact.meta import SIDECAR
+from adaptseg.artifact.runtime import runtime_for_suffix
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import weights_sha256
-from adaptseg.models.presets import ModelPreset, load_preset
+from adaptseg.models.presets import ModelPreset
 
 #: weight file stems that say nothing about the model: the artifact is named after the run instead
 _GENERIC_STEMS = {"student", "teacher", "model", "weights", "checkpoint-last", "checkpoint"}
@@ -51,28 +53,25 @@ def artifact_name(model: str | Path, preset: ModelPreset) -> str:
 
 def load_source(model: str | Path, arch: str | None = None) -> EagerSource:
     """The eager model behind ``model`` (run folder, weights + ``arch``, or preset name), fp32 on the CPU."""
-    from adaptseg.infer.backends import TorchBackend, load_backend
-    from adaptseg.infer.config import BackendOptions
+    from adaptseg.models.deploy import DeployModule
+    from adaptseg.models.loading import load_model
 
-    backend = load_backend(model, device="cpu", options=BackendOptions(channels_last=False), arch=arch)
-    if not isinstance(backend, TorchBackend):
+    path = Path(model).expanduser()
+    exported = (path / SIDECAR).is_file() if path.is_dir() else (path.parent / SIDECAR).is_file()
+    if path.exists() and exported and (path.is_dir() or runtime_for_suffix(path.suffix) is not None):
         raise UserError(
             "is an exported artifact already; export starts from the eager model",
             path=model,
-            fix="pass the run folder, a weights file (+ --preset) or a model preset name",
+            fix="pass the run folder, a weights file (+ --arch) or a model preset name",
         )
-    deploy = backend.module.float().eval()
-    net = getattr(deploy, "model", deploy)
-    preset_name = arch or getattr(net, "preset_name", None)
-    if not preset_name:
-        raise UserError("cannot tell which model preset this is", path=model, fix="pass --preset NAME")
-    preset = load_preset(preset_name)
+    loaded = load_model(model, arch)
+    net = loaded.net.float().eval()
     return EagerSource(
-        module=deploy,
-        preset=preset,
-        name=artifact_name(model, preset),
+        module=DeployModule(net, loaded.preset.mean, loaded.preset.std).eval(),
+        preset=loaded.preset,
+        name=artifact_name(model, loaded.preset),
         given=str(model),
         weights_sha256=weights_sha256(net),
-        num_classes=int(backend.num_classes),
+        num_classes=int(net.num_classes),
         output_stride=int(getattr(net, "output_stride", 1)),
     )

@@ -6,8 +6,9 @@ profile), set the precision (fp16 kernels; int8 with an ``IInt8EntropyCalibrator
 crops, falling back to fp16), reuse and update a timing cache file so rebuilds skip kernel timing, and
 serialise the engine.
 
-``tensorrt`` is imported lazily: without it, :func:`import_tensorrt` raises a one-line
-:class:`TensorRTMissing` (exit status 2) saying what to install. What does not need the library — the
+``tensorrt`` is imported lazily: without it,
+:func:`~adaptseg.artifact.tensorrt.import_tensorrt` raises a one-line ``TensorRTMissing`` (exit status
+2) saying what to install, before export loads anything. What does not need the library — the
 profile, the calibration batches (:class:`~adaptseg.export.calibration.CropBatches`) and the builder
 settings (:func:`builder_settings`) — is plain Python, tested everywhere.
 """
@@ -19,42 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptseg.artifact.meta import INPUT_NAME, Precision
+from adaptseg.artifact.tensorrt import import_tensorrt, require_cuda
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import INPUT_NAME
 from adaptseg.export.calibration import CropBatches
-from adaptseg.export.profile import Precision, TensorRTConfig
+from adaptseg.export.formats import WriteJob, Written, register_format
+from adaptseg.export.profile import TensorRTConfig
 from adaptseg.io import write_bytes_atomic
-
-MIN_VERSION = 10
-INSTALL_HINT = (
-    "pip install 'tensorrt>=10' (or `pip install -e .[gpu]`) on a machine with an NVIDIA GPU and CUDA; "
-    "without TensorRT, export --format onnx and run it with onnxruntime-gpu"
-)
-
-
-class TensorRTMissing(UserError):
-    """The ``tensorrt`` package (or a CUDA device) is not available."""
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or a one-line :class:`TensorRTMissing` naming what to install."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise TensorRTMissing("TensorRT is not installed", fix=INSTALL_HINT) from None
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < MIN_VERSION:
-        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old (need >= {MIN_VERSION})", fix=INSTALL_HINT)
-    return trt
-
-
-def require_cuda() -> None:
-    """TensorRT builds and runs engines on an NVIDIA GPU only."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise TensorRTMissing("TensorRT needs a CUDA device and none is available",
-                              fix="build the engine on the GPU machine that will run it (engines are GPU-specific)")
 
 
 @dataclass(frozen=True)
@@ -175,3 +147,34 @@ def _load_timing_cache(config: Any, path: Path | None) -> Any:
     cache = config.create_timing_cache(data)
     config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU/version is ignored
     return cache
+
+
+def _tensorrt_available() -> None:
+    import_tensorrt()
+    require_cuda()
+
+
+@register_format("trt", precisions=("fp32", "fp16", "int8"), parity_device="cuda", preflight=_tensorrt_available)
+def write_tensorrt_artifact(job: WriteJob) -> Written:
+    """``model.engine`` built from an fp32 ONNX export beside it (removed afterwards) on this GPU."""
+    from adaptseg.export.onnx import export_onnx
+
+    prof, source, model_path = job.profile, job.source, job.model_path
+    onnx_path = model_path.with_name(".model.onnx")
+    onnx = export_onnx(source.module, job.example, onnx_path, num_classes=source.num_classes,
+                       opset=prof.onnx.opset, exporter=prof.onnx.exporter)
+    settings = builder_settings(prof.tensorrt, job.precision, job.crop, weights_sha256=source.weights_sha256)
+    calibration = None
+    if job.precision == "int8":
+        calibration = CropBatches(job.images, job.crop, prof.tensorrt.calibration.batch_size)
+    version = build_engine(onnx_path, model_path, settings, calibration=calibration)
+    for leftover in model_path.parent.glob(".model.onnx*"):
+        leftover.unlink()
+    b = prof.tensorrt.batch
+    return Written(
+        f"tensorrt-{version}",
+        f"built from {onnx.exporter} ONNX (opset {onnx.opset}); batch profile {b.min}/{b.opt}/{b.max}",
+        opset=onnx.opset,
+        batch=b,
+        versions={"tensorrt": version},
+    )

@@ -8,8 +8,8 @@ checks by running the trace on batch sizes other than the example's. ``mode: aut
 traces only when scripting fails (e.g. a module using Python features TorchScript lacks) or does not
 reproduce eager outputs; ``model.json`` records which one was used and why.
 
-TorchScript is deprecated in torch 2.x and warns on every call; the warnings are silenced here (they
-are about the API's future, not about this export), and the files load on torch 2.11 and 2.13.
+TorchScript is deprecated in torch 2.x and warns on every call; the warnings are silenced here
+(:func:`~adaptseg.artifact.torchscript.quiet_torchscript`), and the files load on torch 2.11 and 2.13.
 Artifacts run without the profiling executor's optimisation passes (``torch.jit.optimized_execution
 (False)``): they re-specialise the graph for every new batch size and cost seconds per shape, while a
 convolutional network's time is in its kernels, which are the same either way.
@@ -17,9 +17,6 @@ convolutional network's time is in its kernels, which are the same either way.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +24,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from adaptseg.artifact.torchscript import quiet_torchscript
 from adaptseg.errors import UserError
+from adaptseg.export.formats import WriteJob, Written, register_format
+from adaptseg.export.precision import at_precision
 
 Mode = Literal["auto", "script", "trace"]
 
@@ -36,15 +36,6 @@ Mode = Literal["auto", "script", "trace"]
 class TorchScriptResult:
     exporter: str  # "torch.jit.script" or "torch.jit.trace"
     note: str  # why that one
-
-
-@contextlib.contextmanager
-def quiet_torchscript() -> Iterator[None]:
-    """Silence torch's "TorchScript is deprecated" warnings (and tracer chatter) inside the block."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
 
 
 def _max_diff(a: Tensor, b: Tensor) -> float:
@@ -117,3 +108,11 @@ def export_torchscript(
         torch.jit.save(traced, str(path))
     note = "traced: the deploy contract has a fixed crop and a dynamic batch, checked on batch 1..N+1"
     return TorchScriptResult("torch.jit.trace", f"{note}; not scripted because {why_not_script}" if why_not_script else note)
+
+
+@register_format("torchscript")
+def write_torchscript_artifact(job: WriteJob) -> Written:
+    """``model.pt`` at the job's precision (``torchscript.mode`` of the profile)."""
+    result = export_torchscript(at_precision(job.source.module, job.precision), job.example, job.model_path,
+                                mode=job.profile.torchscript.mode, tolerance=1e-4 if job.precision == "fp32" else 5e-2)
+    return Written(result.exporter, result.note)

@@ -1,7 +1,7 @@
 """Parity: an exported artifact against eager fp32 PyTorch on real crops, or no artifact at all.
 
-Export runs the artifact *through the backend the engine will use* (so the check covers loading,
-providers and bindings too) and compares with the eager deploy module: the largest |Δlogit| and the
+Export runs the artifact *through the runtime the engine will use* (:func:`adaptseg.artifact.runtime.
+open_runtime`, so the check covers loading, providers and bindings too) and compares with the eager deploy module: the largest |Δlogit| and the
 fraction of pixels whose argmax class agrees. Below the precision's bar
 (:data:`~adaptseg.export.profile.DEFAULT_BARS`; the logit bound scales with the logits' magnitude, see
 :class:`~adaptseg.export.profile.ParityBar`) the artifact folder is deleted and export fails.
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from adaptseg.artifact.meta import ParityBar, ParityFigures
+from adaptseg.artifact.runtime import open_runtime
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import ParityFigures
-from adaptseg.export.profile import ParityBar
 
 Predict = Callable[[Tensor], Tensor]
 
@@ -78,16 +78,14 @@ def verify_artifact(
     batch_size: int,
     device: torch.device | str = "cpu",
 ) -> ParityFigures:
-    """Load the artifact in ``folder`` through its backend and compare it with ``reference`` (eager fp32).
+    """Load the artifact in ``folder`` through its runtime and compare it with ``reference`` (eager fp32).
 
     On failure the whole artifact folder is deleted and :class:`ParityError` says by how much it
     missed; on success the figures for ``model.json`` are returned.
     """
-    from adaptseg.infer.backends import load_backend
-
     device = torch.device(device)
     try:
-        backend = load_backend(folder, device=device)
+        backend = open_runtime(folder, device)
         reference = reference.eval().to(device)
         measured = measure_parity(reference, backend, crops, batch_size=batch_size, device=device)
     except Exception:

@@ -23,7 +23,6 @@ _EXPORTS = {
     "Backend": "adaptseg.infer.backends",
     "TorchBackend": "adaptseg.infer.backends",
     "load_backend": "adaptseg.infer.backends",
-    "register_backend": "adaptseg.infer.backends",
     "PseudoLabelStore": "adaptseg.infer.store",
     "evaluate_model": "adaptseg.infer.evaluate",
     "segment_folder": "adaptseg.infer.run",
@@ -32,11 +31,11 @@ _EXPORTS = {
 
 __all__ = [
     "Backend", "InferenceConfig", "Prediction", "PseudoLabelStore", "SlidingWindow", "TorchBackend",
-    "evaluate_model", "load_backend", "load_preset", "pseudo_label_split", "register_backend", "segment_folder",
+    "evaluate_model", "load_backend", "load_preset", "pseudo_label_split", "segment_folder",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
-    from adaptseg.infer.backends import Backend, TorchBackend, load_backend, register_backend
+    from adaptseg.infer.backends import Backend, TorchBackend, load_backend
     from adaptseg.infer.config import InferenceConfig, load_preset
     from adaptseg.infer.engine import Prediction, SlidingWindow
     from adaptseg.infer.evaluate import evaluate_model

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from adaptseg.export.artifact import Artifact
+from adaptseg.artifact.folder import Artifact
 from adaptseg.export.calibration import minicity_images
 from adaptseg.export.profile import profile_path
 from adaptseg.io import write_png

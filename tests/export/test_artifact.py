@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from adaptseg.artifact.folder import SIDECAR, check_input, open_artifact, weights_sha256
 from adaptseg.data.labels import CLASSES, PALETTE
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import SIDECAR, check_input, open_artifact, weights_sha256
 from adaptseg.models import build_model, load_weights
 from tests.export.conftest import TINY
 

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from adaptseg.artifact.onnx import OnnxRuntimeBackend, choose_providers, requested_providers
+from adaptseg.artifact.torchscript import TorchScriptBackend
 from adaptseg.errors import UserError
-from adaptseg.infer.backend_onnx import OnnxRuntimeBackend, choose_providers, requested_providers
-from adaptseg.infer.backend_torchscript import TorchScriptBackend
 from adaptseg.infer.backends import load_backend
 from adaptseg.infer.engine import SlidingWindow
 
@@ -94,8 +94,17 @@ def test_sidecar_classes_that_the_onnx_graph_does_not_output(artifact_copy):
         load_backend(folder, device="cpu")
 
 
-def test_a_training_checkpoint_is_not_mistaken_for_an_artifact(tmp_path):
-    ckpt = tmp_path / "checkpoint-last.pt"
-    torch.save({"model": {}}, ckpt)
-    with pytest.raises(UserError, match="not an exported artifact.*run folder"):
-        load_backend(ckpt, device="cpu")
+def test_weights_saved_as_pt_are_weights_not_an_artifact(tmp_path, tiny_weights):
+    """A ``.pt`` without a model.json beside it is read as weights (issue 15, defect 8): the fix it
+    suggests is an option the CLI has."""
+    from adaptseg.models import build_model, load_weights
+
+    model = build_model("tiny-deeplabv2")
+    load_weights(model, tiny_weights)
+    pt = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), pt)
+    with pytest.raises(UserError, match="--arch NAME"):
+        load_backend(pt, device="cpu")
+    crops = torch.rand(1, 3, 32, 64) * 255
+    torch.testing.assert_close(load_backend(pt, device="cpu", arch="tiny-deeplabv2")(crops),
+                               load_backend(tiny_weights, device="cpu")(crops))

@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from adaptseg.artifact.folder import file_sha256
 from adaptseg.cli.app import app
 from adaptseg.cli.export import parse_crop
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import file_sha256
 from tests.export.conftest import TINY, seeded_weights
 
 runner = CliRunner()
@@ -52,7 +52,7 @@ def test_refuses_to_overwrite_without_force_then_replaces(tmp_path, artifact_cop
     [
         (["--format", "onnx", "--crop", "64"], "--crop '64' is not HxW"),
         (["--format", "onnx", "--out", "x/model.onnx"], "--out names the artifact folder"),
-        (["--format", "onnx", "--profile", "trt-int8"], "int8 is a TensorRT precision"),
+        (["--format", "onnx", "--profile", "trt-int8"], "onnx exports fp32/fp16, not int8"),
         (["--format", "onnx", "--profile", "nope"], "unknown export profile 'nope'"),
     ],
 )

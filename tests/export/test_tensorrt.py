@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from adaptseg.artifact.tensorrt import TensorRTMissing, import_tensorrt
 from adaptseg.cli.app import app
 from adaptseg.export.calibration import CropBatches, center_crop
 from adaptseg.export.profile import load_profile
-from adaptseg.export.tensorrt import TensorRTMissing, builder_settings, import_tensorrt
+from adaptseg.export.tensorrt import builder_settings
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -67,11 +68,12 @@ def test_missing_tensorrt_is_one_line_naming_what_to_install(tmp_path):
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
 def test_engine_files_register_a_backend_that_needs_tensorrt(artifacts, tmp_path):
-    """A .engine artifact resolves to the TensorRT backend kind, which says what to install."""
+    """A .engine artifact resolves to the TensorRT runtime, which says what to install."""
     import json
     import shutil
 
-    from adaptseg.infer.backends import BACKEND_KINDS, load_backend
+    from adaptseg.artifact.runtime import runtimes
+    from adaptseg.infer.backends import load_backend
 
     folder = tmp_path / "engine"
     shutil.copytree(artifacts["onnx"].folder, folder)
@@ -81,7 +83,7 @@ def test_engine_files_register_a_backend_that_needs_tensorrt(artifacts, tmp_path
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(TensorRTMissing, match="TensorRT is not installed"):
         load_backend(folder / "model.engine", device="cpu")
-    assert ".engine" in BACKEND_KINDS["trt"].suffixes
+    assert ".engine" in runtimes()["trt"].suffixes
 
 
 def test_trt_engine_build_and_parity(tmp_path, tiny_weights, calib_dir, fast_profile):

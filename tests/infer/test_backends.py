@@ -9,8 +9,7 @@ import torch
 import yaml
 
 from adaptseg.errors import UserError
-from adaptseg.infer import backends
-from adaptseg.infer.backends import Backend, TorchBackend, load_backend, register_backend
+from adaptseg.infer.backends import Backend, TorchBackend, load_backend
 from adaptseg.infer.config import BackendOptions
 
 from .conftest import Deploy, TinyNet
@@ -49,41 +48,92 @@ def test_weights_file_run_folder_and_preset_name_resolve(tmp_path, weights):
 
 
 def test_unknown_models_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match="model not found"):
+    with pytest.raises(UserError, match="no such file or folder"):
         load_backend(tmp_path / "nope" / "x.safetensors", "cpu")
     odd = tmp_path / "model.xyz"
     odd.write_text("?")
-    with pytest.raises(UserError, match="no backend reads"):
+    with pytest.raises(UserError, match="is not a weights file"):
         load_backend(odd, "cpu")
     with pytest.raises(UserError, match="student.safetensors"):
         load_backend(tmp_path, "cpu")
-    export = tmp_path / "export"
-    export.mkdir()
-    (export / "model.json").write_text(json.dumps({"format": "hologram"}))
-    with pytest.raises(UserError, match="hologram"):
+    export = _fake_artifact(tmp_path / "export")
+    meta = json.loads((export / "model.json").read_text())
+    (export / "model.json").write_text(json.dumps({**meta, "format": "hologram"}))
+    with pytest.raises(UserError, match="names format 'hologram', which no runtime here runs"):
         load_backend(export, "cpu")
-    with pytest.raises(UserError, match="unknown model preset"):
+    with pytest.raises(UserError, match="no such file or folder, nor a model preset"):
         load_backend("no-such-preset", "cpu")
 
 
-def test_registered_kinds_load_by_suffix_and_by_model_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(backends, "BACKEND_KINDS", dict(backends.BACKEND_KINDS))
-    calls = []
+def test_registered_runtimes_load_by_suffix_and_by_model_json(tmp_path, monkeypatch):
+    """A runtime registered in the artifact layer runs artifacts of its format, by folder or by file."""
+    from adaptseg.artifact import runtime
 
-    @register_backend("fake", suffixes=(".fake",))
-    def load_fake(path, *, device, options, arch=None):
-        calls.append(path)
+    registry = runtime.Registry("artifact runtime", ())
+    for name, entry in runtime.runtimes().items():
+        registry.add(name, entry)
+    monkeypatch.setattr(runtime, "RUNTIMES", registry)
+    opened = []
+
+    @runtime.register_runtime("fake", model_file="model.fake", suffixes=(".fake",))
+    def open_fake(artifact, device=None):
+        opened.append(artifact.model_path)
         torch.manual_seed(0)
         return TorchBackend(Deploy(TinyNet(3)), num_classes=3, device=device, crop=(32, 48))
 
-    artifact = tmp_path / "model.fake"
-    artifact.write_text("weights")
-    assert load_backend(artifact, "cpu").crop == (32, 48)
-    (tmp_path / "model.json").write_text(json.dumps({"format": "fake"}))
-    assert load_backend(tmp_path, "cpu").num_classes == 3
-    assert calls == [artifact, tmp_path]
+    folder = _fake_artifact(tmp_path / "fake")
+    assert load_backend(folder, "cpu").crop == (32, 48)
+    assert load_backend(folder / "model.fake", "cpu").num_classes == 3
+    assert opened == [folder / "model.fake"] * 2
     with pytest.raises(ValueError, match="twice"):
-        register_backend("fake")(load_fake)
+        runtime.register_runtime("fake", model_file="model.fake")(open_fake)
+
+
+def _fake_artifact(folder):
+    """A minimal valid artifact folder of format ``fake`` (sidecar + model file with its hash)."""
+    from adaptseg.artifact.folder import class_table, file_sha256
+    from adaptseg.artifact.meta import ArtifactMeta, SourceInfo
+
+    folder.mkdir()
+    (folder / "model.fake").write_bytes(b"weights")
+    classes, palette = class_table(3)
+    meta = ArtifactMeta(name="fake", format="fake", file="model.fake", file_bytes=7,
+                        file_sha256=file_sha256(folder / "model.fake"), precision="fp32", exporter="test",
+                        crop=(32, 48), stride=(16, 24), output_stride=1, num_classes=3, classes=classes,
+                        palette=palette, mean=(0, 0, 0), std=(1, 1, 1),
+                        source=SourceInfo(model="x", preset="x", weights_sha256="0"))
+    (folder / "model.json").write_text(meta.model_dump_json())
+    return folder
+
+
+def test_a_missing_adaptseg_module_is_never_reported_as_an_unknown_format(monkeypatch):
+    """Item 8 of issue 14: a renamed runtime module is an import error, not "unknown format"."""
+    from adaptseg.artifact import runtime
+
+    monkeypatch.setattr(runtime, "RUNTIMES", runtime.Registry("artifact runtime", ("adaptseg.artifact.renamed_runtime",)))
+    with pytest.raises(ModuleNotFoundError, match="renamed_runtime"):
+        runtime.runtimes()
+
+
+def test_only_the_optional_dependency_itself_is_reported_as_not_installed(monkeypatch):
+    import builtins
+
+    from adaptseg.artifact.onnx import import_onnxruntime
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    missing = "onnxruntime"
+    with pytest.raises(UserError, match="ONNX Runtime is not installed.*pip install onnxruntime"):
+        import_onnxruntime()
+    missing = "adaptseg.something_renamed"  # onnxruntime present, but a module it needs is ours and gone
+    with pytest.raises(ModuleNotFoundError, match="something_renamed"):
+        import_onnxruntime()
 
 
 def test_eager_options_keep_the_outputs():

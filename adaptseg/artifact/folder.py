@@ -4,7 +4,7 @@
 
     models/<name>/
       model.onnx | model.pt | model.engine   the deploy module (DESIGN.md "Contracts") in one format
-      model.json                             :class:`ArtifactMeta`: what a runtime needs besides the graph
+      model.json                             :class:`~adaptseg.artifact.meta.ArtifactMeta`
 
 The sidecar records the file's size and sha256, so a truncated or swapped model file is caught before a
 runtime chokes on it; every problem reading an artifact is one :class:`~adaptseg.errors.UserError` line.
@@ -17,72 +17,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from adaptseg.config import StrictModel, validate
+from adaptseg.artifact.meta import SIDECAR, ArtifactMeta
+from adaptseg.config import validate
 from adaptseg.errors import UserError
-from adaptseg.export.profile import BatchProfile, ParityBar, Precision
-
-Format = Literal["torchscript", "onnx", "trt"]
-
-#: the model file of each format inside an artifact folder
-MODEL_FILES: dict[str, str] = {"torchscript": "model.pt", "onnx": "model.onnx", "trt": "model.engine"}
-SIDECAR = "model.json"
-SCHEMA_VERSION = 1
-#: graph input/output names of ONNX and TensorRT artifacts
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-
-class ParityFigures(StrictModel):
-    """What export measured: the artifact against eager fp32 PyTorch on real crops."""
-
-    images: int
-    crops: int
-    pixels: int
-    max_abs_diff: float
-    logit_scale: float = Field(description="largest |logit| of eager PyTorch on the crops")
-    agreement: float = Field(description="fraction of pixels whose argmax class matches eager")
-    bar: ParityBar
-    device: str
-
-
-class SourceInfo(StrictModel):
-    model: str = Field(description="what was exported, as given to `adaptseg export`")
-    preset: str
-    weights_sha256: str = Field(description="sha256 of the state dict (names, dtypes, shapes, bytes)")
-
-
-class ArtifactMeta(StrictModel):
-    """The ``model.json`` sidecar of an exported artifact."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    name: str
-    format: Format
-    file: str
-    file_bytes: int = Field(ge=0)
-    file_sha256: str
-    precision: Precision
-    exporter: str = Field(description="how the file was produced, e.g. 'torch.jit.script', 'onnx-legacy'")
-    exporter_note: str = ""
-    opset: int | None = None
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
-    crop: tuple[int, int] = Field(description="fixed input (h, w); batch is dynamic within `batch`")
-    stride: tuple[int, int] = Field(description="sliding stride meant for this crop")
-    batch: BatchProfile | None = Field(None, description="TensorRT optimisation profile; null = any batch")
-    output_stride: int
-    num_classes: int
-    classes: list[str]
-    palette: list[tuple[int, int, int]]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    source: SourceInfo
-    parity: ParityFigures | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
-    created: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,7 +105,31 @@ def read_sidecar(folder: Path) -> ArtifactMeta:
     return validate(ArtifactMeta, data, source=sidecar)
 
 
-def open_artifact(path: str | Path, expected_format: Format | None = None) -> Artifact:
+def _model_file_names() -> set[str]:
+    from adaptseg.artifact.runtime import runtimes
+
+    return {runtime.model_file for runtime in runtimes().values()}
+
+
+def artifact_files(meta: ArtifactMeta) -> set[str]:
+    """The names an artifact folder holds: its sidecar and its model file (with an ONNX external-data
+    companion, ``<file>.data``, when the weights did not fit in the graph)."""
+    return {SIDECAR, meta.file, f"{meta.file}.data"}
+
+
+def is_artifact_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an artifact and nothing else: a valid ``model.json`` and the files it
+    lists (what ``export --force`` may replace without destroying anything of the user's)."""
+    if not folder.is_dir() or not (folder / SIDECAR).is_file():
+        return False
+    try:
+        meta = read_sidecar(folder)
+    except UserError:
+        return False
+    return all(entry.name in artifact_files(meta) for entry in folder.iterdir())
+
+
+def open_artifact(path: str | Path, expected_format: str | None = None) -> Artifact:
     """Resolve ``path`` (the artifact folder or its model file) and check sidecar and file agree.
 
     Checks, each a one-line :class:`UserError`: the sidecar exists and validates, names the format a
@@ -176,7 +140,7 @@ def open_artifact(path: str | Path, expected_format: Format | None = None) -> Ar
     if not path.exists():
         raise UserError("artifact not found", path=path, fix="pass the folder written by `adaptseg export`")
     folder, file = _folder_and_file(path)
-    if file is not None and not (folder / SIDECAR).is_file() and file.name not in MODEL_FILES.values():
+    if file is not None and not (folder / SIDECAR).is_file() and file.name not in _model_file_names():
         raise UserError(
             f"no {SIDECAR} beside this file, so it is not an exported artifact",
             path=file,

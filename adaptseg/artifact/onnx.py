@@ -1,4 +1,4 @@
-"""ONNX artifacts (``model.onnx`` + ``model.json``) run by ONNX Runtime as an engine backend.
+"""ONNX artifacts (``model.onnx`` + ``model.json``) run by ONNX Runtime.
 
 Execution providers are chosen from what the installed ONNX Runtime offers, best first: TensorRT →
 CUDA → CPU on a CUDA device, CPU on a CPU device (:func:`choose_providers`). ``providers=`` or the
@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from adaptseg.artifact.folder import Artifact, check_classes, check_crop, check_input
+from adaptseg.artifact.runtime import missing_dependency, register_runtime, resolve_device
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import Artifact, check_classes, check_crop, check_input, open_artifact
-from adaptseg.infer.backends import register_backend, resolve_device
-from adaptseg.infer.config import BackendOptions
 
 #: preference order of the execution providers adaptseg uses
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -63,6 +61,17 @@ def requested_providers(providers: Sequence[str] | str | None = None) -> list[st
     return [n.strip() for n in names if n.strip()] or None
 
 
+def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
+    """The ``onnxruntime`` module, or a one-line error saying to install it (only when it is itself absent)."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as exc:
+        if not missing_dependency(exc, "onnxruntime"):
+            raise
+        raise UserError("ONNX Runtime is not installed", fix="pip install onnxruntime (or onnxruntime-gpu)") from None
+    return onnxruntime
+
+
 class OnnxRuntimeBackend:
     """Runs an ONNX artifact with ONNX Runtime."""
 
@@ -73,8 +82,7 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] | str | None = None,
         threads: int | None = None,
     ):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.artifact = artifact
         meta = artifact.meta
         wanted = resolve_device(device)
@@ -128,9 +136,7 @@ class OnnxRuntimeBackend:
         return f"OnnxRuntimeBackend({self.artifact.folder}, providers={self.providers})"
 
 
-@register_backend("onnx", suffixes=(".onnx",))
-def load_onnx(
-    path: Path, *, device: torch.device, options: BackendOptions | None = None, arch: str | None = None
-) -> OnnxRuntimeBackend:
-    """An artifact folder or its ``model.onnx``; providers from ``$ADAPTSEG_ORT_PROVIDERS`` or automatic."""
-    return OnnxRuntimeBackend(open_artifact(path, "onnx"), device)
+@register_runtime("onnx", model_file="model.onnx", suffixes=(".onnx",))
+def open_onnx(artifact: Artifact, device: str | torch.device | None = None) -> OnnxRuntimeBackend:
+    """ONNX Runtime with providers from ``$ADAPTSEG_ORT_PROVIDERS`` or chosen for ``device``."""
+    return OnnxRuntimeBackend(artifact, device)

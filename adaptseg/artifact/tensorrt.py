@@ -1,24 +1,55 @@
-"""TensorRT engines (``model.engine`` + ``model.json``) as an engine backend (needs ``tensorrt`` and CUDA).
+"""TensorRT engines (``model.engine`` + ``model.json``) run on a CUDA device (needs ``tensorrt``).
 
 Crops and logits live in CUDA memory (torch tensors as the device buffers, bound by name with
 ``set_tensor_address``); a batch larger than the engine's optimisation profile runs in chunks, and one
-smaller than its minimum is padded. ``tensorrt`` is imported when an engine is loaded, so this module
-registers the backend kind on any machine.
+smaller than its minimum is padded. ``tensorrt`` is imported when an engine is loaded or built, so this
+module registers the runtime on any machine; without it, :func:`import_tensorrt` raises a one-line
+:class:`TensorRTMissing` (exit status 2) saying what to install.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from adaptseg.artifact.folder import Artifact, check_classes, check_crop, check_input
+from adaptseg.artifact.runtime import missing_dependency, register_runtime
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import Artifact, check_classes, check_crop, check_input, open_artifact
-from adaptseg.export.tensorrt import import_tensorrt, require_cuda
-from adaptseg.infer.backends import register_backend
-from adaptseg.infer.config import BackendOptions
+
+MIN_VERSION = 10
+INSTALL_HINT = (
+    "pip install 'tensorrt>=10' (or `pip install -e .[gpu]`) on a machine with an NVIDIA GPU and CUDA; "
+    "without TensorRT, export --format onnx and run it with onnxruntime-gpu"
+)
+
+
+class TensorRTMissing(UserError):
+    """The ``tensorrt`` package (or a CUDA device) is not available."""
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or a one-line :class:`TensorRTMissing` naming what to install."""
+    try:
+        import tensorrt as trt
+    except ModuleNotFoundError as exc:
+        if not missing_dependency(exc, "tensorrt"):
+            raise
+        raise TensorRTMissing("TensorRT is not installed", fix=INSTALL_HINT) from None
+    except ImportError as exc:  # installed, but its libraries do not load
+        raise TensorRTMissing(f"TensorRT is installed but does not load ({exc})", fix=INSTALL_HINT) from None
+    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+    if major < MIN_VERSION:
+        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old (need >= {MIN_VERSION})", fix=INSTALL_HINT)
+    return trt
+
+
+def require_cuda() -> None:
+    """TensorRT builds and runs engines on an NVIDIA GPU only."""
+    if not torch.cuda.is_available():
+        raise TensorRTMissing("TensorRT needs a CUDA device and none is available",
+                              fix="build the engine on the GPU machine that will run it (engines are GPU-specific)")
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
@@ -83,9 +114,7 @@ class TensorRTBackend:
         return f"TensorRTBackend({self.artifact.folder}, device={self.device})"
 
 
-@register_backend("trt", suffixes=(".engine", ".plan"))
-def load_tensorrt(
-    path: Path, *, device: torch.device, options: BackendOptions | None = None, arch: str | None = None
-) -> TensorRTBackend:
-    """An artifact folder or its ``model.engine`` (needs tensorrt and a CUDA device)."""
-    return TensorRTBackend(open_artifact(path, "trt"), device)
+@register_runtime("trt", model_file="model.engine", suffixes=(".engine", ".plan"))
+def open_tensorrt(artifact: Artifact, device: str | torch.device | None = None) -> TensorRTBackend:
+    """The engine on a CUDA device (needs tensorrt)."""
+    return TensorRTBackend(artifact, device)

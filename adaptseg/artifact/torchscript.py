@@ -1,17 +1,30 @@
-"""TorchScript artifacts (``model.pt`` + ``model.json``) as an engine backend."""
+"""TorchScript artifacts (``model.pt`` + ``model.json``) run by ``torch.jit``.
+
+TorchScript is deprecated in torch 2.x and warns on every call; :func:`quiet_torchscript` silences
+those warnings (they are about the API's future, not about this artifact) for export and loading alike.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+from adaptseg.artifact.folder import Artifact, check_input
+from adaptseg.artifact.runtime import register_runtime, resolve_device
 from adaptseg.errors import UserError
-from adaptseg.export.artifact import Artifact, check_input, open_artifact
-from adaptseg.export.torchscript import quiet_torchscript
-from adaptseg.infer.backends import register_backend, resolve_device
-from adaptseg.infer.config import BackendOptions
+
+
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Silence torch's "TorchScript is deprecated" warnings (and tracer chatter) inside the block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
 
 
 class TorchScriptBackend:
@@ -42,9 +55,7 @@ class TorchScriptBackend:
         return f"TorchScriptBackend({self.artifact.folder}, device={self.device})"
 
 
-@register_backend("torchscript", suffixes=(".pt",))
-def load_torchscript(
-    path: Path, *, device: torch.device, options: BackendOptions | None = None, arch: str | None = None
-) -> TorchScriptBackend:
-    """An artifact folder or its ``model.pt`` (``options``/``arch`` do not apply to artifacts)."""
-    return TorchScriptBackend(open_artifact(path, "torchscript"), device)
+@register_runtime("torchscript", model_file="model.pt", suffixes=(".pt",))
+def open_torchscript(artifact: Artifact, device: str | torch.device | None = None) -> TorchScriptBackend:
+    """The scripted/traced deploy module on ``device`` (the artifact fixes its own precision)."""
+    return TorchScriptBackend(artifact, device)
