@@ -217,7 +217,7 @@ def test_infer_missing_weights_file_says_no_such_path(tmp_path, images):
 
 def test_infer_unknown_preset_name_suggests_the_nearest(tmp_path, images):
     line = assert_user_error(infer("tiny-deeplabv22", images, tmp_path / "out"), "tiny-deeplabv22")
-    assert "unknown model preset" in line and "tiny-deeplabv2'" in line
+    assert "nor a model preset" in line and "did you mean the preset 'tiny-deeplabv2'" in line
     assert not (tmp_path / "out").exists()
 
 
