@@ -62,20 +62,4 @@ confidences quantised to 1/255 (the store's precision); KL uses ``xlogy`` so a p
 underflows to 0 adds 0 instead of NaN; UMMA refuses DDP (batch 1, one GPU in the release).
 """
 
-from adaptseg.methods.umma.stages import (
-    UmmaFinal,
-    UmmaJoint,
-    UmmaPseudoLabel,
-    UmmaSource,
-    released_lr_multipliers,
-    released_optimizer,
-)
-
-__all__ = [
-    "UmmaFinal",
-    "UmmaJoint",
-    "UmmaPseudoLabel",
-    "UmmaSource",
-    "released_lr_multipliers",
-    "released_optimizer",
-]
+from adaptseg.methods.umma import stages  # noqa: F401  (registers umma_source, umma_pseudo_label, umma_joint, umma_final)
