@@ -123,6 +123,7 @@ class UnionSegmentor(nn.Module):
         others: whether heads have the "others" channel 0 (settings p and n; not f).
         combine: ``"union"`` or ``"lift"`` (module docstring).
         input_scale, input_shift: per-channel affine map from the preset's normalised input to the release's.
+        preset_name, summed_branches, release_input: how it was built (recorded in its weights file's header).
     """
 
     def __init__(
@@ -135,6 +136,9 @@ class UnionSegmentor(nn.Module):
         combine: Combine = "union",
         input_scale: Sequence[float] = (1.0, 1.0, 1.0),
         input_shift: Sequence[float] = (0.0, 0.0, 0.0),
+        preset_name: str = "",
+        summed_branches: int | None = None,
+        release_input: bool = False,
     ):
         super().__init__()
         if len(heads) != len(class_sets):
@@ -152,6 +156,10 @@ class UnionSegmentor(nn.Module):
         self.combine = combine
         self.lift = combine == "lift"
         self.num_classes = NUM_CLASSES
+        # how the model was built, for its weights file's header (:func:`union_metadata`)
+        self.preset_name = preset_name
+        self.summed_branches = summed_branches
+        self.release = release_input
         self.output_stride = 1
         self.log_floor = _LOG_FLOOR
         pairs = [head_index(owned, self.others) for owned in self.class_sets]
@@ -249,12 +257,9 @@ def build_union_model(
         raise ValueError(f"give one backbone or one per head ({len(class_sets)}), not {backbones}")
     nets = [build_model(preset, num_classes=len(owned) + 1 if others else NUM_CLASSES) for owned in class_sets]
     scale, shift = input_affine(preset.mean, preset.std, release_input)
-    model = UnionSegmentor([n.backbone for n in nets[:backbones]], [n.decode_head for n in nets], class_sets,
-                           others=others, combine=combine, input_scale=scale, input_shift=shift)
-    model.preset_name = preset.name
-    model.summed_branches = summed_branches
-    model.release = release_input
-    return model
+    return UnionSegmentor([n.backbone for n in nets[:backbones]], [n.decode_head for n in nets], class_sets,
+                          others=others, combine=combine, input_scale=scale, input_shift=shift,
+                          preset_name=preset.name, summed_branches=summed_branches, release_input=release_input)
 
 
 def union_metadata(model: UnionSegmentor) -> dict[str, str]:
@@ -264,8 +269,8 @@ def union_metadata(model: UnionSegmentor) -> dict[str, str]:
         "num_classes": str(NUM_CLASSES),
         "union": json.dumps({
             "class_sets": model.class_sets, "others": model.others, "backbones": len(model.backbones),
-            "combine": model.combine, "release_input": bool(getattr(model, "release", True)),
-            "summed_branches": getattr(model, "summed_branches", None),
+            "combine": model.combine, "release_input": model.release,
+            "summed_branches": model.summed_branches,
         }),
     }
 

@@ -34,7 +34,7 @@ from adaptseg.methods.base import (
 from adaptseg.methods.parts.thresholds import ClassConfidenceHistogram, apply_class_thresholds
 from adaptseg.methods.umma import losses as L
 from adaptseg.methods.umma.labels import has_others, label_sets, stage0_target
-from adaptseg.models.union import Combine, UnionSegmentor, build_union_model
+from adaptseg.models.union import Combine, UnionSegmentor, build_union_model, input_affine
 from adaptseg.train.config import CheckpointRef, ParamRule
 
 OPTIONS_FILE = "umma.json"
@@ -123,13 +123,11 @@ def source_models(ctx, options: UmmaOptions) -> tuple[list[nn.Module], list[nn.M
 
 
 def assemble(ctx, options: UmmaOptions, backbones, heads, combine: Combine) -> UnionSegmentor:
-    """A union model over given backbones and heads, with the preset's input map (same as :func:`new_union`)."""
-    template = new_union(ctx, options, class_sets_of(options), backbones=1, combine="union")
-    model = UnionSegmentor(backbones, heads, template.class_sets, others=template.others, combine=combine,
-                           input_scale=template.input_scale.flatten().tolist(),
-                           input_shift=template.input_shift.flatten().tolist())
-    model.preset_name, model.summed_branches, model.release = template.preset_name, template.summed_branches, True
-    return model
+    """A union model over given backbones and heads, built as :func:`new_union` builds one."""
+    scale, shift = input_affine(ctx.preset.mean, ctx.preset.std, True)
+    return UnionSegmentor(backbones, heads, class_sets_of(options), others=has_others(options.setting),
+                          combine=combine, input_scale=scale, input_shift=shift, preset_name=ctx.preset.name,
+                          summed_branches=RELEASED_SUMMED_BRANCHES if official(ctx) else None, release_input=True)
 
 
 def released_lr_multipliers(model: UnionSegmentor) -> dict[str, int]:
@@ -189,7 +187,7 @@ class _UmmaTraining(Method):
         write_json_atomic(out_dir / OPTIONS_FILE, {
             "stage": self.ctx.name, "method": self.name, "options": self.options.model_dump(mode="json"),
             "class_sets": student.class_sets, "quirks": self.ctx.recipe.quirks,
-            "summed_aspp_branches": getattr(student, "summed_branches", None) or "all",
+            "summed_aspp_branches": student.summed_branches or "all",
             "duplicated_parameter_lr": official(self.ctx), "momentum_drift_of_frozen_parts": not self.zero_grad_to_none,
             "selected_on_val": self.ctx.recipe.eval.select_best,
         })
