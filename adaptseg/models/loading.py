@@ -100,6 +100,7 @@ def load_weights_file(path: Path, arch: str | None = None) -> LoadedModel:
     """
     from adaptseg.models.checkpoint import load_checkpoint
     from adaptseg.models.presets import build_model, load_preset
+    from adaptseg.models.union import ARCHITECTURE, union_from_metadata
 
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise UserError(
@@ -120,7 +121,8 @@ def load_weights_file(path: Path, arch: str | None = None) -> LoadedModel:
         raise UserError("the weights do not say which model preset they belong to", path=path, fix=ARCH_FIX)
     preset = load_preset(name)
     classes = int(meta["num_classes"]) if meta.get("num_classes", "").isdigit() else None
-    net = build_model(preset, num_classes=classes)
+    net = build_model(preset, num_classes=classes) if meta.get("architecture") != ARCHITECTURE \
+        else union_from_metadata(preset, meta)  # UMMA's backbones + per-source heads (models/union.py)
     report = load_checkpoint(net, path, format="adaptseg" if path.suffix == ".safetensors" else "auto", strict=False)
     if not report.ok:
         problem = report.summary().split("; ", 1)[-1]

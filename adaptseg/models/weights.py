@@ -24,7 +24,9 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
         raise UserError("model weights are written as safetensors", path=path, fix="name the file *.safetensors")
     # clone: safetensors refuses tensors that share storage (tied or sliced parameters)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "adaptseg", **{str(k): str(v) for k, v in (metadata or {}).items()}}
+    # a model that needs more than its preset to be rebuilt (models/union.py) adds its own header entries
+    own = model.weights_metadata() if hasattr(model, "weights_metadata") else {}
+    meta = {"format": "adaptseg", **own, **{str(k): str(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return path
