@@ -8,6 +8,8 @@ Layout of a store folder (ids may contain ``/``; their folders are created)::
     conf/<id>.png           uint8 round(max probability × 255)
     topk/<id>.npz           (only with topk > 0) classes uint8 k×h×w, probs uint8 k×h×w (round(p × 255)),
                             at 1/``topk_stride`` of the image size
+    cert/<id>.npz           (only with ``certainty``) ``certainty``: uint8 H×W×C per-class certainty
+                            floor(100·p), EnD's teacher format (end.md §2.1), zlib-compressed
 
 Quantisation: a probability p is stored as q = round(255·p) and read back as q/255, so the error is at
 most 0.5/255 ≈ 0.002 — finer than any threshold the methods use (DACS' 0.968, DecoupleNet's per-class
@@ -47,7 +49,11 @@ from adaptseg.io import atomic_path, read_label, write_json_atomic, write_png
 
 STORE_VERSION = 1
 #: what a store folder may hold: its record, and one sub-folder per kind with the files of that kind
-STORE_FILES: dict[str, tuple[str, ...]] = {"label": (".png",), "conf": (".png",), "topk": (".npz",)}
+STORE_FILES: dict[str, tuple[str, ...]] = {
+    "label": (".png",), "conf": (".png",), "topk": (".npz",), "cert": (".npz",),
+}
+#: the per-class certainty scale (EnD, end.md §2.1: "map to 0–100, store as bytes")
+CERTAINTY_SCALE = 100
 _MISMATCH_FIX = "write to another --out folder, or pass --force to start this store over"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _ZIP_END = b"PK\x05\x06"
@@ -79,12 +85,26 @@ def dequantise(q: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) / 255.0
 
 
+def certainty_levels(probs: Tensor) -> np.ndarray:
+    """C×H×W probabilities → uint8 H×W×C certainties floor(100·p) (end.md §2.1; p = 0.999 → 99)."""
+    levels = (probs.float() * CERTAINTY_SCALE).floor_().clamp_(0, CERTAINTY_SCALE).to(torch.uint8)
+    return levels.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
 def check_id(image_id: str) -> PurePosixPath:
     """An id as a safe relative path (no absolute paths, no ``..``), or a UserError."""
     parts = image_id.split("/")
     if not image_id or "\\" in image_id or any(part in ("", ".", "..") for part in parts):
         raise UserError(f"image id {image_id!r} cannot name a file in the store", fix="use ids like 'city/name'")
     return PurePosixPath(image_id)
+
+
+def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """A zlib-compressed ``.npz`` of ``arrays``, written atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
@@ -222,17 +242,20 @@ class PseudoLabelStore:
         topk_stride: the soft labels' subsampling (probabilities are averaged over stride×stride cells).
         origin: what makes the pseudo-labels; recorded in ``store.json`` by the first writer, and a
             later writer's must match it (so a resumed run never mixes two models' labels).
+        certainty: also keep every class's certainty floor(100·p) per pixel (``cert/``, EnD's teachers).
     """
 
     def __init__(self, root: str | Path, *, topk: int | None = None, topk_stride: int | None = None,
-                 origin: StoreOrigin | None = None):
+                 origin: StoreOrigin | None = None, certainty: bool | None = None):
         self.root = Path(root)
         info = self._read_info()
         if info is not None:
             self.num_classes: int | None = info.get("num_classes")
             self.topk = int(info.get("topk", 0))
             self.topk_stride = int(info.get("topk_stride", 1))
-            for name, asked, have in (("topk", topk, self.topk), ("topk_stride", topk_stride, self.topk_stride)):
+            self.certainty = bool(info.get("certainty", False))
+            for name, asked, have in (("topk", topk, self.topk), ("topk_stride", topk_stride, self.topk_stride),
+                                      ("certainty", certainty, self.certainty)):
                 if asked is not None and asked != have:
                     raise UserError(
                         f"this store was written with {name}={have}, not {asked}",
@@ -243,23 +266,26 @@ class PseudoLabelStore:
             self.num_classes = None
             self.topk = int(topk or 0)
             self.topk_stride = int(topk_stride or 1)
+            self.certainty = bool(certainty)
         if self.topk < 0 or self.topk_stride < 1:
             raise ValueError("topk must be >= 0 and topk_stride >= 1")
         self.origin = origin
 
     # -- paths and completeness ---------------------------------------------------------------------
     def paths(self, image_id: str) -> dict[str, Path]:
-        """Where the files of ``image_id`` go: ``label``, ``conf`` and (with top-k) ``topk``."""
+        """Where the files of ``image_id`` go: ``label``, ``conf``, (with top-k) ``topk``, (with certainty) ``cert``."""
         rel = check_id(image_id)
         out = {"label": self.root / "label" / f"{rel}.png", "conf": self.root / "conf" / f"{rel}.png"}
         if self.topk:
             out["topk"] = self.root / "topk" / f"{rel}.npz"
+        if self.certainty:
+            out["cert"] = self.root / "cert" / f"{rel}.npz"
         return out
 
     def is_complete(self, image_id: str) -> bool:
         """Whether every file of ``image_id`` exists and is whole (ends with its format's end marker)."""
-        for kind, path in self.paths(image_id).items():
-            ok = _ends_with(path, _ZIP_END, offset=18) if kind == "topk" else _ends_with(path, _PNG_END)
+        for path in self.paths(image_id).values():
+            ok = _ends_with(path, _ZIP_END, offset=18) if path.suffix == ".npz" else _ends_with(path, _PNG_END)
             if not ok:
                 return False
         return True
@@ -278,7 +304,7 @@ class PseudoLabelStore:
     def clean_temporary(self) -> int:
         """Delete temporary files a killed writer left behind; returns how many."""
         removed = 0
-        for kind in ("label", "conf", "topk"):
+        for kind in STORE_FILES:
             folder = self.root / kind
             if folder.is_dir():
                 for path in folder.rglob(".*.tmp*"):
@@ -310,6 +336,7 @@ class PseudoLabelStore:
                     "num_classes": num_classes,
                     "topk": self.topk,
                     "topk_stride": self.topk_stride,
+                    "certainty": self.certainty,
                     "confidence": "uint8 round(255 * max probability)",
                     **({"origin": asdict(self.origin)} if self.origin is not None else {}),
                 })
@@ -339,6 +366,9 @@ class PseudoLabelStore:
         if self.topk:
             with os_errors_as_user_errors(paths["topk"]):
                 self._write_topk(paths["topk"], probs)
+        if self.certainty:
+            with os_errors_as_user_errors(paths["cert"]):
+                write_npz_atomic(paths["cert"], certainty=certainty_levels(probs))
         with os_errors_as_user_errors(paths["conf"]):
             write_png(paths["conf"], quantise(confidence))
         with os_errors_as_user_errors(paths["label"]):  # last: a label marks the image as written
@@ -349,10 +379,7 @@ class PseudoLabelStore:
         if self.topk_stride > 1:
             probs = F.avg_pool2d(probs[None].float(), self.topk_stride, ceil_mode=True)[0]
         values, classes = probs.topk(k, dim=0)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, classes=classes.to(torch.uint8).cpu().numpy(), probs=quantise(values))
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
+        write_npz_atomic(path, classes=classes.to(torch.uint8).cpu().numpy(), probs=quantise(values))
 
     # -- reading ----------------------------------------------------------------------------------------
     def read(self, image_id: str) -> PseudoLabel:
@@ -371,6 +398,22 @@ class PseudoLabelStore:
             with np.load(paths["topk"]) as data:
                 topk = TopK(data["classes"], dequantise(data["probs"]), self.topk_stride)
         return PseudoLabel(label, confidence, topk)
+
+    def read_certainty(self, image_id: str) -> np.ndarray:
+        """The uint8 H×W×C per-class certainties floor(100·p) of one image (a store written with ``certainty``)."""
+        if not self.certainty:
+            raise UserError("this store keeps no per-class certainties", path=self.root / "store.json",
+                            fix="write it again with certainties (EnD's teacher pass does)")
+        path = self.paths(image_id)["cert"]
+        if not self.is_complete(image_id):
+            raise UserError(f"no complete certainties for {image_id!r} in this store", path=self.root,
+                            fix="run the teacher pass again (it resumes) for this split")
+        try:
+            with np.load(path) as data:
+                return data["certainty"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"unreadable certainty file ({exc})", path=path,
+                            fix="delete it and run the teacher pass again (it resumes)") from None
 
     def __iter__(self) -> Iterator[tuple[str, PseudoLabel]]:
         for image_id in self.ids():
