@@ -148,5 +148,17 @@ def fuse_pseudo_labels(offline: Tensor, online: Tensor, thresholds: Tensor) -> T
     return apply_class_thresholds(label, confidence, thresholds.to(confidence.device))
 
 
-__all__ = ["SoftLabels", "fuse_pseudo_labels", "logits_file", "offline_thresholds", "thresholds_path",
+
+
+def soft_label_bytes(stage_dir: Path) -> dict[str, int]:
+    """Bytes on disk of a soft-label stage's output by kind (``topk``, ``label``, ``conf``, ``logits``)."""
+    out: dict[str, int] = {}
+    for folder in (stage_dir / STORE_DIR / "topk", stage_dir / STORE_DIR / "label", stage_dir / STORE_DIR / "conf",
+                   stage_dir / LOGITS_DIR):
+        if folder.is_dir():
+            out[folder.name] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return out
+
+
+__all__ = ["SoftLabels", "fuse_pseudo_labels", "logits_file", "offline_thresholds", "soft_label_bytes", "thresholds_path",
            "topk_logits", "upsampled_soft_label"]
