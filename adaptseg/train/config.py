@@ -114,9 +114,13 @@ class ParamRule(StrictModel):
 
 
 class OptimSection(StrictModel):
-    """Optimiser (mmcv ``DefaultOptimizerConstructor`` semantics for ``custom_keys``, see optim.py)."""
+    """Optimiser (mmcv ``DefaultOptimizerConstructor`` semantics for ``custom_keys``, see optim.py).
 
-    type: Literal["sgd", "adamw"]
+    ``adam`` is ``torch.optim.Adam`` (L2 weight decay in the gradient; DecoupleNet's discriminators),
+    ``adamw`` decoupled weight decay.
+    """
+
+    type: Literal["sgd", "adam", "adamw"]
     lr: float = Field(gt=0)
     momentum: float = 0.9
     nesterov: bool = False

@@ -72,13 +72,15 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], cfg: OptimSec
 
 
 def build_optimizer(models: Mapping[str, nn.Module] | nn.Module, cfg: OptimSection) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay, optional Nesterov) or AdamW over the trainable parameters of ``models``."""
+    """SGD (momentum, weight decay, optional Nesterov), Adam or AdamW over the trainable parameters of ``models``."""
     groups = param_groups(named_trainable_parameters(models), cfg)
     if not groups:
         raise ValueError("no trainable parameters")
     if cfg.type == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
+    if cfg.type == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.type == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimiser {cfg.type!r}")

@@ -68,3 +68,15 @@ def test_groups_are_merged_and_every_trainable_param_is_in_exactly_one():
     assert [(g["lr_mult"], g["decay_mult"]) for g in groups] == [(1.0, 1.0), (1.0, 0.0), (10.0, 1.0)]
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in net.parameters())
+
+
+def test_adam_is_torch_adam_with_l2_decay_and_its_own_betas():
+    """DecoupleNet's discriminators (decouplenet.md §4): Adam lr 1e-4, betas (0.9, 0.99), not AdamW."""
+    optimizer = build_optimizer(Net(), OptimSection(type="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3))
+    assert type(optimizer) is torch.optim.Adam
+    assert optimizer.defaults["betas"] == (0.9, 0.99) and optimizer.param_groups[0]["weight_decay"] == 1e-3
+    param = next(p for g in optimizer.param_groups for p in g["params"])
+    param.grad = torch.zeros_like(param)
+    before = param.detach().clone()
+    optimizer.step()  # L2 decay enters the gradient: a zero gradient still moves the weights by Adam's step
+    assert not torch.equal(param, before)
