@@ -218,6 +218,10 @@ class StreamSampler:
         """Whether the augmented sample at ``position`` is kept (always, for uniform sampling)."""
         return True
 
+    def positions(self, iteration: int, rank: int, world_size: int, batch_size: int) -> range:
+        start = (iteration * world_size + rank) * batch_size
+        return range(start, start + batch_size)
+
 
 def stream_sampler(reader, seed: int, key: int) -> StreamSampler:
     """Uniform epochs, or rare-class sampling when the reader carries its statistics (``rcs:`` streams)."""
@@ -226,10 +230,6 @@ def stream_sampler(reader, seed: int, key: int) -> StreamSampler:
     if isinstance(reader, RareClassReader):
         return reader.sampler(seed, key)
     return StreamSampler(len(reader), seed, key)
-
-    def positions(self, iteration: int, rank: int, world_size: int, batch_size: int) -> range:
-        start = (iteration * world_size + rank) * batch_size
-        return range(start, start + batch_size)
 
 
 class TrainStream:
