@@ -5,7 +5,6 @@ compiled and under torchrun DDP (slow) it runs and the class statistics are comp
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from adaptseg.train.checkpoint import load_checkpoint
 from adaptseg.train.logger import read_scalars
 from adaptseg.train.pipeline import run_recipe
 from tests.methods.test_ddb import tiny_recipe_dict
-from tests.train.test_resume import CLI, _env, _wait_for_checkpoint
+from tests.train.test_resume import _env, train_until_killed
 from tests.train.tiny import make_split
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,15 +46,7 @@ def test_sigkill_then_resume_is_bit_exact_with_mic_rcs_bf16_channels_last(tmp_pa
     run_recipe(recipe, out=tmp_path / "full")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, str(recipe), "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        _wait_for_checkpoint(proc, killed / "r1_st_cu" / "checkpoint-last.pt")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    stopped_at = load_checkpoint(killed / "r1_st_cu" / "checkpoint-last.pt")["iteration"]
-    assert 0 < stopped_at < iters
+    assert 0 < train_until_killed(recipe, killed, "r1_st_cu") < iters
     stats = sorted((killed / "class-stats").glob("*.json"))
     assert len(stats) == 1
     assert stats[0].read_bytes() == (tmp_path / "full" / "class-stats" / stats[0].name).read_bytes()
