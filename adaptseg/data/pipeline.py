@@ -4,7 +4,8 @@
 iteration ``t`` sits at position ``p = (t·W + r)·B + j`` of an endless stream of epochs (``W`` processes,
 ``B`` per-process batch); epoch ``e = p // N`` is a permutation of the ``N`` samples drawn from
 ``(seed, stream, e)``, and the sample's augmentation draws from its own generator seeded by
-``(seed, stream, p)``. So the ranks see disjoint samples that cover each epoch (what a
+``(seed, stream, p)``. A stream with ``rcs:`` draws position ``p``'s sample by class rarity instead, from
+the same per-position seeds (:mod:`adaptseg.data.rcs`). So the ranks see disjoint samples that cover each epoch (what a
 ``DistributedSampler`` gives), the result does not depend on the number of loader workers, and a resumed
 run needs no loader state: it simply starts at its iteration.
 
@@ -59,7 +60,8 @@ def minicity_cache() -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: one process at a time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -86,7 +88,7 @@ def minicity_root(
     folder = base / f"s{seed}-{size[0]}x{size[1]}-n{images if images is not None else 'default'}"
     root = folder / domain
     # the generator moves a domain into place only once it is complete, with its minicity.json inside
-    with _file_lock(folder / f".{domain}.lock"):
+    with file_lock(folder / f".{domain}.lock"):
         if not (root / MARKER).is_file():
             root = Path(generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])[domain])
     return root
@@ -200,17 +202,34 @@ class StreamSampler:
     size: int
     seed: int
     key: int
+    #: how many times a sample's crop may be redrawn when :meth:`accepts` refuses it (RCS: 10)
+    crop_retries: int = 0
 
     def index(self, position: int) -> int:
         epoch, offset = divmod(position, self.size)
         return int(np.random.default_rng([self.seed, self.key, epoch]).permutation(self.size)[offset])
 
-    def rng(self, position: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.key, position, 1])
+    def rng(self, position: int, attempt: int = 0) -> np.random.Generator:
+        """The augmentation generator of position ``position`` (``attempt`` > 0: of a redrawn crop)."""
+        extra = [attempt] if attempt else []
+        return np.random.default_rng([self.seed, self.key, position, 1, *extra])
+
+    def accepts(self, position: int, label: np.ndarray | None) -> bool:
+        """Whether the augmented sample at ``position`` is kept (always, for uniform sampling)."""
+        return True
 
     def positions(self, iteration: int, rank: int, world_size: int, batch_size: int) -> range:
         start = (iteration * world_size + rank) * batch_size
         return range(start, start + batch_size)
+
+
+def stream_sampler(reader, seed: int, key: int) -> StreamSampler:
+    """Uniform epochs, or rare-class sampling when the reader carries its statistics (``rcs:`` streams)."""
+    from adaptseg.data.rcs import RareClassReader
+
+    if isinstance(reader, RareClassReader):
+        return reader.sampler(seed, key)
+    return StreamSampler(len(reader), seed, key)
 
 
 class TrainStream:
@@ -221,12 +240,15 @@ class TrainStream:
         self.reader = reader
         self.transform = transform
         self.batch_size = batch_size
-        self.sampler = StreamSampler(len(reader), seed, stream_key(name))
+        self.sampler = stream_sampler(reader, seed, stream_key(name))
 
     def sample(self, position: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-        index = self.sampler.index(position)
-        item = self.reader[index]
-        image, label = self.transform(item.image, item.label, self.sampler.rng(position))
+        """The augmented sample at ``position``; its crop is redrawn while the sampler refuses it (RCS)."""
+        item = self.reader[self.sampler.index(position)]
+        for attempt in range(self.sampler.crop_retries + 1):
+            image, label = self.transform(item.image, item.label, self.sampler.rng(position, attempt))
+            if self.sampler.accepts(position, label):
+                break
         return image, label, item.id
 
     def batch(self, iteration: int, rank: int, world_size: int) -> dict[str, Any]:

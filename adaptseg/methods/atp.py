@@ -100,6 +100,7 @@ from adaptseg.methods.parts.entropy import (
 )
 from adaptseg.methods.parts.losses import cross_entropy, resize_logits
 from adaptseg.methods.parts.mean_teacher import MeanTeacherMethod
+from adaptseg.methods.parts.mic import MICMixin, MICOption, PseudoLabelledTarget
 from adaptseg.methods.parts.mix import batch_class_mix_masks, mix_images, mix_labels, mixed_pixel_weight
 from adaptseg.methods.parts.modes import batchnorm_train_stochastic_off
 from adaptseg.methods.parts.prototypes import (
@@ -115,6 +116,7 @@ from adaptseg.methods.parts.pseudo import (
     QUALITY_THRESHOLD,
     downscale_label_ratio,
     pseudo_weight_map,
+    quality_weight,
     teacher_pseudo_labels,
 )
 
@@ -145,14 +147,15 @@ class AlignOptions(AtpTrainOptions):
     detach_focal_weight: bool | None = None
 
 
-class TeachOptions(AtpTrainOptions):
-    """T (atp.md §3 "T"): the negative-label threshold."""
+class TeachOptions(AtpTrainOptions, MICOption):
+    """T (atp.md §3 "T"): the negative-label threshold; ``mic: {...}`` adds masked image consistency."""
 
     negative_threshold: float = Field(NEGATIVE_THRESHOLD, gt=0.0, lt=1.0)
 
 
-class PropagateOptions(AtpTrainOptions):
-    """P (atp.md §3 "P"): ProtoCL and the quality weight (the easy/hard streams are the recipe's ``data``)."""
+class PropagateOptions(AtpTrainOptions, MICOption):
+    """P (atp.md §3 "P"): ProtoCL and the quality weight (the easy/hard streams are the recipe's ``data``);
+    ``mic: {...}`` adds masked image consistency on the hard crop."""
 
     negative_threshold: float = Field(NEGATIVE_THRESHOLD, gt=0.0, lt=1.0)
     proto_start: int = Field(PROTO_START, ge=0)
@@ -289,7 +292,7 @@ def ce_and_negative(
 
 
 @register_method("atp_teach")
-class AtpTeach(_AtpTraining):
+class AtpTeach(MICMixin, _AtpTraining):
     """T: CE on the teacher's argmax of the weak crop (every pixel, no weight) + the negative loss (atp.md §3)."""
 
     Options = TeachOptions
@@ -297,16 +300,22 @@ class AtpTeach(_AtpTraining):
 
     def targets(self, batch: Batch, it: int) -> tuple[Tensor, Tensor]:
         """``(strong crops, teacher labels of the weak crops)``: the student's input and its target."""
+        strong, weak = self.strong_and_weak(batch, it)
+        return strong, weak.labels
+
+    def strong_and_weak(self, batch: Batch, it: int) -> tuple[Tensor, PseudoLabelledTarget]:
+        """The strong crops and the weak ones with the teacher's labels (T's CE is unweighted; the DACS
+        quality weight rides along for the MIC term, as MIC's host computes it)."""
         generator = self.generator(it, "atp")
         switches = sample_strong_aug_switches(generator)
-        images, _, labels = self.weak_target(batch["target"]["image"], generator)
-        return self.strong(images, generator, switches), labels
+        images, confidence, labels = self.weak_target(batch["target"]["image"], generator)
+        return self.strong(images, generator, switches), PseudoLabelledTarget(images, labels, quality_weight(confidence))
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
-        strong, labels = self.targets(batch, it)
-        logits = self.student_logits(strong, tuple(labels.shape[-2:]))
-        ce, neg = ce_and_negative(logits, labels, threshold=self.options.negative_threshold)
-        return {"ce": ce, "neg": neg}
+        strong, weak = self.strong_and_weak(batch, it)
+        logits = self.student_logits(strong, tuple(weak.labels.shape[-2:]))
+        ce, neg = ce_and_negative(logits, weak.labels, threshold=self.options.negative_threshold)
+        return self.with_mic_loss({"ce": ce, "neg": neg}, weak, it)
 
 
 @dataclass
@@ -316,7 +325,8 @@ class PropagateTargets:
     ``easy``/``hard``: the strong crops; ``easy_labels``: the teacher's labels of the weak easy crop;
     ``proto_labels``: the hard labels with the quality weight's zero pixels (plcrop rows) set to ignore;
     ``mixed``: ClassMix easy→hard of the strong crops, augmented again, with ``mixed_labels`` (easy where
-    ``masks`` is 1, hard elsewhere) and ``mixed_weight`` (1 where pasted, the hard quality weight elsewhere).
+    ``masks`` is 1, hard elsewhere) and ``mixed_weight`` (1 where pasted, the hard quality weight elsewhere);
+    ``weak_hard``: the weak hard crop with its teacher labels and quality-weight map (the MIC term's target).
     """
 
     easy: Tensor
@@ -327,10 +337,11 @@ class PropagateTargets:
     mixed_labels: Tensor
     mixed_weight: Tensor
     masks: Tensor
+    weak_hard: PseudoLabelledTarget
 
 
 @register_method("atp_propagate")
-class AtpPropagate(_AtpTraining):
+class AtpPropagate(MICMixin, _AtpTraining):
     """P: easy split as pseudo-source, prototypes, ProtoCL on hard, ClassMix easy→hard (atp.md §3 "P").
 
     The two streams ``easy`` and ``hard`` are declared in the recipe: the target stream (dataset and
@@ -411,6 +422,7 @@ class AtpPropagate(_AtpTraining):
             easy=strong_easy, easy_labels=easy_labels, hard=strong_hard, proto_labels=proto_labels,
             mixed=mixed, mixed_labels=mix_labels(masks, easy_labels, hard_labels),
             mixed_weight=mixed_pixel_weight(masks, hard_weight), masks=masks,
+            weak_hard=PseudoLabelledTarget(hard, hard_labels, hard_weight),
         )
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
@@ -434,7 +446,7 @@ class AtpPropagate(_AtpTraining):
         losses["mix_ce"], losses["mix_neg"] = ce_and_negative(
             logits, t.mixed_labels, pixel_weight=t.mixed_weight, threshold=o.negative_threshold
         )
-        return losses
+        return self.with_mic_loss(losses, t.weak_hard, it)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -74,6 +74,7 @@ from adaptseg.methods.base import Batch, Method, ModelHandle, ModelSpec, Task, r
 from adaptseg.methods.parts.augment import strong_augment_each
 from adaptseg.methods.parts.losses import cross_entropy, resize_logits
 from adaptseg.methods.parts.mean_teacher import MeanTeacherMethod
+from adaptseg.methods.parts.mic import MICMixin, MICOption, PseudoLabelledTarget
 from adaptseg.methods.parts.mix import (
     class_mix_mask,
     cut_mix_mask,
@@ -175,7 +176,8 @@ class StepTargets:
 
     ``images`` are the bridged crops (ST: ``x_m``; CKD: the jittered/blurred target crop), ``labels`` their
     hard labels (ST: ``y_m``; CKD: the rectified ensemble's argmax), ``weight`` the per-pixel weight (ST:
-    1 on source pixels, ``q`` on target pixels; CKD: none), ``masks`` the bridging masks (1 = source).
+    1 on source pixels, ``q`` on target pixels; CKD: none), ``masks`` the bridging masks (1 = source),
+    ``target`` (ST) the clean target crop with the teacher's labels and ``q``, which the MIC term reads.
     """
 
     source_images: Tensor
@@ -184,6 +186,7 @@ class StepTargets:
     labels: Tensor
     weight: Tensor | None
     masks: Tensor
+    target: PseudoLabelledTarget | None = None
 
 
 def step_losses(student: ModelHandle, targets: StepTargets, name: str) -> dict[str, Tensor]:
@@ -196,8 +199,8 @@ def step_losses(student: ModelHandle, targets: StepTargets, name: str) -> dict[s
 
 
 # ------------------------------------------------------------------------------------ self-training
-class DDBSelfTrainingOptions(StrictModel):
-    """``ddb_st`` options (ddb.md §3 "ST step")."""
+class DDBSelfTrainingOptions(MICOption):
+    """``ddb_st`` options (ddb.md §3 "ST step"); ``mic: {...}`` adds masked image consistency (parts/mic.py)."""
 
     path: Literal["cu", "ca"]
     ema_alpha: float = Field(0.99, ge=0.0, lt=1.0)
@@ -205,13 +208,15 @@ class DDBSelfTrainingOptions(StrictModel):
 
 
 @register_method("ddb_st")
-class DDBSelfTraining(MeanTeacherMethod):
+class DDBSelfTraining(MICMixin, MeanTeacherMethod):
     """One DDB bridging path: mean-teacher self-training on cut-mixed (cu) or class-mixed (ca) crops.
 
     Per iteration ``t`` (ddb.md §3): EMA update before the forward pass (``before_step``);
     ``L_src = CE(f(x_s), y_s)``; the EMA teacher (BN batch statistics, no dropout) labels the clean target
     crop, ``q`` = share of the batch's pixels with confidence ``≥ 0.968``; ``L_mix = CE(f(x_m), y_m)``
     with pixel weight 1 on source pixels and ``q`` on target pixels. Both CEs average over all pixels.
+    With ``options.mic``, a third term ``mic``: the student on the masked clean target crop against the
+    teacher's labels of it, weighted by ``q`` (:mod:`adaptseg.methods.parts.mic`).
     """
 
     Options = DDBSelfTrainingOptions
@@ -234,10 +239,12 @@ class DDBSelfTraining(MeanTeacherMethod):
         confidence, pseudo = self.teacher_labels(x_t, tuple(y_s.shape[-2:]))
         q = quality_weight(confidence, self.options.pseudo_threshold)
         x_m, masks = stage_bridge(self, self.mix_mode, x_s, y_s, x_t, it)
-        return StepTargets(x_s, y_s, x_m, mix_labels(masks, y_s, pseudo), mixed_pixel_weight(masks, q), masks)
+        return StepTargets(x_s, y_s, x_m, mix_labels(masks, y_s, pseudo), mixed_pixel_weight(masks, q), masks,
+                           PseudoLabelledTarget(x_t, pseudo, q))
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
-        return step_losses(self.student, self.targets(batch, it), "mix")
+        targets = self.targets(batch, it)
+        return self.with_mic_loss(step_losses(self.student, targets, "mix"), targets.target, it)
 
 
 def stage_bridge(method: Method, mode: MixMode, x_s: Tensor, y_s: Tensor, x_t: Tensor, it: int) -> tuple[Tensor, Tensor]:

@@ -71,11 +71,27 @@ class DatasetSpec(StrictModel):
     concat: list[DatasetSpec] = Field(default_factory=list)
 
 
+class RareClassSamplingOptions(StrictModel):
+    """``data.<stream>.rcs``: DAFormer's rare-class sampling of a labelled stream (adaptseg.data.rcs).
+
+    Defaults as released (``class_temp=0.01, min_pixels=3000, min_crop_ratio=0.5``). ``min_pixels``
+    counts pixels of a label as read (full resolution): lower it for small images (MiniCity: about 50).
+    """
+
+    temperature: float = Field(0.01, gt=0.0)
+    min_pixels: int = Field(3000, ge=0)
+    min_crop_ratio: float = Field(0.5, ge=0.0)
+
+
 class StreamSpec(DatasetSpec):
-    """A training data stream: a dataset, its augmentation pipeline and its per-process batch size."""
+    """A training data stream: a dataset, its augmentation pipeline and its per-process batch size.
+
+    ``rcs: {}`` samples it by class rarity instead of in shuffled epochs (labelled streams only).
+    """
 
     batch_size: int = Field(2, ge=1)
     pipeline: list[dict[str, Any]] = Field(default_factory=list)
+    rcs: RareClassSamplingOptions | None = None
 
 
 class EvalSection(StrictModel):

@@ -117,16 +117,22 @@ class StageContext:
 
     def open_dataset(self, spec: DatasetSpec):
         """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand; ``concat``
-        datasets appended, as one :class:`~adaptseg.data.pipeline.ConcatReader`)."""
+        datasets appended, as one :class:`~adaptseg.data.pipeline.ConcatReader`; a stream with ``rcs``
+        wrapped in a :class:`~adaptseg.data.rcs.RareClassReader` whose statistics live in the run)."""
         from adaptseg.data.pipeline import ConcatReader, open_dataset
 
         reader = open_dataset(
             spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options,
             ids=self.resolve(spec.ids) if spec.ids else None, minicity=self.minicity_options(),
         )
-        if not spec.concat:
-            return reader
-        return ConcatReader([reader, *(self.open_dataset(extra) for extra in spec.concat)])
+        if spec.concat:
+            reader = ConcatReader([reader, *(self.open_dataset(extra) for extra in spec.concat)])
+        rcs = getattr(spec, "rcs", None)  # a training stream's rare-class sampling (StreamSpec.rcs)
+        if rcs is not None:
+            from adaptseg.data.rcs import RareClassReader, statistics_file
+
+            reader = RareClassReader(reader, rcs, statistics_file(self.run_dir, spec))
+        return reader
 
     def stream_spec(self, name: str) -> DatasetSpec:
         """The recipe's data stream ``name``; a one-line error naming the recipe when it has none."""

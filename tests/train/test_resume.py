@@ -33,6 +33,20 @@ def _wait_for_checkpoint(proc: subprocess.Popen, path, timeout: float = 300.0) -
     raise AssertionError("no checkpoint appeared")
 
 
+def train_until_killed(recipe, out, stage: str) -> int:
+    """``adaptseg train RECIPE --out OUT`` in a child process, SIGKILLed once ``stage`` wrote a checkpoint;
+    returns the checkpoint's iteration."""
+    proc = subprocess.Popen([*CLI, str(recipe), "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _wait_for_checkpoint(proc, out / stage / "checkpoint-last.pt")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return load_checkpoint(out / stage / "checkpoint-last.pt")["iteration"]
+
+
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
     data = make_split(tmp_path / "data", n=6)
     iters = 16
@@ -40,15 +54,7 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path):
     run_recipe(recipe, out=tmp_path / "full")  # uninterrupted, in this process
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, str(recipe), "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        _wait_for_checkpoint(proc, killed / "source" / "checkpoint-last.pt")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    stopped_at = load_checkpoint(killed / "source" / "checkpoint-last.pt")["iteration"]
+    stopped_at = train_until_killed(recipe, killed, "source")
     assert 0 < stopped_at < iters and not (killed / "source" / "DONE").exists()
 
     assert [r.status for r in run_recipe(recipe, out=killed, resume=True)] == ["resumed"]
