@@ -8,6 +8,11 @@ that is refused can say who holds the folder; when the file system cannot ``floc
 mounts), those details decide instead: the folder is taken unless the recorded process still runs on
 this host.
 
+A lock taken with ``flock`` belongs to the open file, which a forked child (a data-loading worker)
+shares: the child would keep the folder locked after its parent was killed, until it noticed and exited.
+Forked children therefore close their copy of every held lock at once (``os.register_at_fork``);
+``exec``'d children never get one (Python opens files non-inheritable).
+
 Limit: ``flock`` is per host on network file systems that do not forward it, so two hosts writing one
 shared run folder are not kept apart.
 """
@@ -28,8 +33,21 @@ from pathlib import Path
 from adaptseg.errors import UserError
 
 LOCK_NAME = ".lock"
+#: the lock files this process holds (their descriptors), closed in forked children
+_HELD: set[int] = set()
 #: what ``flock`` answers on a file system that does not support it
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def _close_held_in_child() -> None:
+    """After ``fork``, in the child: let go of the parent's locks (the parent still holds them)."""
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def _holder(fd: int) -> dict:
@@ -98,9 +116,11 @@ def run_dir_lock(run_dir: str | Path, command: str = "adaptseg train") -> Iterat
                    "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(details) + "\n").encode("utf-8"), 0)
+        _HELD.add(fd)
         try:
             yield path
         finally:
+            _HELD.discard(fd)
             os.ftruncate(fd, 0)  # the details leave with the holder
     finally:
         os.close(fd)  # releases the flock

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
+from adaptseg.errors import UserError
 from adaptseg.train.logger import read_scalars
 from adaptseg.train.run_lock import LOCK_NAME, run_dir_lock
 from tests.data.layouts import rgb, write_palette_png
@@ -349,3 +350,35 @@ def test_sigkill_then_plain_rerun_points_at_resume_and_resume_finishes(tmp_path,
     assert outcome.exit_code == 0, outcome.stderr
     assert (run / "source" / "DONE").is_file() and logged_iterations(run) == list(range(1, 101))
     assert_no_partials(run)
+
+
+def test_a_forked_child_of_a_killed_holder_does_not_keep_the_folder(tmp_path):
+    """Data-loading workers are forked: they must not inherit the run lock and hold it after a SIGKILL."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, sys, time\n"
+            "from adaptseg.train.run_lock import run_dir_lock\n"
+            f"with run_dir_lock({str(run)!r}):\n"
+            "    child = os.fork()\n"
+            "    if child == 0:\n"
+            "        time.sleep(60); os._exit(0)\n"  # a worker that outlives its parent
+            "    print(child, flush=True); time.sleep(60)\n"
+        )],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    child = None
+    try:
+        child = int(holder.stdout.readline())
+        with pytest.raises(UserError, match="in use by pid"):
+            with run_dir_lock(run):
+                pass
+        holder.kill()
+        holder.wait()
+        with run_dir_lock(run):  # free at once, while the forked child still sleeps
+            assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        holder.kill()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
