@@ -67,6 +67,8 @@ def run_engine(
         for prediction in engine.run(items, on_error=report if skip_unreadable else None):
             consume(prediction)
             progress.advance(task)
+    if engine.batch_probe is not None:  # batch_size: auto says what it chose and why
+        console.print(engine.batch_probe.summary(), highlight=False, soft_wrap=True)
     return skipped
 
 

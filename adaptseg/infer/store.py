@@ -121,7 +121,8 @@ def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
 
 
 #: inference settings that do not change the labels (how fast, not what): left out of a store's origin
-_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last")
+_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last",
+                   "auto_batch.max_size", "auto_batch.memory_mib", "auto_batch.repeats")
 #: the file a trained run keeps its deployable weights in (one per stage)
 _RUN_WEIGHTS = "student.safetensors"
 
