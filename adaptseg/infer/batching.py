@@ -9,8 +9,8 @@ and the largest batch whose float32 crops and outputs fit in ``auto_batch.memory
 (:func:`probe_candidates`). Each candidate runs ``auto_batch.repeats`` real batches of the run (their
 outputs are used: probing wastes no work); its cost is the *least* seconds per crop seen (the first
 batch at a size may pay one-off set-up). Probing stops early once a size is ``slower_by`` slower per
-crop than the best so far (larger batches rarely recover). The fastest size is kept for the rest of
-the engine's life, and the choice, the timings and the probe's own time are reported
+crop than the best so far (larger batches rarely recover), or when a run ends before the next size
+could fill a batch. The fastest size is kept for the rest of the engine's life, and the choice, the timings and the probe's own time are reported
 (:meth:`BatchSizeProbe.summary`).
 """
 
@@ -88,6 +88,11 @@ class BatchSizeProbe:
         self._runs = 0
         self._index += 1
         if self._index == len(self.candidates) or self.seconds_per_crop[crops] > best * (1 + self.slower_by):
+            self._settle()
+
+    def finish(self) -> None:
+        """The run ended while probing (too few crops for the next size): settle on the best size timed."""
+        if not self.done and self.seconds_per_crop:
             self._settle()
 
     def _settle(self) -> None:

@@ -394,6 +394,8 @@ class SlidingWindow:
                 variant.image = None  # every crop is copied out: the resized image can go
         if len(batch):
             yield from self._flush(batch, jobs)
+        if self.batch_probe is not None:
+            self.batch_probe.finish()
         assert not jobs, "every image finishes with the last batch"
 
     def predict_image(self, image: np.ndarray) -> Tensor:

@@ -99,3 +99,13 @@ def test_a_number_fixes_the_batch_size():
     assert load_preset(None, ["batch_size=auto"]).batch_size == "auto"
     with pytest.raises(Exception, match="batch_size"):
         load_preset(None, ["batch_size=0"])
+
+
+def test_a_short_run_settles_on_the_best_size_it_could_time():
+    backend = TimedBackend(lambda n: {1: 2.0, 2: 1.5}.get(n, 1.0) * n)
+    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(16, 16), batch_size="auto",
+                          auto_batch={"max_size": 32, "repeats": 1, "memory_mib": 64}, workers=1)
+    engine = SlidingWindow(backend, cfg)
+    engine.clock = backend.clock
+    list(engine.run([("a", random_image(32, 48, 0))]))  # 6 windows: sizes 1, 2 timed, then 3 left at size 4
+    assert backend.batches == [1, 2, 3] and engine.batch_probe.choice == 2  # size 4 never filled a batch
