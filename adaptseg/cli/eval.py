@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
 
             check_model_path(model)
             with inference_processes("auto") as (dist, run_device):
-                cm, n_images = evaluate_model(model=model, dataset=ds, preset=preset, device=run_device, dist=dist)
+                ranks = {"device": run_device, "dist": dist} if dist.enabled else {}
+                cm, n_images = evaluate_model(model=model, dataset=ds, preset=preset, **ranks)
             if not dist.is_main:
                 return
 
