@@ -9,6 +9,12 @@ Prints two tables; every figure comes from this one run on the same images:
     <= 2 x C x H x W float32), from the resident-set peak of two child processes that run the same
     crops: the raw forwards alone, and the engine
 (d) bytes per pixel of the pseudo-label store on MiniCity scenes
+(e) ``batch_size: auto`` against each fixed batch size, per model: auto's run time (its probe excluded,
+    reported apart) over the best fixed size's (target <= 1.05), and the size it chose
+
+With MONAI installed (``pip install -e .[bench]``), (a)/(b) also time MONAI's ``sliding_window_inference``
+on the same backend, crops, stride and batch (target: engine <= MONAI) and print its label agreement
+with the engine.
 
     python bench/infer.py              # about 8 minutes on 2 idle CPU cores
     python bench/infer.py --quick      # smaller images, fewer repeats
@@ -166,17 +172,69 @@ def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
             for im in images:
                 mmseg_slide(model, im, cfg, model.num_classes)
 
-    run_engine(), raw(), loop()  # warm-up
+    fns = {"raw": raw, "engine": run_engine, "loop": loop}
+    peer = monai_peer(model, cfg)
+    if peer is not None:
+        fns["monai"] = lambda: [peer(im) for im in images]
+    for fn in fns.values():  # warm-up
+        fn()
     rounds = 3 if quick else 9
-    times = interleaved_runs({"raw": raw, "engine": run_engine, "loop": loop}, rounds=rounds)
+    times = interleaved_runs(fns, rounds=rounds)
     out = {"images": f"{len(images)} x {w}x{h}", "crops": sum(len(b) for b in batches), "rounds": rounds}
     for clock in ("", "_cpu"):
-        out[f"raw{clock}"] = statistics.median(times[f"raw{clock}"])
-        out[f"engine{clock}"] = statistics.median(times[f"engine{clock}"])
-        out[f"loop{clock}"] = statistics.median(times[f"loop{clock}"])
+        for name in fns:
+            out[f"{name}{clock}"] = statistics.median(times[f"{name}{clock}"])
         out[f"a{clock}"] = median_ratio(times, f"engine{clock}", f"raw{clock}")
         out[f"b{clock}"] = median_ratio(times, f"loop{clock}", f"engine{clock}")
+        if peer is not None:
+            out[f"monai_ratio{clock}"] = median_ratio(times, f"monai{clock}", f"engine{clock}")
+    if peer is not None:
+        engine_labels = [p.label() for p in engine.run(items)]
+        agree = [float((peer(im).argmax(0) == lab).float().mean()) for im, lab in zip(images, engine_labels, strict=True)]
+        out["monai_agreement"] = min(agree)
     return out
+
+
+def monai_peer(model, cfg: InferenceConfig):
+    """MONAI's ``sliding_window_inference`` on the same backend, crop, stride and batch (None without MONAI):
+    one image in, C×H×W averaged logits out."""
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        return None
+    overlap = tuple(1 - s / c for s, c in zip(cfg.slide_stride, cfg.crop, strict=True))
+
+    @torch.inference_mode()
+    def run(image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        return sliding_window_inference(x, tuple(cfg.crop), cfg.batch_size, model, overlap=overlap, mode="constant")[0]
+
+    return run
+
+
+def auto_vs_fixed(quick: bool, model_name: str, sizes: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, object]:
+    """(e): run time of ``batch_size: auto`` (after its probe, which the first run pays and is reported
+    apart) and of each fixed size, on the same images; interleaved rounds, medians."""
+    h, w = (256, 512) if quick else (512, 1024)
+    images = [(str(i), im) for i, im in enumerate(make_images(2 if quick else 4, h, w))]
+    model = backend(model_name)
+    engines = {f"fixed {n}": SlidingWindow(model, InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171),
+                                                                   batch_size=n, workers=1)) for n in sizes}
+    auto = SlidingWindow(model, InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171), batch_size="auto",
+                                                auto_batch={"max_size": max(sizes)}, workers=1))
+    for p in auto.run(images):  # the probe (a run settles on the best size it could time)
+        p.release()
+    engines["auto"] = auto
+
+    def runner(engine):
+        return lambda: [p.release() for p in engine.run(images)]
+
+    fns = {name: runner(engine) for name, engine in engines.items()}
+    times = interleaved_runs(fns, rounds=3 if quick else 7)
+    medians = {name: statistics.median(times[f"{name}_cpu"]) for name in fns}
+    best = min((n for n in medians if n != "auto"), key=medians.get)
+    return {"medians": medians, "best": best, "ratio": medians["auto"] / medians[best],
+            "choice": auto.batch_probe.choice, "probe": auto.batch_probe.probe_seconds}
 
 
 # -------------------------------------------------------------------------------------------- memory
@@ -283,7 +341,8 @@ def main() -> None:
     parser.add_argument(
         "--models", default=",".join(TIMING_MODELS), help="comma-separated model presets of the timings (a) and (b)"
     )
-    parser.add_argument("--timing-only", action="store_true", help="only (a) and (b)")
+    parser.add_argument("--timing-only", action="store_true", help="only (a) and (b) (and (e) with --auto)")
+    parser.add_argument("--auto", action="store_true", help="(e): batch_size auto against fixed sizes")
     args = parser.parse_args()
     tune_host_allocator()  # as the adaptseg command does
     if args.memory_probe:
@@ -303,15 +362,35 @@ def main() -> None:
         f"slide stride 171, batch 8), CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
         f"medians of {first['rounds']} interleaved rounds; ratios are medians of per-round ratios; CPU time (wall clock)",
     )
-    for col in ("model", "raw batched forward", "engine", "(a) engine / raw, target <= 1.05",
-                "per-window loop (mmseg)", "(b) loop / engine, target >= 2x"):
+    columns = ["model", "raw batched forward", "engine", "(a) engine / raw, target <= 1.05",
+               "per-window loop (mmseg)", "(b) loop / engine, target >= 2x"]
+    with_monai = "monai_ratio" in first
+    if with_monai:
+        columns += ["MONAI sliding_window_inference", "MONAI / engine, target >= 1", "MONAI label agreement"]
+    for col in columns:
         table.add_column(col)
     for name, t in timings.items():
-        table.add_row(
+        cells = [
             name, f"{t['raw_cpu']:.3f} s", f"{t['engine_cpu']:.3f} s", f"{t['a_cpu']:.3f} ({t['a']:.3f})",
             f"{t['loop_cpu']:.3f} s", f"{t['b_cpu']:.2f}x ({t['b']:.2f}x)",
-        )  # fmt: skip
+        ]  # fmt: skip
+        if with_monai:
+            cells += [f"{t['monai_cpu']:.3f} s", f"{t['monai_ratio_cpu']:.2f}x ({t['monai_ratio']:.2f}x)",
+                      f"{t['monai_agreement']:.4%}"]
+        table.add_row(*cells)
     Console().print(table)
+    if not with_monai:
+        print("(MONAI is not installed: pip install -e .[bench] adds it as the peer of (a)/(b))")
+    if args.auto:
+        table = Table(title="(e) batch_size: auto vs fixed sizes — CPU seconds per run (medians), probe excluded")
+        for col in ("model", "fixed sizes", "auto", "auto / best fixed, target <= 1.05", "chose", "probe"):
+            table.add_column(col)
+        for name in models:
+            e = auto_vs_fixed(args.quick, name)
+            fixed = ", ".join(f"{k.split()[1]}: {v:.3f}" for k, v in e["medians"].items() if k != "auto")
+            table.add_row(name, fixed, f"{e['medians']['auto']:.3f}", f"{e['ratio']:.3f} (best: {e['best']})",
+                          str(e["choice"]), f"{e['probe']:.2f} s")
+        Console().print(table)
     if args.timing_only:
         return
     mib = 2**20

@@ -50,7 +50,7 @@ def test_missing_files_and_unknown_names_are_one_line_errors(tmp_path):
                                         "'source_only/minicity-gta5'"):
         TRAIN.find("source_only/minicity-gta6")
     with pytest.raises(UserError, match="unknown export profile 'nothing-like-it' — fix: choose one of: "
-                                        "default, trt-fp16, trt-int8"):
+                                        "default, onnx-int8, trt-fp16, trt-int8"):
         EXPORT.find("nothing-like-it")
 
 

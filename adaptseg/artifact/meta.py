@@ -33,6 +33,9 @@ class ParityBar(StrictModel):
     min_agreement: float = Field(ge=0.0, le=1.0, description="fraction of pixels with the same argmax")
     max_abs_diff: float | None = Field(None, gt=0.0, description="largest |Δlogit| allowed; null = unbounded")
     max_rel_diff: float = Field(0.0, ge=0.0, description="|Δlogit| allowed per unit of logit scale")
+    min_miou: float | None = Field(
+        None, ge=0.0, le=1.0, description="least mIoU of the artifact's class map against eager's; null = unchecked"
+    )
 
     def logit_bound(self, scale: float) -> float | None:
         """The largest |Δlogit| allowed when eager logits reach ``scale`` in magnitude."""
@@ -64,6 +67,7 @@ class ParityFigures(StrictModel):
     max_abs_diff: float
     logit_scale: float = Field(description="largest |logit| of eager PyTorch on the crops")
     agreement: float = Field(description="fraction of pixels whose argmax class matches eager")
+    miou: float | None = Field(None, description="mIoU of the artifact's class map, eager's as ground truth")
     bar: ParityBar
     device: str
 

@@ -77,12 +77,17 @@ def register(app: typer.Typer) -> None:
         ds.strict_labels = strict  # else unknown label values are ignored with a warning per file
         if pred is not None:
             cm, n_images = evaluate_predictions(pred, ds)
-        else:
+        else:  # under torchrun each process scores its shard; rank 0 reports the summed matrix
             from adaptseg.infer.evaluate import evaluate_model
+            from adaptseg.infer.ranks import inference_processes
             from adaptseg.infer.run import check_model_path
 
             check_model_path(model)
-            cm, n_images = evaluate_model(model=model, dataset=ds, preset=preset)
+            with inference_processes("auto") as (dist, run_device):
+                ranks = {"device": run_device, "dist": dist} if dist.enabled else {}
+                cm, n_images = evaluate_model(model=model, dataset=ds, preset=preset, **ranks)
+            if not dist.is_main:
+                return
 
         report = Report.from_confusion(cm, protocol=protocol, n_images=n_images)
         report.print()

@@ -7,6 +7,9 @@ deletes only a folder that is provably a pseudo-label store.
 
 Exit status: 0 when every image is labelled; 1 when unreadable images were skipped (reported by
 name); 2 for bad input.
+
+Under ``torchrun --nproc_per_node=N`` each process labels its shard of the split into the same store
+(:mod:`adaptseg.infer.ranks`); rank 0 reports the totals.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from adaptseg.data import build_dataset
         from adaptseg.infer.backends import load_backend
         from adaptseg.infer.config import dataset_preset, load_preset
+        from adaptseg.infer.ranks import barrier, inference_processes
         from adaptseg.infer.run import check_model_path, pseudo_label_split
         from adaptseg.infer.store import PseudoLabelStore, StoreOrigin, remove_store
 
@@ -48,12 +52,17 @@ def register(app: typer.Typer) -> None:
         ds = build_dataset(dataset, root, split, labels=False)
         config = load_preset(preset if preset is not None else dataset_preset(ds.name), sets)
         check_model_path(model)
-        backend = load_backend(model, device, config.backend, arch=arch)
-        if force and remove_store(out):  # everything is checked first: a bad argument deletes nothing
-            typer.echo(f"removed the pseudo-label store in {out} (--force)")
-        origin = StoreOrigin.of(model, ds, preset, config)
-        store = PseudoLabelStore(out, topk=topk, topk_stride=topk_stride, origin=origin)
-        summary = pseudo_label_split(backend, ds, store, config)
+        with inference_processes(device) as (dist, run_device):
+            backend = load_backend(model, run_device, config.backend, arch=arch)
+            # everything is checked first: a bad argument deletes nothing
+            if force and dist.is_main and remove_store(out):
+                typer.echo(f"removed the pseudo-label store in {out} (--force)")
+            barrier(dist)
+            origin = StoreOrigin.of(model, ds, preset, config)
+            store = PseudoLabelStore(out, topk=topk, topk_stride=topk_stride, origin=origin)
+            summary = pseudo_label_split(backend, ds, store, config, dist=dist)
+        if not dist.is_main:
+            return
         if summary.already:
             typer.echo(f"{summary.already} of {len(ds)} image(s) already labelled in {out}")
         typer.echo(f"wrote {summary.written} pseudo-label(s) to {out}")

@@ -36,6 +36,30 @@ def calibration_sources(calib: str | Path | None, count: int) -> list[ImageLike]
     return list(minicity_images(count))
 
 
+def calibration_split(
+    calib: str | Path | None, calibration: int, parity: int
+) -> tuple[list[ImageLike], list[ImageLike]]:
+    """``calibration`` images to quantise with and ``parity`` *other* images to check the result on.
+
+    An int8 model is judged on images that did not set its ranges. MiniCity renders as many distinct
+    images as asked; a ``--calib`` folder gives its last ``parity`` images to the check and cycles the
+    rest for calibration, so it needs at least ``parity + 1`` images.
+    """
+    if calib is None:
+        images = minicity_images(calibration + parity)
+        return list(images[:calibration]), list(images[calibration:])
+    paths = list_images(calib)
+    if len(paths) <= parity:
+        raise UserError(
+            f"int8 needs calibration images and {parity} other images to check parity on, "
+            f"but the calibration folder has {len(paths)}",
+            path=calib,
+            fix=f"put at least {parity + 1} target images in it (or lower parity.images in the export profile)",
+        )
+    rest, checked = paths[: len(paths) - parity], paths[len(paths) - parity :]
+    return [rest[i % len(rest)] for i in range(calibration)], list(checked)
+
+
 def minicity_images(count: int, size: tuple[int, int] = MINICITY_SIZE, seed: int = 6) -> list[np.ndarray]:
     """``count`` MiniCity target-domain (Cityscapes-like val) images, RGB uint8, rendered in memory."""
     from adaptseg.data.minicity import SPECS, make_sample

@@ -23,9 +23,9 @@ from adaptseg.artifact.folder import Artifact, class_table, file_sha256
 from adaptseg.artifact.meta import SIDECAR, ArtifactMeta, Precision, SourceInfo
 from adaptseg.artifact.runtime import runtime_for
 from adaptseg.errors import UserError
-from adaptseg.export.calibration import calibration_sources, parity_crops
+from adaptseg.export.calibration import calibration_sources, calibration_split, parity_crops
 from adaptseg.export.formats import ExportFormat, WriteJob, Written, get_format
-from adaptseg.export.profile import ExportProfile, load_profile
+from adaptseg.export.profile import ExportProfile, calibration_count, load_profile
 from adaptseg.export.source import EagerSource, load_source
 from adaptseg.export.staging import check_writable, staged_folder
 from adaptseg.export.verify import verify_artifact
@@ -87,7 +87,7 @@ def export_model(
     precision: Precision = "fp16" if fp16 else prof.precision
     if precision not in export_format.precisions:
         raise UserError(f"{fmt} exports {'/'.join(export_format.precisions)}, not {precision}",
-                        fix="use a format that has it (int8: --format trt), or another export profile")
+                        fix="use a format that has it (int8: --format onnx or trt), or another export profile")
     if export_format.preflight is not None:  # fail in a second, before loading anything
         export_format.preflight()
     if out is not None and Path(out).suffix.lower() in {".pt", ".onnx", ".engine", ".plan", ".json"}:
@@ -103,9 +103,12 @@ def export_model(
     check_writable(dest, force)
 
     parity = prof.parity
-    wanted = max(parity.images, prof.tensorrt.calibration.images if precision == "int8" else 0)
-    images = calibration_sources(calib, wanted)
-    crops = parity_crops(images[: parity.images], crop)  # type: ignore[arg-type]
+    calibrating = calibration_count(prof, fmt, precision)
+    if calibrating:  # int8 is checked on images that did not calibrate it
+        images, checked = calibration_split(calib, calibrating, parity.images)
+    else:
+        images = checked = calibration_sources(calib, parity.images)
+    crops = parity_crops(checked, crop)  # type: ignore[arg-type]
     example = crops[:2] if crops.shape[0] >= 2 else torch.cat([crops, crops.flip(-1)])
 
     with staged_folder(dest, force=force) as stage:

@@ -192,11 +192,28 @@ def check_onnx(path: str | Path, crop: tuple[int, int]) -> None:
                         fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
 
 
-@register_format("onnx")
+@register_format("onnx", precisions=("fp32", "fp16", "int8"))
 def write_onnx_artifact(job: WriteJob) -> Written:
-    """``model.onnx`` at the job's precision (``onnx.exporter``/``onnx.opset`` of the profile)."""
-    result = export_onnx(at_precision(job.source.module, job.precision), job.example, job.model_path,
-                         num_classes=job.source.num_classes, opset=job.profile.onnx.opset,
-                         exporter=job.profile.onnx.exporter)
+    """``model.onnx`` at the job's precision (``onnx.exporter``/``onnx.opset`` of the profile); int8 is the
+    float export quantised statically on the job's calibration crops (:mod:`adaptseg.export.quantise`)."""
+    int8 = job.precision == "int8"
+    float_path = job.model_path.with_name(f".float-{job.model_path.name}") if int8 else job.model_path
+    module = job.source.module if int8 else at_precision(job.source.module, job.precision)
+    result = export_onnx(module, job.example, float_path, num_classes=job.source.num_classes,
+                         opset=job.profile.onnx.opset, exporter=job.profile.onnx.exporter)
     note = "weights in an external data file (over 2 GB)" if result.external_data else "single file"
-    return Written(result.exporter, note, opset=result.opset)
+    if not int8:
+        return Written(result.exporter, note, opset=result.opset)
+    from adaptseg.export.calibration import CropBatches
+    from adaptseg.export.quantise import quantise_onnx
+
+    if not job.images:
+        raise UserError("int8 needs calibration images", fix="pass --calib DIR or let export use MiniCity")
+    settings = job.profile.onnx.int8
+    try:
+        note = quantise_onnx(float_path, job.model_path, CropBatches(job.images, job.crop, settings.batch_size),
+                             settings)
+    finally:
+        float_path.unlink(missing_ok=True)
+    check_onnx(job.model_path, crop=job.crop)
+    return Written(f"{result.exporter}+ort-quantize_static", note, opset=result.opset)

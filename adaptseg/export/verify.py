@@ -34,6 +34,13 @@ class Measured:
     agreement: float
     pixels: int
     logit_scale: float  # largest |logit| of the reference
+    miou: float = 0.0  # the candidate's class map scored against the reference's (classes either predicts)
+
+
+def class_map_miou(intersection: Tensor, union: Tensor) -> float:
+    """Mean IoU over the classes present in either class map (1.0 when both are empty)."""
+    present = union > 0
+    return float((intersection[present].double() / union[present].double()).mean()) if present.any() else 1.0
 
 
 @torch.inference_mode()
@@ -47,6 +54,7 @@ def measure_parity(
     """
     device = torch.device(device)
     max_abs, agree, pixels, scale = 0.0, 0, 0, 0.0
+    intersection = union = None
     for start in range(0, crops.shape[0], batch_size):
         x = crops[start : start + batch_size].to(device)
         ref = reference(x).float()
@@ -57,15 +65,26 @@ def measure_parity(
         if not torch.isfinite(out).all():
             return Measured(float("inf"), 0.0, pixels + ref[:, 0].numel(), scale)
         max_abs = max(max_abs, float((out - ref).abs().max()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        got, want = out.argmax(1).flatten().cpu(), ref.argmax(1).flatten().cpu()
+        classes = ref.shape[1]
+        both = torch.bincount(want[got == want], minlength=classes)
+        either = torch.bincount(want, minlength=classes) + torch.bincount(got, minlength=classes) - both
+        intersection = both if intersection is None else intersection + both
+        union = either if union is None else union + either
+        agree += int(both.sum())
         pixels += ref[:, 0].numel()
-    return Measured(max_abs, agree / max(pixels, 1), pixels, scale)
+    miou = class_map_miou(intersection, union) if intersection is not None else 0.0
+    return Measured(max_abs, agree / max(pixels, 1), pixels, scale, miou)
 
 
 def passes(measured: Measured, bar: ParityBar) -> bool:
     """Whether measured figures reach ``bar``."""
     bound = bar.logit_bound(measured.logit_scale)
-    return measured.agreement >= bar.min_agreement and (bound is None or measured.max_abs_diff <= bound)
+    return (
+        measured.agreement >= bar.min_agreement
+        and (bound is None or measured.max_abs_diff <= bound)
+        and (bar.min_miou is None or measured.miou >= bar.min_miou)
+    )
 
 
 def verify_artifact(
@@ -95,10 +114,11 @@ def verify_artifact(
         shutil.rmtree(folder, ignore_errors=True)
         bound = bar.logit_bound(measured.logit_scale)
         limit = f", max |Δlogit| <= {bound:.3g}" if bound is not None else ""
+        limit += f", mIoU >= {bar.min_miou:.2%}" if bar.min_miou is not None else ""
         raise ParityError(
             f"the exported model differs from eager PyTorch: argmax agreement {measured.agreement:.4%}, "
-            f"max |Δlogit| {measured.max_abs_diff:.3g} of logits up to {measured.logit_scale:.3g} "
-            f"(bar: agreement >= {bar.min_agreement:.2%}{limit}); artifact deleted",
+            f"mIoU {measured.miou:.2%}, max |Δlogit| {measured.max_abs_diff:.3g} of logits up to "
+            f"{measured.logit_scale:.3g} (bar: agreement >= {bar.min_agreement:.2%}{limit}); artifact deleted",
             path=folder,
             fix="check the model's export capabilities, or try another exporter/precision in the export profile",
         )
@@ -109,6 +129,7 @@ def verify_artifact(
         max_abs_diff=measured.max_abs_diff,
         logit_scale=measured.logit_scale,
         agreement=measured.agreement,
+        miou=measured.miou,
         bar=bar,
         device=str(device),
     )

@@ -49,6 +49,14 @@ class TTAConfig(StrictModel):
         return scales
 
 
+class AutoBatch(StrictModel):
+    """How ``batch_size: auto`` probes (see :mod:`adaptseg.infer.batching`)."""
+
+    max_size: int = Field(32, ge=1, description="largest batch size tried")
+    memory_mib: float = Field(2048, gt=0, description="cap on a batch's float32 crops + outputs, MiB")
+    repeats: int = Field(2, ge=1, description="batches timed per size (the least time per crop counts)")
+
+
 class InferenceConfig(StrictModel):
     """How the sliding-window engine runs (see :class:`adaptseg.infer.engine.SlidingWindow`).
 
@@ -63,6 +71,8 @@ class InferenceConfig(StrictModel):
       how much one over-confident window can outvote its neighbours.
     * ``weights``: ``uniform`` (mmseg: count-normalised) or ``gaussian`` (σ = ``sigma`` × crop side).
     * ``tta``: flips and scale ratios (of the resized size); always merged by averaging probabilities.
+    * ``batch_size``: crops per forward, or ``auto``: the engine times its first batches at 1, 2, 4, …
+      (up to ``auto_batch``'s caps) and keeps the fastest per crop (:mod:`adaptseg.infer.batching`).
     """
 
     mode: Literal["whole", "slide"] = "whole"
@@ -70,7 +80,8 @@ class InferenceConfig(StrictModel):
     stride: Pair | None = Field(None, description="slide step (h, w); default half the crop")
     resize: Pair | None = Field(None, description="keep-ratio target [long, short]; null = native size")
     upscale: bool = True
-    batch_size: int = Field(4, ge=1)
+    batch_size: int | Literal["auto"] = Field(4, description="crops per forward, or auto")
+    auto_batch: AutoBatch = Field(default_factory=AutoBatch)
     weights: Literal["uniform", "gaussian"] = "uniform"
     sigma: float = Field(0.25, gt=0)
     average: Literal["logits", "probs"] = "logits"
@@ -78,6 +89,13 @@ class InferenceConfig(StrictModel):
     workers: int = Field(2, ge=1, description="reader threads that decode and resize images ahead")
     prefetch: int = Field(4, ge=1, description="images decoded ahead of the model")
     backend: BackendOptions = Field(default_factory=BackendOptions)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"batch_size is a number of crops >= 1 or 'auto', not {value!r}")
 
     @model_validator(mode="after")
     def _check_windows(self) -> InferenceConfig:

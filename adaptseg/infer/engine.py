@@ -7,7 +7,8 @@ What one image goes through (mmseg ``EncoderDecoder.slide_inference`` / ``aug_te
 2. Each variant is cut into windows (:func:`~adaptseg.infer.windows.window_grid`); a window smaller than
    the crop (image smaller than the crop) is padded up to the crop with the model's mean colour, so
    every crop of a batch has one shape. Crops of consecutive windows and images fill batches of
-   ``batch_size``; one forward per batch.
+   ``batch_size``; one forward per batch. ``batch_size: auto`` times the first batches at a few sizes
+   and keeps the fastest per crop (:mod:`~adaptseg.infer.batching`).
 3. The crop-sized outputs are added into the variant's accumulator (weighted, ``uniform`` = counts)
    and, once all its windows are in, normalised, upsampled bilinearly to the original image size,
    turned into probabilities, flipped back and averaged over the variants.
@@ -22,6 +23,7 @@ that are not crop-sized are upsampled bilinearly to the crop, as the deploy modu
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adaptseg.errors import UserError
+from adaptseg.infer.batching import BatchSizeProbe, crop_bytes, probe_candidates
 from adaptseg.infer.config import InferenceConfig, Pair
 from adaptseg.infer.windows import Window, window_counts, window_grid, window_weights
 from adaptseg.io import read_image
@@ -273,7 +276,7 @@ class _Batch:
     """
 
     def __init__(self, capacity: int, device: torch.device):
-        self.capacity = capacity
+        self.capacity = capacity  # may change while the batch is empty (batch_size: auto)
         self.reuse = device.type == "cpu"
         self.pin = device.type == "cuda"
         self.shape: Pair | None = None  # crop size of the crops waiting, None when empty
@@ -284,7 +287,7 @@ class _Batch:
         return len(self.entries)
 
     def add(self, variant: _Variant, window: Window) -> None:
-        if self.buffer is None or tuple(self.buffer.shape[-2:]) != variant.crop:
+        if self.buffer is None or tuple(self.buffer.shape[-2:]) != variant.crop or len(self.buffer) < self.capacity:
             # uninitialised: pixels outside a window are set to the pad colour before the forward
             dtype = torch.float32 if self.reuse else torch.uint8
             self.buffer = torch.empty((self.capacity, 3, *variant.crop), dtype=dtype, pin_memory=self.pin)
@@ -346,6 +349,9 @@ class SlidingWindow:
         ).view(3, 1, 1)
         self.stats = EngineStats()
         self._pool = _BufferPool()
+        #: ``batch_size: auto``'s probe, made at the first batch (it needs the crop size); kept for later runs
+        self.batch_probe: BatchSizeProbe | None = None
+        self.clock: Callable[[], float] = time.perf_counter  # times the probe's forwards
         # averaged logits become probabilities after stitching (per-window softmax otherwise)
         self._softmax_at_finish = output == "probs" and self.config.average == "logits"
         if self.config.mode == "slide" and self.fixed_crop is not None and self.fixed_crop != tuple(self.config.crop):
@@ -372,7 +378,7 @@ class SlidingWindow:
         """
         self.stats = EngineStats()
         jobs: deque[_Job] = deque()
-        batch = _Batch(self.config.batch_size, self.device)
+        batch = _Batch(1, self.device)
         for loaded in self._read_ahead(items, on_error):
             job = self._start(loaded)
             jobs.append(job)
@@ -380,17 +386,34 @@ class SlidingWindow:
                 for window in variant.windows:
                     if len(batch) and batch.shape != variant.crop:
                         yield from self._flush(batch, jobs)
+                    if not len(batch):
+                        batch.capacity = self._batch_size(variant.crop)
                     batch.add(variant, window)
                     if len(batch) == batch.capacity:
                         yield from self._flush(batch, jobs)
                 variant.image = None  # every crop is copied out: the resized image can go
         if len(batch):
             yield from self._flush(batch, jobs)
+        if self.batch_probe is not None:
+            self.batch_probe.finish()
         assert not jobs, "every image finishes with the last batch"
 
     def predict_image(self, image: np.ndarray) -> Tensor:
         """The C×H×W output for one RGB uint8 image (a convenience around :meth:`run`)."""
         return next(iter(self.run([("image", image)]))).output
+
+    def _batch_size(self, crop: Pair) -> int:
+        """Crops in the next batch: the preset's number, or what ``batch_size: auto`` is timing or chose."""
+        if self.config.batch_size != "auto":
+            return self.config.batch_size
+        if self.batch_probe is None:
+            auto = self.config.auto_batch
+            classes = int(getattr(self.predict, "num_classes", 19))
+            candidates = probe_candidates(crop, classes, max_size=auto.max_size, memory_mib=auto.memory_mib)
+            note = (f"{auto.memory_mib:g} MiB for float32 crops + outputs at "
+                    f"{crop_bytes(crop, classes) / (1 << 20):.3g} MiB per {crop[0]}x{crop[1]} crop")
+            self.batch_probe = BatchSizeProbe(candidates, repeats=auto.repeats, memory_note=note)
+        return self.batch_probe.size
 
     # -- reading ahead ----------------------------------------------------------------------------
     def _read_ahead(
@@ -476,8 +499,14 @@ class SlidingWindow:
                 x[i, :, window.height :, :] = pad
             if window.width < crop[1]:
                 x[i, :, :, window.width :] = pad
+        probe = self.batch_probe if self.batch_probe is not None and not self.batch_probe.done else None
+        start = self.clock() if probe is not None else 0.0
         with torch.inference_mode():
             out = self.predict(x)
+        if probe is not None and len(entries) == batch.capacity:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            probe.record(len(entries), self.clock() - start)
         out = self._check_output(out, len(entries), crop)
         if self.output == "probs" and self.config.average == "probs":
             out = out.softmax(1)

@@ -20,6 +20,7 @@ from adaptseg.eval.predictions import ground_truth_size_error
 from adaptseg.infer.backends import load_backend
 from adaptseg.infer.config import InferenceConfig, dataset_preset, load_preset
 from adaptseg.infer.engine import Prediction, SlidingWindow
+from adaptseg.infer.ranks import DistInfo, shard
 from adaptseg.infer.run import run_engine
 from adaptseg.infer.sources import SideLoads, dataset_items
 
@@ -32,6 +33,7 @@ def evaluate_model(
     device: str | None = None,
     arch: str | None = None,
     console: Console | None = None,
+    dist: DistInfo | None = None,
 ) -> tuple[ConfusionMatrix, int]:
     """Run ``model`` over every image of ``dataset`` and count a confusion matrix at full GT resolution.
 
@@ -43,6 +45,9 @@ def evaluate_model(
         preset: an inference preset (path, name or config); ``None`` uses the dataset's protocol
             preset (:data:`~adaptseg.infer.config.DATASET_PRESETS`), or native whole-image inference.
 
+        dist: under ``torchrun``, this rank scores its shard (:func:`~adaptseg.infer.ranks.shard`) and
+            the matrices are summed over the ranks (every rank must call this).
+
     Returns:
         The split's confusion matrix and the number of images scored.
     """
@@ -53,20 +58,24 @@ def evaluate_model(
     engine = SlidingWindow(backend, config)
     cm = ConfusionMatrix(max(int(getattr(backend, "num_classes", NUM_CLASSES)), NUM_CLASSES))
     labels = SideLoads()
+    mine = shard(range(len(dataset)), dist or DistInfo())
 
     def score(prediction: Prediction) -> None:
         target = labels.pop(prediction.index)
+        index = mine[prediction.index]
         if target is None:
             raise UserError(
                 f"image {prediction.id!r} has no ground truth to evaluate against",
-                path=dataset.entries[prediction.index].image_path,
+                path=dataset.entries[index].image_path,
                 fix="evaluate on a labelled split (e.g. val)",
             )
         if tuple(prediction.shape[-2:]) != target.shape:  # predictions come at the image's own size
-            raise ground_truth_size_error(dataset, prediction.index, target.shape)
+            raise ground_truth_size_error(dataset, index, target.shape)
         cm.update(prediction.label().cpu(), target)
         prediction.release()
 
-    run_engine(engine, dataset_items(dataset, labels=labels), len(dataset), score,
+    run_engine(engine, dataset_items(dataset, mine, labels=labels), len(mine), score,
                label="evaluating", console=console, skip_unreadable=False)
+    if dist is not None and dist.enabled:
+        cm.all_reduce()
     return cm, len(dataset)

@@ -25,6 +25,7 @@ from rich.console import Console
 from adaptseg.errors import UserError
 from adaptseg.infer.config import InferenceConfig
 from adaptseg.infer.engine import Prediction, SlidingWindow
+from adaptseg.infer.ranks import DistInfo, all_gather_object, barrier, gathered_sum, shard
 from adaptseg.infer.sources import EngineItem, SideLoads, dataset_items, file_items, progress_bar
 from adaptseg.infer.store import PseudoLabelStore
 from adaptseg.infer.writers import PredictionWriter
@@ -67,6 +68,8 @@ def run_engine(
         for prediction in engine.run(items, on_error=report if skip_unreadable else None):
             consume(prediction)
             progress.advance(task)
+    if engine.batch_probe is not None:  # batch_size: auto says what it chose and why
+        console.print(engine.batch_probe.summary(), highlight=False, soft_wrap=True)
     return skipped
 
 
@@ -143,15 +146,25 @@ def pseudo_label_split(
     config: InferenceConfig,
     *,
     console: Console | None = None,
+    dist: DistInfo | None = None,
 ) -> RunSummary:
     """Write the pseudo-labels of every image of ``dataset`` that ``store`` does not hold complete yet.
 
     The store is opened for writing here (its record of what made it is checked first), so a resumed
-    run only labels what an interrupted one left undone.
+    run only labels what an interrupted one left undone. Under ``torchrun`` (``dist``) each rank labels
+    its shard (:func:`~adaptseg.infer.ranks.shard`) into the same store — rank 0 opens it first and
+    writes ``store.json`` — and every rank returns the totals of all ranks.
     """
-    store.open_for_writing(int(backend.num_classes))
-    todo = [i for i, entry in enumerate(dataset.entries) if not store.is_complete(entry.id)]
-    summary = RunSummary(already=len(dataset) - len(todo))
+    dist = dist or DistInfo()
+    num_classes = int(backend.num_classes)
+    if dist.is_main:
+        store.open_for_writing(num_classes)
+    barrier(dist)  # store.json exists and stale temporary files are gone before any rank writes
+    if not dist.is_main:
+        store.open_for_writing(num_classes, clean=False)
+    mine = shard(range(len(dataset)), dist)
+    todo = [i for i in mine if not store.is_complete(dataset.entries[i].id)]
+    summary = RunSummary(already=len(mine) - len(todo))
 
     def write(prediction: Prediction) -> None:
         store.write(prediction.id, prediction.output)
@@ -161,6 +174,9 @@ def pseudo_label_split(
     engine = SlidingWindow(backend, config)
     summary.skipped = run_engine(engine, dataset_items(dataset, todo), len(todo), write,
                                  label="pseudo-labelling", console=console)
+    if dist.enabled:
+        summary.written, summary.already = gathered_sum([summary.written, summary.already], dist)
+        summary.skipped = [i for ids in all_gather_object(summary.skipped, dist) for i in ids]
     return summary
 
 

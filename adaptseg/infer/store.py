@@ -121,7 +121,8 @@ def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
 
 
 #: inference settings that do not change the labels (how fast, not what): left out of a store's origin
-_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last")
+_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last",
+                   "auto_batch.max_size", "auto_batch.memory_mib", "auto_batch.repeats")
 #: the file a trained run keeps its deployable weights in (one per stage)
 _RUN_WEIGHTS = "student.safetensors"
 
@@ -313,8 +314,12 @@ class PseudoLabelStore:
         return removed
 
     # -- writing --------------------------------------------------------------------------------------
-    def open_for_writing(self, num_classes: int) -> None:
-        """Create the folder and ``store.json`` (or check it matches), and drop stale temporary files."""
+    def open_for_writing(self, num_classes: int, *, clean: bool = True) -> None:
+        """Create the folder and ``store.json`` (or check it matches), and drop stale temporary files.
+
+        ``clean=False`` leaves temporary files alone: what the other ranks of a ``torchrun`` run do once
+        rank 0 has opened the store, since by then a temporary file may be a rank's write in flight.
+        """
         info = self._read_info()
         if info is not None and info.get("num_classes") not in (None, num_classes):
             raise UserError(
@@ -326,7 +331,8 @@ class PseudoLabelStore:
             self._check_origin(info)
         with os_errors_as_user_errors(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
-            self.clean_temporary()
+            if clean:
+                self.clean_temporary()
         self.num_classes = num_classes
         if info is None:
             path = self.root / "store.json"

@@ -27,7 +27,8 @@ def test_sidecar_records_what_a_runtime_needs(artifacts, tiny_weights):
         parity = meta["parity"]
         assert parity["crops"] == 3 and parity["pixels"] == 3 * 128 * 256
         assert parity["agreement"] >= 0.999 and parity["max_abs_diff"] <= 1e-3
-        assert parity["bar"] == {"min_agreement": 0.999, "max_abs_diff": 1e-3, "max_rel_diff": 1e-5}
+        assert parity["bar"] == {"min_agreement": 0.999, "max_abs_diff": 1e-3, "max_rel_diff": 1e-5, "min_miou": None}
+        assert parity["miou"] >= 0.99  # the class map against eager's
         assert 1 < parity["logit_scale"] < 100  # a tiny random-init net: the absolute bound applies
         assert "torch" in meta["versions"] and "onnxruntime" in meta["versions"]
     assert artifacts["onnx"].meta.opset == 18 and artifacts["onnx"].meta.exporter == "onnx-legacy"

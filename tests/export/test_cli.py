@@ -52,7 +52,7 @@ def test_refuses_to_overwrite_without_force_then_replaces(tmp_path, artifact_cop
     [
         (["--format", "onnx", "--crop", "64"], "--crop '64' is not HxW"),
         (["--format", "onnx", "--out", "x/model.onnx"], "--out names the artifact folder"),
-        (["--format", "onnx", "--profile", "trt-int8"], "onnx exports fp32/fp16, not int8"),
+        (["--format", "torchscript", "--profile", "onnx-int8"], "torchscript exports fp32/fp16, not int8"),
         (["--format", "onnx", "--profile", "nope"], "unknown export profile 'nope'"),
     ],
 )

@@ -127,6 +127,6 @@ def test_torchscript_scripts_control_flow_and_refuses_a_wrong_trace(tmp_path):
     assert not (tmp_path / "t.pt").exists()
 
 
-def test_int8_is_only_for_tensorrt(tmp_path):
-    with pytest.raises(UserError, match="onnx exports fp32/fp16, not int8"):
-        export_model(TINY, "onnx", out=tmp_path / "x", profile="trt-int8")
+def test_int8_is_for_onnx_and_tensorrt_only(tmp_path):
+    with pytest.raises(UserError, match="torchscript exports fp32/fp16, not int8"):
+        export_model(TINY, "torchscript", out=tmp_path / "x", profile="onnx-int8")

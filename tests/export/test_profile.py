@@ -9,7 +9,7 @@ from tests.export.conftest import write_profile
 
 
 def test_shipped_profiles_load_with_their_precision():
-    assert EXPORT.names() == ["default", "trt-fp16", "trt-int8"]
+    assert EXPORT.names() == ["default", "onnx-int8", "trt-fp16", "trt-int8"]
     default, fp16, int8 = load_profile(), load_profile("trt-fp16"), load_profile("trt-int8")
     assert (default.precision, fp16.precision, int8.precision) == ("fp32", "fp16", "int8")
     assert default.onnx.exporter == "legacy" and default.onnx.opset == 18
@@ -48,5 +48,5 @@ def test_bad_profiles_are_one_line_errors_naming_the_file(tmp_path, sections, me
 
 
 def test_unknown_profile_name_lists_the_shipped_ones():
-    with pytest.raises(UserError, match="default, trt-fp16, trt-int8"):
+    with pytest.raises(UserError, match="default, onnx-int8, trt-fp16, trt-int8"):
         load_profile("trt-fp8")

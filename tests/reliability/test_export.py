@@ -296,3 +296,17 @@ def test_model_file_listed_in_model_json_missing(tmp_path, artifact_copy, calib_
     (folder / "model.onnx").unlink()
     line = assert_user_error(infer_with(folder, calib_dir, tmp_path / "out"), folder, "model.onnx")
     assert "missing" in line and "re-export" in line
+
+
+def test_int8_with_too_few_calibration_images_names_the_folder(tmp_path, calib_dir):
+    """int8 is checked on images that did not calibrate it: a folder with no images to spare is refused
+    before anything is written (issue 20)."""
+    before = snapshot(calib_dir)
+    out = tmp_path / "int8"
+    outcome = cli("export", TINY, "--format", "onnx", "--profile", "onnx-int8", "--calib", calib_dir,
+                  "--out", out, "--crop", "32x64")
+    line = assert_user_error(outcome, calib_dir)
+    assert "other images to check parity on" in line and "fix:" in line
+    assert not out.exists()
+    assert_unchanged(calib_dir, before)
+    assert_no_partials(tmp_path)
