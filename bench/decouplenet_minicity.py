@@ -12,18 +12,15 @@ two stages to the recipe: ``soft_f32`` (the float32 form) and ``phase2_f32`` (ph
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from adaptseg.allocator import tune_host_allocator
-from adaptseg.config import load_recipe
 from adaptseg.train.config import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import minicity, oracle_recipe, score, timed_stages  # noqa: E402  (the MiniCity bench helpers)
+from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
 
 
 def with_float32_variant(recipe: Recipe) -> Recipe:
@@ -71,20 +68,12 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", type=Path, default=ROOT / "train" / "decouplenet" / "minicity.yaml")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-decouplenet-minicity")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
-    args = parser.parse_args(argv)
-    tune_host_allocator()
-    for seed in args.seeds:
-        recipe = load_recipe(Recipe, args.recipe, ["eval.every=0", *args.overrides, f"seed={seed}"])
-        result = bench_seed(recipe, args.recipe, args.out / f"seed{seed}")
+    default, out = ROOT / "train" / "decouplenet" / "minicity.yaml", ROOT / "runs" / "bench-decouplenet-minicity"
+    for recipe_path, seed, result in seeded_runs(__doc__, default, out, bench_seed, argv):
         rows = result["mIoU19"]
         gap = rows["oracle (target-trained)"] - rows["source-only"]
         closed = (rows["phase 2 (OEST, deployed)"] - rows["source-only"]) / gap if gap > 0 else float("nan")
-        print(f"\n{args.recipe.name}, seed {seed} (MiniCity Cityscapes-like val, mIoU19)\n")
+        print(f"\n{recipe_path.name}, seed {seed} (MiniCity Cityscapes-like val, mIoU19)\n")
         print("| model | mIoU19 |\n|---|---|")
         for label, value in rows.items():
             print(f"| {label} | {value:.2f} |")

@@ -12,7 +12,6 @@ scoring helpers (val mIoU, AdaBN, oracle recipe) are bench/umma_minicity.py's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import minicity, oracle_recipe, score, timed_stages  # noqa: E402
+from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
 
-from adaptseg.allocator import tune_host_allocator  # noqa: E402
-from adaptseg.config import load_recipe  # noqa: E402
 from adaptseg.train.config import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,17 +102,9 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", type=Path, default=ROOT / "train" / "end" / "minicity.yaml")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-end-minicity")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
-    args = parser.parse_args(argv)
-    tune_host_allocator()
-    for seed in args.seeds:
-        recipe = load_recipe(Recipe, args.recipe, ["eval.every=0", *args.overrides, f"seed={seed}"])
-        result = bench_seed(recipe, args.recipe, args.out / f"seed{seed}")
-        print(f"\n{args.recipe.name}, seed {seed}: labels on the target train split (read only for this report)\n")
+    default, out = ROOT / "train" / "end" / "minicity.yaml", ROOT / "runs" / "bench-end-minicity"
+    for recipe_path, seed, result in seeded_runs(__doc__, default, out, bench_seed, argv):
+        print(f"\n{recipe_path.name}, seed {seed}: labels on the target train split (read only for this report)\n")
         print("| labels | mIoU19 | pixel accuracy (kept) | coverage |\n|---|---|---|---|")
         for name, row in result["target_train"].items():
             print(f"| {name} | {row['mIoU19']:.2f} | {row['pixel_accuracy']:.2f} | {row['coverage']:.1f} % |")

@@ -96,22 +96,32 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", type=Path, default=ROOT / "train" / "umma" / "minicity-synscapes+gta5-p.yaml")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-umma-minicity")
+def seeded_runs(doc: str, recipe: Path, out: Path, bench_seed, argv: list[str] | None = None):
+    """The MiniCity benches' command line (``--recipe --out --seeds --set``): yields ``(recipe path, seed, result)``.
+
+    ``bench_seed(recipe, recipe_path, out_dir)`` runs one seed (evaluation during training off) and returns
+    its result dict.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=recipe)
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     args = parser.parse_args(argv)
     tune_host_allocator()
     for seed in args.seeds:
-        recipe = load_recipe(Recipe, args.recipe, ["eval.every=0", *args.overrides, f"seed={seed}"])
-        result = bench_seed(recipe, args.recipe, args.out / f"seed{seed}")
+        resolved = load_recipe(Recipe, args.recipe, ["eval.every=0", *args.overrides, f"seed={seed}"])
+        yield args.recipe, seed, bench_seed(resolved, args.recipe, args.out / f"seed{seed}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    default = ROOT / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
+    for recipe_path, seed, result in seeded_runs(__doc__, default, ROOT / "runs" / "bench-umma-minicity", bench_seed, argv):
         rows = result["mIoU19"]
         best = max(v for k, v in rows.items() if k.startswith("source-only"))
         gap = rows["oracle (target-trained)"] - best
         closed = (rows["UMMA stage 2 (final, deployed)"] - best) / gap if gap > 0 else float("nan")
-        print(f"\n{args.recipe.name}, seed {seed} (MiniCity Cityscapes-like val, mIoU19)\n")
+        print(f"\n{recipe_path.name}, seed {seed} (MiniCity Cityscapes-like val, mIoU19)\n")
         print("| model | mIoU19 |\n|---|---|")
         for label, value in rows.items():
             print(f"| {label} | {value:.2f} |")
