@@ -71,7 +71,11 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*_seen, path))
         raise UserError(f"circular 'extends' chain: {chain}", path=path)
     if not path.is_file():
-        raise UserError("recipe file not found", path=path, fix="check the path (recipes live in train/, models/, export/, infer/)")
+        raise UserError(
+            "recipe file not found",
+            path=path,
+            fix="check the path (recipes live in train/, models/, export/, infer/)",
+        )
     try:
         data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -214,8 +218,10 @@ def validate(
         if err["type"] == "extra_forbidden":
             valid = _fields_at(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else (
-                f"valid keys here: {', '.join(valid)}" if valid else None
+            hint = (
+                f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?"
+                if close
+                else (f"valid keys here: {', '.join(valid)}" if valid else None)
             )
             raise UserError(f"unknown key '{dotted}'", path=source, fix=hint) from None
         if err["type"] == "missing":

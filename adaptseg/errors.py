@@ -30,7 +30,9 @@ class UserError(Exception):
         return _rebuild_user_error, (type(self), str(self), self.__dict__)
 
     @classmethod
-    def from_os_error(cls, exc: OSError, *, path: str | Path | None = None, fix: str | None = None) -> UserError:
+    def from_os_error(
+        cls, exc: OSError, *, path: str | Path | None = None, fix: str | None = None
+    ) -> UserError:
         """An :class:`OSError` as the one-line error: the path, the cause (``strerror``) and what to do.
 
         ``path``, when given, names the file the user knows (the error itself may name a temporary file,

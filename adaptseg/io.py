@@ -87,9 +87,7 @@ def _imread(path: str | Path, flags: int) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
-        raise UserError(
-            "unreadable or corrupt image", path=path, fix="re-extract or delete the file"
-        )
+        raise UserError("unreadable or corrupt image", path=path, fix="re-extract or delete the file")
     return img
 
 
@@ -142,7 +140,9 @@ def read_palette_indices(path: str | Path) -> np.ndarray:
                 )
             return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise UserError(f"unreadable or corrupt PNG ({exc})", path=path, fix="re-extract or delete the file") from None
+        raise UserError(
+            f"unreadable or corrupt PNG ({exc})", path=path, fix="re-extract or delete the file"
+        ) from None
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -27,8 +27,12 @@ def with_float32_variant(recipe: Recipe) -> Recipe:
     """The recipe plus ``soft_f32`` and ``phase2_f32``: the release's float32 soft labels and phase 2 on them."""
     soft = recipe.stage("soft")
     phase2 = recipe.stage("phase2")
-    extra = [soft.model_copy(update={"name": "soft_f32", "options": {**soft.options, "form": "float32"}}),
-             phase2.model_copy(update={"name": "phase2_f32", "options": {**phase2.options, "soft_labels": "soft_f32"}})]
+    extra = [
+        soft.model_copy(update={"name": "soft_f32", "options": {**soft.options, "form": "float32"}}),
+        phase2.model_copy(
+            update={"name": "phase2_f32", "options": {**phase2.options, "soft_labels": "soft_f32"}}
+        ),
+    ]
     return recipe.model_copy(update={"stages": [*recipe.stages, *extra]})
 
 
@@ -40,9 +44,11 @@ def bytes_per_pixel(run_dir: Path, recipe: Recipe) -> dict[str, float]:
     dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
     pixels = sum(image.shape[0] * image.shape[1] for image in map(dataset.read_image, range(len(dataset))))
     compact, release = soft_label_bytes(run_dir / "soft"), soft_label_bytes(run_dir / "soft_f32")
-    return {"top-k soft labels (what phase 2 reads)": compact["topk"] / pixels,
-            "whole store (+ label and confidence PNGs)": sum(compact.values()) / pixels,
-            "float32 logits (the release's form)": release["logits"] / pixels}
+    return {
+        "top-k soft labels (what phase 2 reads)": compact["topk"] / pixels,
+        "whole store (+ label and confidence PNGs)": sum(compact.values()) / pixels,
+        "float32 logits (the release's form)": release["logits"] / pixels,
+    }
 
 
 def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
@@ -52,23 +58,32 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     run = out / "decouplenet"
     rows = {
         "source-only": score(recipe, run / "source" / "student.safetensors"),
-        "AdaBN (source-only, target BN statistics)": score(recipe, run / "source" / "student.safetensors",
-                                                           adabn_batches=100),
+        "AdaBN (source-only, target BN statistics)": score(
+            recipe, run / "source" / "student.safetensors", adabn_batches=100
+        ),
         "phase 1 (decoupled + adversarial + SD)": score(recipe, run / "phase1" / "student.safetensors"),
         "phase 2 (OEST, deployed)": score(recipe, run / "phase2" / "student.safetensors"),
         "phase 2 on float32 soft labels": score(recipe, run / "phase2_f32" / "student.safetensors"),
         "oracle (target-trained)": score(recipe, out / "oracle" / "oracle" / "student.safetensors"),
     }
     base = timing.get("source")
-    per_iteration = {k: v / base for k, v in {**timing, **oracle}.items() if not k.startswith("soft")} if base else {}
-    result = {"mIoU19": rows, "time_per_iteration_vs_source_only": per_iteration,
-              "soft_label_bytes_per_pixel": bytes_per_pixel(run, recipe)}
+    per_iteration = (
+        {k: v / base for k, v in {**timing, **oracle}.items() if not k.startswith("soft")} if base else {}
+    )
+    result = {
+        "mIoU19": rows,
+        "time_per_iteration_vs_source_only": per_iteration,
+        "soft_label_bytes_per_pixel": bytes_per_pixel(run, recipe),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    default, out = ROOT / "train" / "decouplenet" / "minicity.yaml", ROOT / "runs" / "bench-decouplenet-minicity"
+    default, out = (
+        ROOT / "train" / "decouplenet" / "minicity.yaml",
+        ROOT / "runs" / "bench-decouplenet-minicity",
+    )
     for recipe_path, seed, result in seeded_runs(__doc__, default, out, bench_seed, argv):
         rows = result["mIoU19"]
         gap = rows["oracle (target-trained)"] - rows["source-only"]
@@ -77,12 +92,18 @@ def main(argv: list[str] | None = None) -> None:
         print("| model | mIoU19 |\n|---|---|")
         for label, value in rows.items():
             print(f"| {label} | {value:.2f} |")
-        print(f"\nphase 2 closes {100 * closed:.0f} % of the source-only → oracle gap; compact − float32 phase 2: "
-              f"{rows['phase 2 (OEST, deployed)'] - rows['phase 2 on float32 soft labels']:+.2f}")
-        print("time per iteration vs a source-only iteration: "
-              + ", ".join(f"{k} {v:.2f}×" for k, v in result["time_per_iteration_vs_source_only"].items()))
-        print("soft labels, bytes per image pixel: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in result["soft_label_bytes_per_pixel"].items()))
+        print(
+            f"\nphase 2 closes {100 * closed:.0f} % of the source-only → oracle gap; compact − float32 phase 2: "
+            f"{rows['phase 2 (OEST, deployed)'] - rows['phase 2 on float32 soft labels']:+.2f}"
+        )
+        print(
+            "time per iteration vs a source-only iteration: "
+            + ", ".join(f"{k} {v:.2f}×" for k, v in result["time_per_iteration_vs_source_only"].items())
+        )
+        print(
+            "soft labels, bytes per image pixel: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in result["soft_label_bytes_per_pixel"].items())
+        )
 
 
 if __name__ == "__main__":

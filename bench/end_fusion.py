@@ -30,7 +30,9 @@ def synthetic_teachers(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(TEACHERS):
         noisy = np.where(rng.random(scene.shape) < 0.15, rng.integers(0, CLASSES, scene.shape), scene)
         cert = rng.integers(0, 4, (HEIGHT, WIDTH, CLASSES), dtype=np.uint8)
-        np.put_along_axis(cert, noisy[..., None], rng.integers(60, 101, (HEIGHT, WIDTH, 1)).astype(np.uint8), -1)
+        np.put_along_axis(
+            cert, noisy[..., None], rng.integers(60, 101, (HEIGHT, WIDTH, 1)).astype(np.uint8), -1
+        )
         labels.append(noisy.astype(np.uint8))
         certainties.append(cert)
     return np.stack(labels), np.stack(certainties)
@@ -47,7 +49,9 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -60,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         "majority": lambda: fuse_majority(labels_t, CLASSES),
     }
     claims = sum((labels[a] == c) for c, a in enumerate(assignment))
-    print(f"\n{TEACHERS} teachers, {WIDTH}×{HEIGHT}, {CLASSES} classes, 1 thread; "
-          f"PLF votes on {100 * float((claims != 1).mean()):.1f} % of the pixels\n")
+    print(
+        f"\n{TEACHERS} teachers, {WIDTH}×{HEIGHT}, {CLASSES} classes, 1 thread; "
+        f"PLF votes on {100 * float((claims != 1).mean()):.1f} % of the pixels\n"
+    )
     print("| rule | median seconds per image |\n|---|---|")
     for name, fn in rules.items():
         print(f"| {name} | {median_seconds(fn, args.repeats):.3f} |")

@@ -47,7 +47,11 @@ def label_scores(dataset, read) -> dict[str, float]:
         total += int(valid.sum())
         cm.update(np.where(label == 255, 255, label), gt)  # a dropped pixel counts as a miss in the mIoU
     accuracy = float(np.trace(cm.matrix) / max(kept, 1))
-    return {"mIoU19": 100 * cm.miou(), "pixel_accuracy": 100 * accuracy, "coverage": 100 * kept / max(total, 1)}
+    return {
+        "mIoU19": 100 * cm.miou(),
+        "pixel_accuracy": 100 * accuracy,
+        "coverage": 100 * kept / max(total, 1),
+    }
 
 
 def adabn_score(recipe: Recipe, weights: Path, batches: int = 25, batch_size: int = 4) -> float:
@@ -71,9 +75,14 @@ def adabn_score(recipe: Recipe, weights: Path, batches: int = 25, batch_size: in
 
     adabn(loaded.net, (batch() for _ in range(batches)))
     spec = recipe.eval.dataset
-    report = evaluate_segmentor(loaded.net, open_dataset(spec.name, spec.root, spec.split, minicity=minicity(recipe)),
-                                mean=loaded.preset.mean, std=loaded.preset.std, preset=recipe.eval.preset,
-                                protocol=recipe.eval.protocol)
+    report = evaluate_segmentor(
+        loaded.net,
+        open_dataset(spec.name, spec.root, spec.split, minicity=minicity(recipe)),
+        mean=loaded.preset.mean,
+        std=loaded.preset.std,
+        preset=recipe.eval.preset,
+        protocol=recipe.eval.protocol,
+    )
     return float(report.miou)
 
 
@@ -87,16 +96,31 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     timed_stages(oracle_recipe(recipe, "source"), out / "oracle", recipe_path)
     teachers = list(recipe.stage("teachers").options["teachers"])
     dataset = target_train(recipe)
-    train_rows = {f"teacher {t}": label_scores(dataset, lambda i, t=t: PseudoLabelStore(run / "teachers" / t).read(i).label)
-                  for t in teachers}
-    train_rows["fused labels (PLF)"] = label_scores(dataset, lambda i: read_label(run / "fuse" / "labels" / f"{i}.png"))
-    val_rows = {f"teacher {t}": score(recipe, run / recipe.stage("teachers").options["teachers"][t] / "student.safetensors")
-                for t in teachers}
+    train_rows = {
+        f"teacher {t}": label_scores(
+            dataset, lambda i, t=t: PseudoLabelStore(run / "teachers" / t).read(i).label
+        )
+        for t in teachers
+    }
+    train_rows["fused labels (PLF)"] = label_scores(
+        dataset, lambda i: read_label(run / "fuse" / "labels" / f"{i}.png")
+    )
+    val_rows = {
+        f"teacher {t}": score(
+            recipe, run / recipe.stage("teachers").options["teachers"][t] / "student.safetensors"
+        )
+        for t in teachers
+    }
     val_rows["AdaBN of source-only"] = adabn_score(recipe, run / "source" / "student.safetensors")
     val_rows["EnD student"] = score(recipe, run / "student" / "student.safetensors")
-    val_rows[f"oracle (target-trained, {student_iters} its)"] = score(recipe, out / "oracle" / "oracle" / "student.safetensors")
-    result = {"target_train": train_rows, "val_mIoU19": val_rows,
-              "fusion": json.loads((run / "fuse" / "fusion.json").read_text())}
+    val_rows[f"oracle (target-trained, {student_iters} its)"] = score(
+        recipe, out / "oracle" / "oracle" / "student.safetensors"
+    )
+    result = {
+        "target_train": train_rows,
+        "val_mIoU19": val_rows,
+        "fusion": json.loads((run / "fuse" / "fusion.json").read_text()),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -104,7 +128,9 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     default, out = ROOT / "train" / "end" / "minicity.yaml", ROOT / "runs" / "bench-end-minicity"
     for recipe_path, seed, result in seeded_runs(__doc__, default, out, bench_seed, argv):
-        print(f"\n{recipe_path.name}, seed {seed}: labels on the target train split (read only for this report)\n")
+        print(
+            f"\n{recipe_path.name}, seed {seed}: labels on the target train split (read only for this report)\n"
+        )
         print("| labels | mIoU19 | pixel accuracy (kept) | coverage |\n|---|---|---|---|")
         for name, row in result["target_train"].items():
             print(f"| {name} | {row['mIoU19']:.2f} | {row['pixel_accuracy']:.2f} | {row['coverage']:.1f} % |")

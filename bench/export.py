@@ -61,19 +61,28 @@ def build_runners(preset_name: str, crop: tuple[int, int], calib: Path, out: Pat
     profile = load_profile().model_copy(deep=True)
     profile.parity.images, profile.parity.batch_size = 2, 2
     artifacts = {
-        fmt: export_model(weights, fmt, out=out / f"{preset_name}-{fmt}", profile=profile, crop=crop, calib=calib)
+        fmt: export_model(
+            weights, fmt, out=out / f"{preset_name}-{fmt}", profile=profile, crop=crop, calib=calib
+        )
         for fmt in ("torchscript", "onnx")
     }
     int8 = load_profile("onnx-int8")
     int8.parity.images, int8.parity.batch_size = 2, 2
     int8.parity.min_agreement = int8.parity.min_miou = 0.0  # random weights: measured below, not gated
     int8.onnx.int8.images = 16
-    artifacts["onnx-int8"] = export_model(weights, "onnx", out=out / f"{preset_name}-onnx-int8", profile=int8,
-                                          crop=crop)
-    fp32 = TorchBackend.from_model(net, preset.mean, preset.std, device="cpu",
-                                   options=BackendOptions(channels_last=False, amp=False))
-    bf16 = TorchBackend.from_model(build_model(preset), preset.mean, preset.std, device="cpu",
-                                   options=BackendOptions(channels_last=True, amp=True, amp_dtype="bfloat16"))
+    artifacts["onnx-int8"] = export_model(
+        weights, "onnx", out=out / f"{preset_name}-onnx-int8", profile=int8, crop=crop
+    )
+    fp32 = TorchBackend.from_model(
+        net, preset.mean, preset.std, device="cpu", options=BackendOptions(channels_last=False, amp=False)
+    )
+    bf16 = TorchBackend.from_model(
+        build_model(preset),
+        preset.mean,
+        preset.std,
+        device="cpu",
+        options=BackendOptions(channels_last=True, amp=True, amp_dtype="bfloat16"),
+    )
     bf16.module.load_state_dict(fp32.module.state_dict())
     return {
         MODES[0]: fp32,
@@ -84,7 +93,9 @@ def build_runners(preset_name: str, crop: tuple[int, int], calib: Path, out: Pat
     }
 
 
-def time_runners(runners: dict[str, Callable], crops: torch.Tensor, warmup: int, repeats: int) -> dict[str, list[float]]:
+def time_runners(
+    runners: dict[str, Callable], crops: torch.Tensor, warmup: int, repeats: int
+) -> dict[str, list[float]]:
     """Seconds per forward of ``crops`` for each runner, repeats interleaved round-robin."""
     for run in runners.values():
         for _ in range(warmup):
@@ -146,10 +157,14 @@ def main() -> None:
             base = statistics.median(times[MODES[0]])
             for mode in MODES:
                 median = statistics.median(times[mode])
-                rows.append((name, f"{crop[0]}x{crop[1]}", mode, median, median / base, *parity[mode], exported))
+                rows.append(
+                    (name, f"{crop[0]}x{crop[1]}", mode, median, median / base, *parity[mode], exported)
+                )
 
-    print(f"\nlatency per batch of {args.batch} crops (median of {args.repeats}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"\nlatency per batch of {args.batch} crops (median of {args.repeats}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| preset | crop | runner | ms / batch | × eager fp32 | max abs Δlogit | argmax agreement |")
     print("|---|---|---|---:|---:|---:|---:|")
     for name, crop, mode, median, ratio, diff, agree, _ in rows:

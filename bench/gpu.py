@@ -53,8 +53,14 @@ class Row:
     note: str = ""
 
 
-def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int, sync: Callable[[], None] = lambda: None,
-               clock: Callable[[], float] = time.perf_counter) -> list[float]:
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    warmup: int,
+    repeats: int,
+    sync: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     """Seconds per call of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones (``sync`` before
     each reading, so asynchronous device work is counted)."""
     for _ in range(warmup):
@@ -97,8 +103,10 @@ def markdown_table(rows: list[Row]) -> str:
 
     lines = ["| section | case | ms | × reference | peak GPU MiB | note |", "|---|---|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r.section} | {r.case} | {fmt(r.ms, '.1f')} | {fmt(r.ratio, '.2f')} | "
-                     f"{fmt(r.peak_mib, '.0f')} | {r.note} |")
+        lines.append(
+            f"| {r.section} | {r.case} | {fmt(r.ms, '.1f')} | {fmt(r.ratio, '.2f')} | "
+            f"{fmt(r.peak_mib, '.0f')} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -115,12 +123,21 @@ class Budget:
 def run_section(name: str, section: Callable[[], list[Row]], budget: Budget, need: float) -> list[Row]:
     """A section's rows, or one row saying why it has none (no time left, or the error it hit)."""
     if budget.left() < need:
-        return [Row(name, "skipped", None, note=f"time budget: {budget.left():.0f} s left, needs ~{need:.0f} s")]
+        return [
+            Row(name, "skipped", None, note=f"time budget: {budget.left():.0f} s left, needs ~{need:.0f} s")
+        ]
     try:
         return section()
     except Exception as exc:  # a section's failure is a result too: the others still run
         traceback.print_exc(file=sys.stderr)
-        return [Row(name, "failed", None, note=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:120])]
+        return [
+            Row(
+                name,
+                "failed",
+                None,
+                note=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:120],
+            )
+        ]
 
 
 def write_results(path: Path, rows: list[Row], header: str) -> None:
@@ -145,7 +162,12 @@ def train_step_rows(device: torch.device) -> list[Row]:
     for preset, size in TRAIN_PRESETS:
         section = f"train step {preset} {size}²"
         cases: list[Row] = []
-        for case in ("eager fp32", "bf16 autocast", "fp16 autocast + GradScaler", "channels-last + bf16 + compile"):
+        for case in (
+            "eager fp32",
+            "bf16 autocast",
+            "fp16 autocast + GradScaler",
+            "channels-last + bf16 + compile",
+        ):
             torch.manual_seed(0)
             model = build_model(preset).to(device).train()
             if case.startswith("channels-last"):
@@ -159,18 +181,25 @@ def train_step_rows(device: torch.device) -> list[Row]:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.randint(0, 19, (2, size, size), device=device)
 
-            def step(step_model=step_model, optimizer=optimizer, scaler=scaler, dtype=dtype, case=case, x=x, y=y):
+            def step(
+                step_model=step_model, optimizer=optimizer, scaler=scaler, dtype=dtype, case=case, x=x, y=y
+            ):
                 with torch.autocast("cuda", dtype=dtype, enabled=case != "eager fp32"):
                     logits = step_model(x)
-                    loss = F.cross_entropy(F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear"), y)
+                    loss = F.cross_entropy(
+                        F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear"), y
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
 
             warmup = 3 if "compile" in case else 2
-            times, peak = _peak(lambda step=step, warmup=warmup: time_calls(
-                step, warmup=warmup, repeats=10, sync=torch.cuda.synchronize))
+            times, peak = _peak(
+                lambda step=step, warmup=warmup: time_calls(
+                    step, warmup=warmup, repeats=10, sync=torch.cuda.synchronize
+                )
+            )
             cases.append(Row(section, case, median_ms(times), peak_mib=peak))
             del model, step_model, optimizer
             torch.cuda.empty_cache()
@@ -185,8 +214,13 @@ def _deploy(preset: str, device: torch.device):
 
     torch.manual_seed(0)
     spec = load_preset(preset)
-    return TorchBackend.from_model(build_model(spec), spec.mean, spec.std, device=str(device),
-                                   options=BackendOptions(channels_last=True, amp=False))
+    return TorchBackend.from_model(
+        build_model(spec),
+        spec.mean,
+        spec.std,
+        device=str(device),
+        options=BackendOptions(channels_last=True, amp=False),
+    )
 
 
 def engine_rows(device: torch.device) -> list[Row]:
@@ -199,8 +233,9 @@ def engine_rows(device: torch.device) -> list[Row]:
     images = [(f"im{i}", (torch.rand(1024, 2048, 3) * 255).to(torch.uint8).numpy()) for i in range(2)]
     crop, stride = tuple(config.crop), config.slide_stride
     windows = window_grid(1024, 2048, crop, stride)
-    crops = torch.stack([torch.from_numpy(images[0][1][y0:y1, x0:x1]).permute(2, 0, 1).float()
-                         for y0, y1, x0, x1 in windows]).to(device)
+    crops = torch.stack(
+        [torch.from_numpy(images[0][1][y0:y1, x0:x1]).permute(2, 0, 1).float() for y0, y1, x0, x1 in windows]
+    ).to(device)
     n, batch = len(windows) * len(images), int(config.batch_size)
     section = "engine daformer-mitb5 cityscapes-slide (2 images 2048x1024)"
 
@@ -235,7 +270,9 @@ def onnx_rows(device: torch.device, out: Path) -> list[Row]:
 
     section = "ONNX Runtime CUDA vs eager (deeplabv2-r101-v1c 512², batch 4)"
     eager = _deploy("deeplabv2-r101-v1c", device)
-    weights = save_weights(eager.module.model, out / "r101.safetensors", metadata={"preset": "deeplabv2-r101-v1c"})
+    weights = save_weights(
+        eager.module.model, out / "r101.safetensors", metadata={"preset": "deeplabv2-r101-v1c"}
+    )
     profile = load_profile()
     profile.parity.images = 2
     artifact = export_model(weights, "onnx", out=out / "r101-onnx", profile=profile, crop=(512, 512))
@@ -244,7 +281,9 @@ def onnx_rows(device: torch.device, out: Path) -> list[Row]:
     x = torch.rand(4, 3, 512, 512, device=device) * 255
     rows = []
     for case, fn in (("eager fp32", eager), ("ORT CUDA", ort)):
-        times, peak = _peak(lambda fn=fn: time_calls(lambda: fn(x), warmup=2, repeats=10, sync=torch.cuda.synchronize))
+        times, peak = _peak(
+            lambda fn=fn: time_calls(lambda: fn(x), warmup=2, repeats=10, sync=torch.cuda.synchronize)
+        )
         rows.append(Row(section, case, median_ms(times), peak_mib=peak))
     max_abs, agreement = parity(eager(x), ort(x))
     rows[-1].note = f"vs eager: agreement {agreement:.4%}, max |Δlogit| {max_abs:.2e}"
@@ -265,14 +304,25 @@ def tensorrt_rows(device: torch.device, out: Path) -> list[Row]:
     for precision in ("fp16", "int8"):
         profile = load_profile(f"trt-{precision}")
         profile.parity.images = 2
-        artifact = export_model("deeplabv2-r101-v1c", "trt", out=out / f"r101-trt-{precision}", profile=profile,
-                                crop=(512, 512))
+        artifact = export_model(
+            "deeplabv2-r101-v1c", "trt", out=out / f"r101-trt-{precision}", profile=profile, crop=(512, 512)
+        )
         engine = open_runtime(artifact.folder, device)
-        times, peak = _peak(lambda engine=engine: time_calls(lambda: engine(x), warmup=2, repeats=10,
-                                                             sync=torch.cuda.synchronize))
+        times, peak = _peak(
+            lambda engine=engine: time_calls(
+                lambda: engine(x), warmup=2, repeats=10, sync=torch.cuda.synchronize
+            )
+        )
         p = artifact.meta.parity
-        rows.append(Row("TensorRT deeplabv2-r101-v1c 512², batch 4", precision, median_ms(times), peak_mib=peak,
-                        note=f"agreement {p.agreement:.4%}" if p else ""))
+        rows.append(
+            Row(
+                "TensorRT deeplabv2-r101-v1c 512², batch 4",
+                precision,
+                median_ms(times),
+                peak_mib=peak,
+                note=f"agreement {p.agreement:.4%}" if p else "",
+            )
+        )
     return rows
 
 
@@ -302,15 +352,23 @@ def ddp_rows(device: torch.device) -> list[Row]:
             optimizer.step()
 
         times, peak = _peak(lambda: time_calls(step, warmup=2, repeats=5, sync=torch.cuda.synchronize))
-        return [Row("DDP (NCCL, 1 process, SyncBatchNorm) deeplabv2-r101-v1c 512²", "train step bf16",
-                    median_ms(times), peak_mib=peak)]
+        return [
+            Row(
+                "DDP (NCCL, 1 process, SyncBatchNorm) deeplabv2-r101-v1c 512²",
+                "train step bf16",
+                median_ms(times),
+                peak_mib=peak,
+            )
+        ]
     finally:
         dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=460, help="seconds for the whole run (default under 8 min)")
+    parser.add_argument(
+        "--budget", type=float, default=460, help="seconds for the whole run (default under 8 min)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -331,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             print(f"[gpu] {name} ({budget.left():.0f} s left)", file=sys.stderr, flush=True)
             rows += run_section(name, section, budget, need)
-    header = (f"# GPU figures (bench/gpu.py)\n\n{torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
-              f"CUDA {torch.version.cuda}; ratio = reference time / this time (> 1 is faster).")
+    header = (
+        f"# GPU figures (bench/gpu.py)\n\n{torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
+        f"CUDA {torch.version.cuda}; ratio = reference time / this time (> 1 is faster)."
+    )
     write_results(args.out, rows, header)
     print(markdown_table(rows))
     print(f"wrote {args.out}")

@@ -121,7 +121,9 @@ def mmseg_slide(model, image: np.ndarray, cfg: InferenceConfig, num_classes: int
             y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
             y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
             crop_seg_logit = model(x[:, :, y1:y2, x1:x2])
-            preds += F.pad(crop_seg_logit, (int(x1), int(preds.shape[3] - x2), int(y1), int(preds.shape[2] - y2)))
+            preds += F.pad(
+                crop_seg_logit, (int(x1), int(preds.shape[3] - x2), int(y1), int(preds.shape[2] - y2))
+            )
             count_mat[:, :, y1:y2, x1:x2] += 1
     return (preds / count_mat).softmax(1)[0]
 
@@ -190,7 +192,10 @@ def timing(quick: bool, model_name: str = MODEL) -> dict[str, float]:
             out[f"monai_ratio{clock}"] = median_ratio(times, f"monai{clock}", f"engine{clock}")
     if peer is not None:
         engine_labels = [p.label() for p in engine.run(items)]
-        agree = [float((peer(im).argmax(0) == lab).float().mean()) for im, lab in zip(images, engine_labels, strict=True)]
+        agree = [
+            float((peer(im).argmax(0) == lab).float().mean())
+            for im, lab in zip(images, engine_labels, strict=True)
+        ]
         out["monai_agreement"] = min(agree)
     return out
 
@@ -207,7 +212,9 @@ def monai_peer(model, cfg: InferenceConfig):
     @torch.inference_mode()
     def run(image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-        return sliding_window_inference(x, tuple(cfg.crop), cfg.batch_size, model, overlap=overlap, mode="constant")[0]
+        return sliding_window_inference(
+            x, tuple(cfg.crop), cfg.batch_size, model, overlap=overlap, mode="constant"
+        )[0]
 
     return run
 
@@ -218,10 +225,23 @@ def auto_vs_fixed(quick: bool, model_name: str, sizes: tuple[int, ...] = (1, 2, 
     h, w = (256, 512) if quick else (512, 1024)
     images = [(str(i), im) for i, im in enumerate(make_images(2 if quick else 4, h, w))]
     model = backend(model_name)
-    engines = {f"fixed {n}": SlidingWindow(model, InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171),
-                                                                   batch_size=n, workers=1)) for n in sizes}
-    auto = SlidingWindow(model, InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171), batch_size="auto",
-                                                auto_batch={"max_size": max(sizes)}, workers=1))
+    engines = {
+        f"fixed {n}": SlidingWindow(
+            model, InferenceConfig(mode="slide", crop=(256, 256), stride=(171, 171), batch_size=n, workers=1)
+        )
+        for n in sizes
+    }
+    auto = SlidingWindow(
+        model,
+        InferenceConfig(
+            mode="slide",
+            crop=(256, 256),
+            stride=(171, 171),
+            batch_size="auto",
+            auto_batch={"max_size": max(sizes)},
+            workers=1,
+        ),
+    )
     for p in auto.run(images):  # the probe (a run settles on the best size it could time)
         p.release()
     engines["auto"] = auto
@@ -233,8 +253,13 @@ def auto_vs_fixed(quick: bool, model_name: str, sizes: tuple[int, ...] = (1, 2, 
     times = interleaved_runs(fns, rounds=3 if quick else 7)
     medians = {name: statistics.median(times[f"{name}_cpu"]) for name in fns}
     best = min((n for n in medians if n != "auto"), key=medians.get)
-    return {"medians": medians, "best": best, "ratio": medians["auto"] / medians[best],
-            "choice": auto.batch_probe.choice, "probe": auto.batch_probe.probe_seconds}
+    return {
+        "medians": medians,
+        "best": best,
+        "ratio": medians["auto"] / medians[best],
+        "choice": auto.batch_probe.choice,
+        "probe": auto.batch_probe.probe_seconds,
+    }
 
 
 # -------------------------------------------------------------------------------------------- memory
@@ -270,7 +295,9 @@ def peak_rss() -> int:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # other systems: KiB (Linux) or bytes (macOS)
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )  # other systems: KiB (Linux) or bytes (macOS)
 
 
 def memory(quick: bool) -> dict[str, float]:
@@ -282,7 +309,9 @@ def memory(quick: bool) -> dict[str, float]:
         for kind in peaks:
             res = subprocess.run(
                 [sys.executable, __file__, "--memory-probe", kind, "--size", f"{h}x{w}"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             probe = json.loads(res.stdout.strip().splitlines()[-1])
             peaks[kind].append(probe.pop("peak"))
@@ -290,9 +319,12 @@ def memory(quick: bool) -> dict[str, float]:
                 engine = probe
     classes = engine["shape"][0]
     return {
-        "classes": classes, "chw_bytes": classes * h * w * 4,
-        "raw_peak": statistics.median(peaks["raw"]), "engine_peak": statistics.median(peaks["engine"]),
-        "engine_buffers": engine["engine_buffers"], "repeats": len(peaks["raw"]),
+        "classes": classes,
+        "chw_bytes": classes * h * w * 4,
+        "raw_peak": statistics.median(peaks["raw"]),
+        "engine_peak": statistics.median(peaks["engine"]),
+        "engine_buffers": engine["engine_buffers"],
+        "repeats": len(peaks["raw"]),
     }
 
 
@@ -326,7 +358,10 @@ def store_size(quick: bool) -> dict[str, float]:
                 store.write(ds.entries[i].id, probs)
         sizes = {}
         for name, store in stores.items():
-            by_kind = {k: sum(p.stat().st_size for p in (store.root / k).rglob("*.*")) for k in ("label", "conf", "topk")}
+            by_kind = {
+                k: sum(p.stat().st_size for p in (store.root / k).rglob("*.*"))
+                for k in ("label", "conf", "topk")
+            }
             sizes[name] = {k: v / pixels for k, v in by_kind.items()}
         return {"images": f"{len(ds)} x 512x256", "sizes": sizes}
 
@@ -339,7 +374,9 @@ def main() -> None:
     parser.add_argument("--size", default="1024x2048")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timings")
     parser.add_argument(
-        "--models", default=",".join(TIMING_MODELS), help="comma-separated model presets of the timings (a) and (b)"
+        "--models",
+        default=",".join(TIMING_MODELS),
+        help="comma-separated model presets of the timings (a) and (b)",
     )
     parser.add_argument("--timing-only", action="store_true", help="only (a) and (b) (and (e) with --auto)")
     parser.add_argument("--auto", action="store_true", help="(e): batch_size auto against fixed sizes")
@@ -362,8 +399,14 @@ def main() -> None:
         f"slide stride 171, batch 8), CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
         f"medians of {first['rounds']} interleaved rounds; ratios are medians of per-round ratios; CPU time (wall clock)",
     )
-    columns = ["model", "raw batched forward", "engine", "(a) engine / raw, target <= 1.05",
-               "per-window loop (mmseg)", "(b) loop / engine, target >= 2x"]
+    columns = [
+        "model",
+        "raw batched forward",
+        "engine",
+        "(a) engine / raw, target <= 1.05",
+        "per-window loop (mmseg)",
+        "(b) loop / engine, target >= 2x",
+    ]
     with_monai = "monai_ratio" in first
     if with_monai:
         columns += ["MONAI sliding_window_inference", "MONAI / engine, target >= 1", "MONAI label agreement"]
@@ -375,21 +418,32 @@ def main() -> None:
             f"{t['loop_cpu']:.3f} s", f"{t['b_cpu']:.2f}x ({t['b']:.2f}x)",
         ]  # fmt: skip
         if with_monai:
-            cells += [f"{t['monai_cpu']:.3f} s", f"{t['monai_ratio_cpu']:.2f}x ({t['monai_ratio']:.2f}x)",
-                      f"{t['monai_agreement']:.4%}"]
+            cells += [
+                f"{t['monai_cpu']:.3f} s",
+                f"{t['monai_ratio_cpu']:.2f}x ({t['monai_ratio']:.2f}x)",
+                f"{t['monai_agreement']:.4%}",
+            ]
         table.add_row(*cells)
     Console().print(table)
     if not with_monai:
         print("(MONAI is not installed: pip install -e .[bench] adds it as the peer of (a)/(b))")
     if args.auto:
-        table = Table(title="(e) batch_size: auto vs fixed sizes — CPU seconds per run (medians), probe excluded")
+        table = Table(
+            title="(e) batch_size: auto vs fixed sizes — CPU seconds per run (medians), probe excluded"
+        )
         for col in ("model", "fixed sizes", "auto", "auto / best fixed, target <= 1.05", "chose", "probe"):
             table.add_column(col)
         for name in models:
             e = auto_vs_fixed(args.quick, name)
             fixed = ", ".join(f"{k.split()[1]}: {v:.3f}" for k, v in e["medians"].items() if k != "auto")
-            table.add_row(name, fixed, f"{e['medians']['auto']:.3f}", f"{e['ratio']:.3f} (best: {e['best']})",
-                          str(e["choice"]), f"{e['probe']:.2f} s")
+            table.add_row(
+                name,
+                fixed,
+                f"{e['medians']['auto']:.3f}",
+                f"{e['ratio']:.3f} (best: {e['best']})",
+                str(e["choice"]),
+                f"{e['probe']:.2f} s",
+            )
         Console().print(table)
     if args.timing_only:
         return

@@ -64,16 +64,28 @@ def scaled(data: dict[str, Any], scale: float) -> dict[str, Any]:
     def shrink(n: int) -> int:
         return max(2, round(n * scale))
 
-    data = deep_merge(data, {"schedule": {"iters": shrink(data["schedule"]["iters"]),
-                                          "warmup_iters": min(data["schedule"].get("warmup_iters", 0), 1)}})
+    data = deep_merge(
+        data,
+        {
+            "schedule": {
+                "iters": shrink(data["schedule"]["iters"]),
+                "warmup_iters": min(data["schedule"].get("warmup_iters", 0), 1),
+            }
+        },
+    )
     data["stages"] = [{**s, "iters": shrink(s["iters"])} if s.get("iters") else s for s in data["stages"]]
     return data
 
 
-def variant_recipe(method: str, switches: tuple[str, ...], seed: int, scale: float, overrides: list[str]) -> Recipe:
+def variant_recipe(
+    method: str, switches: tuple[str, ...], seed: int, scale: float, overrides: list[str]
+) -> Recipe:
     """The method's MiniCity recipe cut to the stages compared, with the switches on."""
-    path, stages, stage = (DDB_RECIPE, ("r1_st_cu",), "r1_st_cu") if method == "ddb" else \
-        (ATP_RECIPE, ("source", "align", "teach"), "teach")
+    path, stages, stage = (
+        (DDB_RECIPE, ("r1_st_cu",), "r1_st_cu")
+        if method == "ddb"
+        else (ATP_RECIPE, ("source", "align", "teach"), "teach")
+    )
     data = load_recipe(Recipe, path, [*overrides, f"seed={seed}"]).model_dump(mode="json")
     data["stages"] = [s for s in data["stages"] if s["name"] in stages]
     for s in data["stages"]:
@@ -96,8 +108,12 @@ def rarest_classes(recipe: Recipe, k: int = RAREST) -> list[int]:
     from adaptseg.data.rcs import ClassStatistics
 
     spec, m = recipe.data["source"], recipe.minicity
-    reader = open_dataset(spec.name, spec.root, spec.split,
-                          minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
+    reader = open_dataset(
+        spec.name,
+        spec.root,
+        spec.split,
+        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+    )
     totals = ClassStatistics.compute(reader).counts.sum(0)
     present = np.flatnonzero(totals)
     return [int(c) for c in present[np.argsort(totals[present], kind="stable")][:k]]
@@ -113,10 +129,20 @@ def score(recipe: Recipe, weights: Path) -> dict[str, Any]:
     model = build_model(preset)
     load_weights(model, weights)
     spec, m = recipe.eval.dataset, recipe.minicity
-    dataset = open_dataset(spec.name, spec.root, spec.split,
-                           minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
-    report = evaluate_segmentor(model, dataset, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
-                                protocol=recipe.eval.protocol)
+    dataset = open_dataset(
+        spec.name,
+        spec.root,
+        spec.split,
+        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+    )
+    report = evaluate_segmentor(
+        model,
+        dataset,
+        mean=preset.mean,
+        std=preset.std,
+        preset=recipe.eval.preset,
+        protocol=recipe.eval.protocol,
+    )
     return {"mIoU": float(report.miou), "per_class": {k: float(v) for k, v in report.per_class.items()}}
 
 
@@ -134,8 +160,10 @@ def bench_seed(seed: int, out: Path, scale: float, overrides: list[str]) -> dict
         started = time.time()
         train(recipe, run_dir)
         stage = recipe.stages[-1].name
-        results[label] = {**score(recipe, run_dir / stage / "student.safetensors"),
-                          "minutes": (time.time() - started) / 60}
+        results[label] = {
+            **score(recipe, run_dir / stage / "student.safetensors"),
+            "minutes": (time.time() - started) / 60,
+        }
     (out / f"seed{seed}" / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -143,7 +171,13 @@ def bench_seed(seed: int, out: Path, scale: float, overrides: list[str]) -> dict
 def table(by_seed: dict[int, dict[str, dict[str, Any]]], rare: list[str]) -> str:
     """Markdown: mean mIoU, per-seed Δ to the paired base, mean Δ, and the mean Δ IoU of each rare class."""
     seeds = sorted(by_seed)
-    head = ["variant", "mIoU19 (mean)", "Δ per seed " + "/".join(map(str, seeds)), "Δ mean", *(f"Δ {c}" for c in rare)]
+    head = [
+        "variant",
+        "mIoU19 (mean)",
+        "Δ per seed " + "/".join(map(str, seeds)),
+        "Δ mean",
+        *(f"Δ {c}" for c in rare),
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base_of = {}
     for label, method, switches in VARIANTS:
@@ -152,23 +186,40 @@ def table(by_seed: dict[int, dict[str, dict[str, Any]]], rare: list[str]) -> str
         base = base_of[method]
         mious = [by_seed[s][label]["mIoU"] for s in seeds]
         deltas = [by_seed[s][label]["mIoU"] - by_seed[s][base]["mIoU"] for s in seeds]
-        rare_deltas = [statistics.mean(by_seed[s][label]["per_class"][c] - by_seed[s][base]["per_class"][c]
-                                       for s in seeds) for c in rare]
-        lines.append("| " + " | ".join([
-            label, f"{statistics.mean(mious):.2f}",
-            "—" if not switches else " / ".join(f"{d:+.2f}" for d in deltas),
-            "—" if not switches else f"{statistics.mean(deltas):+.2f}",
-            *("—" if not switches else f"{d:+.1f}" for d in rare_deltas),
-        ]) + " |")
+        rare_deltas = [
+            statistics.mean(
+                by_seed[s][label]["per_class"][c] - by_seed[s][base]["per_class"][c] for s in seeds
+            )
+            for c in rare
+        ]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    label,
+                    f"{statistics.mean(mious):.2f}",
+                    "—" if not switches else " / ".join(f"{d:+.2f}" for d in deltas),
+                    "—" if not switches else f"{statistics.mean(deltas):+.2f}",
+                    *("—" if not switches else f"{d:+.1f}" for d in rare_deltas),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-mic-rcs-minicity")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iters-scale", type=float, default=1.0,
-                        help="multiply every stage's iterations (a smoke run of the wiring: 0.01)")
+    parser.add_argument(
+        "--iters-scale",
+        type=float,
+        default=1.0,
+        help="multiply every stage's iterations (a smoke run of the wiring: 0.01)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     args = parser.parse_args(argv)
     tune_host_allocator()  # as the adaptseg command does
@@ -179,8 +230,10 @@ def main(argv: list[str] | None = None) -> str:
 
     rare = [CLASSES[c] for c in rarest_classes(variant_recipe("ddb", (), args.seeds[0], 1.0, args.overrides))]
     text = table(by_seed, rare)
-    print(f"\nMIC / RCS on MiniCity (GTA5-like → Cityscapes-like val), seeds {args.seeds}, iterations ×"
-          f"{args.iters_scale:g}; {(time.time() - started) / 60:.1f} min. Rarest source classes: {', '.join(rare)}\n")
+    print(
+        f"\nMIC / RCS on MiniCity (GTA5-like → Cityscapes-like val), seeds {args.seeds}, iterations ×"
+        f"{args.iters_scale:g}; {(time.time() - started) / 60:.1f} min. Rarest source classes: {', '.join(rare)}\n"
+    )
     print(text)
     return text
 

@@ -46,14 +46,22 @@ MODES: dict[str, dict[str, Any]] = {
 
 
 def _recipe(preset: str, device: str, switches: dict[str, Any]) -> Recipe:
-    return validate(Recipe, {
-        "model": {"preset": preset},
-        "optim": {"type": "adamw", "lr": 6e-5, "weight_decay": 0.01, "custom_keys": {"head": {"lr_mult": 10.0}}},
-        "schedule": {"iters": 1000, "warmup": "linear", "warmup_iters": 10},
-        "stages": [{"name": "bench", "method": "source_only"}],
-        "device": device,
-        **switches,
-    })
+    return validate(
+        Recipe,
+        {
+            "model": {"preset": preset},
+            "optim": {
+                "type": "adamw",
+                "lr": 6e-5,
+                "weight_decay": 0.01,
+                "custom_keys": {"head": {"lr_mult": 10.0}},
+            },
+            "schedule": {"iters": 1000, "warmup": "linear", "warmup_iters": 10},
+            "stages": [{"name": "bench", "method": "source_only"}],
+            "device": device,
+            **switches,
+        },
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -61,14 +69,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_mode(preset: str, device: str, switches: dict[str, Any], batch: int, size: tuple[int, int],
-              steps: int, warmup: int) -> tuple[float, float, float]:
+def time_mode(
+    preset: str,
+    device: str,
+    switches: dict[str, Any],
+    batch: int,
+    size: tuple[int, int],
+    steps: int,
+    warmup: int,
+) -> tuple[float, float, float]:
     """(median seconds per step, seconds of the warm-up steps incl. compilation, minor page faults per
     timed step) for one mode."""
     recipe = _recipe(preset, device, switches)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = StageContext(stage=recipe.stages[0], recipe=stage_recipe(recipe, recipe.stages[0]), run_dir=Path(tmp),
-                           device=pick_device(device, DistInfo()), dist=DistInfo())
+        ctx = StageContext(
+            stage=recipe.stages[0],
+            recipe=stage_recipe(recipe, recipe.stages[0]),
+            run_dir=Path(tmp),
+            device=pick_device(device, DistInfo()),
+            dist=DistInfo(),
+        )
         trainer = Trainer(ctx, SourceOnly(SourceOnlyOptions(), ctx), hooks=[])
         trainer.setup_models()
         dev = ctx.device
@@ -102,15 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES)
+    )
     args = parser.parse_args(argv)
     tune_host_allocator()  # as the adaptseg command does
     size = tuple(int(v) for v in args.size.lower().split("x"))
     device = pick_device(args.device, DistInfo())
     console = Console()
-    table = Table(title=f"train step: {args.preset}, batch {args.batch}, {size[0]}×{size[1]} on "
-                        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'} "
-                        f"({torch.get_num_threads()} threads), torch {torch.__version__}")
+    table = Table(
+        title=f"train step: {args.preset}, batch {args.batch}, {size[0]}×{size[1]} on "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'} "
+        f"({torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
     for column in ("mode", "ms / step", "img / s", "vs eager", "warm-up s"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     baseline = None
@@ -121,10 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if switches["compile"]:
             torch._dynamo.reset()
-        seconds, warm, _ = time_mode(args.preset, device.type, switches, args.batch, size, args.steps, args.warmup)
+        seconds, warm, _ = time_mode(
+            args.preset, device.type, switches, args.batch, size, args.steps, args.warmup
+        )
         baseline = baseline or seconds
-        table.add_row(name, f"{seconds * 1e3:.1f}", f"{args.batch / seconds:.1f}", f"{baseline / seconds:.2f}×",
-                      f"{warm:.1f}")
+        table.add_row(
+            name,
+            f"{seconds * 1e3:.1f}",
+            f"{args.batch / seconds:.1f}",
+            f"{baseline / seconds:.2f}×",
+            f"{warm:.1f}",
+        )
     console.print(table)
     return 0
 

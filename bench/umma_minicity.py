@@ -43,16 +43,21 @@ def timed_stages(recipe: Recipe, run_dir: Path, recipe_path: Path) -> dict[str, 
         started = time.perf_counter()
         runner.run(stage=stage.name)
         if not done and stage.method != "umma_pseudo_label":
-            per_iteration[stage.name] = (time.perf_counter() - started) / (stage.iters or recipe.schedule.iters)
+            per_iteration[stage.name] = (time.perf_counter() - started) / (
+                stage.iters or recipe.schedule.iters
+            )
     return per_iteration
 
 
 def oracle_recipe(recipe: Recipe, source_stream: str) -> Recipe:
     """``source_only`` on the labelled target train split, with the stage-0 streams' batch and budget."""
     target = recipe.data["target"]
-    stream = StreamSpec(**{**target.model_dump(), "labels": True, "batch_size": recipe.data[source_stream].batch_size})
-    return recipe.model_copy(update={"data": {"source": stream},
-                                     "stages": [StageSpec(name="oracle", method="source_only")]})
+    stream = StreamSpec(
+        **{**target.model_dump(), "labels": True, "batch_size": recipe.data[source_stream].batch_size}
+    )
+    return recipe.model_copy(
+        update={"data": {"source": stream}, "stages": [StageSpec(name="oracle", method="source_only")]}
+    )
 
 
 def score(recipe: Recipe, weights: Path, adabn_batches: int = 0) -> float:
@@ -69,12 +74,25 @@ def score(recipe: Recipe, weights: Path, adabn_batches: int = 0) -> float:
         dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
         transform = with_normalize(spec.pipeline, preset.mean, preset.std)
         rng = np.random.default_rng(recipe.seed)
-        adabn(model, (torch.from_numpy(transform(dataset[int(rng.integers(len(dataset)))].image, None, rng)[0])[None]
-                      for _ in range(adabn_batches)))
+        adabn(
+            model,
+            (
+                torch.from_numpy(transform(dataset[int(rng.integers(len(dataset)))].image, None, rng)[0])[
+                    None
+                ]
+                for _ in range(adabn_batches)
+            ),
+        )
     spec = recipe.eval.dataset
     dataset = open_dataset(spec.name, spec.root, spec.split, minicity=minicity(recipe))
-    report = evaluate_segmentor(model, dataset, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
-                                protocol=recipe.eval.protocol)
+    report = evaluate_segmentor(
+        model,
+        dataset,
+        mean=preset.mean,
+        std=preset.std,
+        preset=recipe.eval.preset,
+        protocol=recipe.eval.protocol,
+    )
     return float(report.miou)
 
 
@@ -83,9 +101,14 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     sources = [s.name for s in recipe.stages if s.method == "umma_source"]
     stream = recipe.stages[0].options.get("source")
     oracle = timed_stages(oracle_recipe(recipe, stream), out / "oracle", recipe_path)
-    rows = {f"source-only {name[3:]}": score(recipe, out / "umma" / name / "student.safetensors") for name in sources}
+    rows = {
+        f"source-only {name[3:]}": score(recipe, out / "umma" / name / "student.safetensors")
+        for name in sources
+    }
     best = max(sources, key=lambda n: rows[f"source-only {n[3:]}"])
-    rows[f"AdaBN of {best[3:]}"] = score(recipe, out / "umma" / best / "student.safetensors", adabn_batches=100)
+    rows[f"AdaBN of {best[3:]}"] = score(
+        recipe, out / "umma" / best / "student.safetensors", adabn_batches=100
+    )
     rows["UMMA stage 1 (joint)"] = score(recipe, out / "umma" / "joint" / "student.safetensors")
     rows["UMMA stage 2 (final, deployed)"] = score(recipe, out / "umma" / "final" / "student.safetensors")
     rows["oracle (target-trained)"] = score(recipe, out / "oracle" / "oracle" / "student.safetensors")
@@ -116,7 +139,9 @@ def seeded_runs(doc: str, recipe: Path, out: Path, bench_seed, argv: list[str] |
 
 def main(argv: list[str] | None = None) -> None:
     default = ROOT / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
-    for recipe_path, seed, result in seeded_runs(__doc__, default, ROOT / "runs" / "bench-umma-minicity", bench_seed, argv):
+    for recipe_path, seed, result in seeded_runs(
+        __doc__, default, ROOT / "runs" / "bench-umma-minicity", bench_seed, argv
+    ):
         rows = result["mIoU19"]
         best = max(v for k, v in rows.items() if k.startswith("source-only"))
         gap = rows["oracle (target-trained)"] - best
@@ -126,8 +151,10 @@ def main(argv: list[str] | None = None) -> None:
         for label, value in rows.items():
             print(f"| {label} | {value:.2f} |")
         print(f"\nstage 2 closes {100 * closed:.0f} % of the best-source → oracle gap")
-        print("time per iteration vs a source-only iteration: "
-              + ", ".join(f"{k} {v:.2f}×" for k, v in result["time_per_iteration_vs_source_only"].items()))
+        print(
+            "time per iteration vs a source-only iteration: "
+            + ", ".join(f"{k} {v:.2f}×" for k, v in result["time_per_iteration_vs_source_only"].items())
+        )
 
 
 if __name__ == "__main__":

@@ -128,7 +128,9 @@ def test_errors_name_the_override_that_wrote_the_key(tmp_path):
     path.write_text("name: demo\n")
     with pytest.raises(UserError) as err:
         load_recipe(Recipe, path, ["iters=3", "optim.lrr=0.1"])
-    assert str(err.value).startswith("--set optim.lrr=0.1 (overriding ") and "did you mean 'optim.lr'" in str(err.value)
+    assert str(err.value).startswith("--set optim.lrr=0.1 (overriding ") and "did you mean 'optim.lr'" in str(
+        err.value
+    )
     with pytest.raises(UserError, match=r"^--set optim=3 \(overriding .*\): bad value for 'optim'"):
         load_recipe(Recipe, path, ["optim=3"])
     path.write_text("name: demo\noptim: {lrr: 0.1}\n")  # the file's own mistake still names the file

@@ -16,11 +16,23 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 #: what the sdist is built from (the YAML folders without the exports that land in models/<name>/)
-SOURCES = ("adaptseg", "models", "infer", "export", "train", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+SOURCES = (
+    "adaptseg",
+    "models",
+    "infer",
+    "export",
+    "train",
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+)
 
 
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -28,7 +40,11 @@ def _run(args: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -
 def _copy_sources(dest: Path) -> None:
     def ignore(folder: str, names: list[str]) -> list[str]:
         exports = Path(folder) == REPO / "models"  # models/<name>/ holds exported artifacts
-        return [n for n in names if n == "__pycache__" or n == "_packaged" or (exports and (Path(folder) / n).is_dir())]
+        return [
+            n
+            for n in names
+            if n == "__pycache__" or n == "_packaged" or (exports and (Path(folder) / n).is_dir())
+        ]
 
     for name in SOURCES:
         source = REPO / name
@@ -47,7 +63,9 @@ def _build_wheel(tmp_path: Path) -> Path:
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path / "unpacked", filter="data")
     unpacked = next((tmp_path / "unpacked").iterdir())
-    wheel = dist / _run([sys.executable, "-c", hook, "build_wheel", dist], cwd=unpacked).strip().splitlines()[-1]
+    wheel = (
+        dist / _run([sys.executable, "-c", hook, "build_wheel", dist], cwd=unpacked).strip().splitlines()[-1]
+    )
     return wheel
 
 
@@ -56,7 +74,9 @@ def _fresh_venv(path: Path) -> Path:
     through a ``.pth`` line, so that only adaptseg itself is installed."""
     _run([sys.executable, "-m", "venv", "--without-pip", path], cwd=path.parent)
     python = path / "bin" / "python"
-    purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path).strip())
+    purelib = Path(
+        _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path).strip()
+    )
     here = [p for p in sys.path if p.endswith("site-packages")]
     (purelib / "dependencies.pth").write_text("\n".join(here) + "\n")
     return python
@@ -68,8 +88,11 @@ def _shipped(folder: str, pattern: str = "*.yaml") -> set[str]:
 
 def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     wheel = _build_wheel(tmp_path)
-    packaged = {n.removeprefix("adaptseg/_packaged/") for n in zipfile.ZipFile(wheel).namelist()
-                if n.startswith("adaptseg/_packaged/")}
+    packaged = {
+        n.removeprefix("adaptseg/_packaged/")
+        for n in zipfile.ZipFile(wheel).namelist()
+        if n.startswith("adaptseg/_packaged/")
+    }
     expected = {f"{folder}/{name}" for folder in ("models", "infer", "export") for name in _shipped(folder)}
     expected |= {f"train/{name}" for name in _shipped("train", "**/*.yaml")}
     assert packaged == expected  # every YAML file of the four folders, and nothing else (no exports)
@@ -84,8 +107,16 @@ def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     env |= {"ADAPTSEG_MINICITY": str(tmp_path / "minicity"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     adaptseg = python.parent / "adaptseg"
 
-    where = _run([python, "-c", "import adaptseg.resources as r; from adaptseg.models.presets import exports_dir; "
-                            "print(r.resource_dir(r.TRAIN)); print(exports_dir())"], elsewhere, env)
+    where = _run(
+        [
+            python,
+            "-c",
+            "import adaptseg.resources as r; from adaptseg.models.presets import exports_dir; "
+            "print(r.resource_dir(r.TRAIN)); print(exports_dir())",
+        ],
+        elsewhere,
+        env,
+    )
     installed, exports = map(Path, where.split())
     assert installed.parts[-2:] == ("_packaged", "train") and installed.is_relative_to(tmp_path / "venv")
     assert exports == Path("models")  # exports land in the working folder, never inside site-packages
@@ -98,16 +129,49 @@ def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(images / f"frame{i}.png"), rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
-    _run([adaptseg, "infer", "--model", "tiny-deeplabv2", "--preset", "minicity", "--folder", "street",
-          "--out", "pred", "--device", "cpu"], elsewhere, env)
+    _run(
+        [
+            adaptseg,
+            "infer",
+            "--model",
+            "tiny-deeplabv2",
+            "--preset",
+            "minicity",
+            "--folder",
+            "street",
+            "--out",
+            "pred",
+            "--device",
+            "cpu",
+        ],
+        elsewhere,
+        env,
+    )
     for i in range(2):
         label = cv2.imread(str(elsewhere / "pred" / "label" / f"frame{i}.png"), cv2.IMREAD_UNCHANGED)
         assert label is not None and label.shape == (48, 80) and label.max() < 19
 
-    overrides = ["minicity.size=[64,128]", "minicity.images=4", "schedule.iters=2", "schedule.warmup_iters=1",
-                 "eval.every=0", "workers=0", "checkpoint_every=2"]
-    _run([adaptseg, "train", "source_only/minicity-gta5", *(a for o in overrides for a in ("--set", o)),
-          "--out", "run"], elsewhere, env)
+    overrides = [
+        "minicity.size=[64,128]",
+        "minicity.images=4",
+        "schedule.iters=2",
+        "schedule.warmup_iters=1",
+        "eval.every=0",
+        "workers=0",
+        "checkpoint_every=2",
+    ]
+    _run(
+        [
+            adaptseg,
+            "train",
+            "source_only/minicity-gta5",
+            *(a for o in overrides for a in ("--set", o)),
+            "--out",
+            "run",
+        ],
+        elsewhere,
+        env,
+    )
     stage = elsewhere / "run" / "source"
     assert (stage / "DONE").is_file() and (stage / "student.safetensors").stat().st_size > 0
     assert "tiny-deeplabv2" in (elsewhere / "run" / "recipe.yaml").read_text()  # the packaged recipe's preset

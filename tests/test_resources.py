@@ -46,11 +46,17 @@ def test_an_existing_file_is_used_as_it_is(tmp_path, monkeypatch):
 def test_missing_files_and_unknown_names_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match=r"nope\.yaml: training recipe file not found — fix: check the path"):
         TRAIN.find(tmp_path / "nope.yaml")
-    with pytest.raises(UserError, match="unknown training recipe 'source_only/minicity-gta6' — fix: did you mean "
-                                        "'source_only/minicity-gta5'"):
+    with pytest.raises(
+        UserError,
+        match="unknown training recipe 'source_only/minicity-gta6' — fix: did you mean "
+        "'source_only/minicity-gta5'",
+    ):
         TRAIN.find("source_only/minicity-gta6")
-    with pytest.raises(UserError, match="unknown export profile 'nothing-like-it' — fix: choose one of: "
-                                        "default, onnx-int8, trt-fp16, trt-int8"):
+    with pytest.raises(
+        UserError,
+        match="unknown export profile 'nothing-like-it' — fix: choose one of: "
+        "default, onnx-int8, trt-fp16, trt-int8",
+    ):
         EXPORT.find("nothing-like-it")
 
 

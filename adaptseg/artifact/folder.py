@@ -162,7 +162,9 @@ def open_artifact(path: str | Path, expected_format: str | None = None) -> Artif
         )
     model_path = folder / meta.file
     if not model_path.is_file():
-        raise UserError(f"model file '{meta.file}' named by {SIDECAR} is missing", path=folder, fix="re-export the model")
+        raise UserError(
+            f"model file '{meta.file}' named by {SIDECAR} is missing", path=folder, fix="re-export the model"
+        )
     size = model_path.stat().st_size
     if size != meta.file_bytes:
         state = "truncated" if size < meta.file_bytes else "longer than recorded"

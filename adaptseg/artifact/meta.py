@@ -34,7 +34,10 @@ class ParityBar(StrictModel):
     max_abs_diff: float | None = Field(None, gt=0.0, description="largest |Δlogit| allowed; null = unbounded")
     max_rel_diff: float = Field(0.0, ge=0.0, description="|Δlogit| allowed per unit of logit scale")
     min_miou: float | None = Field(
-        None, ge=0.0, le=1.0, description="least mIoU of the artifact's class map against eager's; null = unchecked"
+        None,
+        ge=0.0,
+        le=1.0,
+        description="least mIoU of the artifact's class map against eager's; null = unchecked",
     )
 
     def logit_bound(self, scale: float) -> float | None:
@@ -54,7 +57,9 @@ class BatchProfile(StrictModel):
     @model_validator(mode="after")
     def _ordered(self) -> BatchProfile:
         if not self.min <= self.opt <= self.max:
-            raise ValueError(f"batch sizes must satisfy min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+            raise ValueError(
+                f"batch sizes must satisfy min <= opt <= max, got {self.min}, {self.opt}, {self.max}"
+            )
         return self
 
 

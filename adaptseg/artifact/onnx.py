@@ -68,7 +68,9 @@ def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
     except ModuleNotFoundError as exc:
         if not missing_dependency(exc, "onnxruntime"):
             raise
-        raise UserError("ONNX Runtime is not installed", fix="pip install onnxruntime (or onnxruntime-gpu)") from None
+        raise UserError(
+            "ONNX Runtime is not installed", fix="pip install onnxruntime (or onnxruntime-gpu)"
+        ) from None
     return onnxruntime
 
 
@@ -93,11 +95,16 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(artifact.model_path), sess_options=options, providers=chosen)
+            self.session = ort.InferenceSession(
+                str(artifact.model_path), sess_options=options, providers=chosen
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"ONNX Runtime cannot load the model ({first})"[:300], path=artifact.model_path,
-                            fix="re-export the model") from None
+            raise UserError(
+                f"ONNX Runtime cannot load the model ({first})"[:300],
+                path=artifact.model_path,
+                fix="re-export the model",
+            ) from None
         self.providers = self.session.get_providers()
         on_gpu = self.providers[0] in GPU_PROVIDERS
         self.device = wanted if on_gpu and wanted.type == "cuda" else torch.device("cpu")

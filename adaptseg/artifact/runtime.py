@@ -39,11 +39,14 @@ class Runtime:
 
 #: runtimes by format, from modules that register one when imported (adaptseg's own: never skipped)
 RUNTIMES: Registry[Runtime] = Registry(
-    "artifact runtime", ("adaptseg.artifact.torchscript", "adaptseg.artifact.onnx", "adaptseg.artifact.tensorrt")
+    "artifact runtime",
+    ("adaptseg.artifact.torchscript", "adaptseg.artifact.onnx", "adaptseg.artifact.tensorrt"),
 )
 
 
-def register_runtime(fmt: str, *, model_file: str, suffixes: Sequence[str] = ()) -> Callable[[Opener], Opener]:
+def register_runtime(
+    fmt: str, *, model_file: str, suffixes: Sequence[str] = ()
+) -> Callable[[Opener], Opener]:
     """Register the decorated ``opener(artifact, device)`` as the runtime of artifacts of format ``fmt``."""
 
     def decorator(opener: Opener) -> Opener:

@@ -41,15 +41,19 @@ def import_tensorrt() -> Any:
         raise TensorRTMissing(f"TensorRT is installed but does not load ({exc})", fix=INSTALL_HINT) from None
     major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
     if major < MIN_VERSION:
-        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old (need >= {MIN_VERSION})", fix=INSTALL_HINT)
+        raise TensorRTMissing(
+            f"TensorRT {trt.__version__} is too old (need >= {MIN_VERSION})", fix=INSTALL_HINT
+        )
     return trt
 
 
 def require_cuda() -> None:
     """TensorRT builds and runs engines on an NVIDIA GPU only."""
     if not torch.cuda.is_available():
-        raise TensorRTMissing("TensorRT needs a CUDA device and none is available",
-                              fix="build the engine on the GPU machine that will run it (engines are GPU-specific)")
+        raise TensorRTMissing(
+            "TensorRT needs a CUDA device and none is available",
+            fix="build the engine on the GPU machine that will run it (engines are GPU-specific)",
+        )
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
@@ -67,17 +71,25 @@ class TensorRTBackend:
         require_cuda()
         self.artifact = artifact
         meta = artifact.meta
-        self.device = torch.device(device) if device is not None and str(device) != "auto" else torch.device("cuda")
+        self.device = (
+            torch.device(device) if device is not None and str(device) != "auto" else torch.device("cuda")
+        )
         if self.device.type != "cuda":
-            raise UserError("TensorRT engines run on CUDA devices only", path=artifact.folder,
-                            fix="use --device cuda, or export to ONNX/TorchScript for the CPU")
+            raise UserError(
+                "TensorRT engines run on CUDA devices only",
+                path=artifact.folder,
+                fix="use --device cuda, or export to ONNX/TorchScript for the CPU",
+            )
         torch.cuda.set_device(self.device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(artifact.model_path.read_bytes())
         if self.engine is None:
-            raise UserError("TensorRT cannot load this engine (built by another TensorRT version or for another GPU)",
-                            path=artifact.model_path, fix="rebuild it on this machine with `adaptseg export --format trt`")
+            raise UserError(
+                "TensorRT cannot load this engine (built by another TensorRT version or for another GPU)",
+                path=artifact.model_path,
+                fix="rebuild it on this machine with `adaptseg export --format trt`",
+            )
         self.context = self.engine.create_execution_context()
         self.input_name, self.output_name = meta.input_name, meta.output_name
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
@@ -102,7 +114,9 @@ class TensorRTBackend:
         if n < self.min_batch:  # pad up to the profile's minimum with copies of the last crop
             x = torch.cat([x, x[-1:].expand(self.min_batch - n, -1, -1, -1)]).contiguous()
         self.context.set_input_shape(self.input_name, tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.out_dtype, device=self.device)
+        out = torch.empty(
+            tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.out_dtype, device=self.device
+        )
         self.context.set_tensor_address(self.input_name, x.data_ptr())
         self.context.set_tensor_address(self.output_name, out.data_ptr())
         # on torch's current stream: ordered with the copies before and the reads after, no extra syncs

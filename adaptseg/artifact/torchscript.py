@@ -22,7 +22,9 @@ from adaptseg.errors import UserError
 def quiet_torchscript() -> Iterator[None]:
     """Silence torch's "TorchScript is deprecated" warnings (and tracer chatter) inside the block."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.\w+` is deprecated.*", category=DeprecationWarning
+        )
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -42,8 +44,11 @@ class TorchScriptBackend:
                 self.module = torch.jit.load(str(artifact.model_path), map_location=self.device).eval()
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"not a loadable TorchScript file ({first})"[:300], path=artifact.model_path,
-                            fix="re-export the model") from None
+            raise UserError(
+                f"not a loadable TorchScript file ({first})"[:300],
+                path=artifact.model_path,
+                fix="re-export the model",
+            ) from None
 
     def __call__(self, crops: Tensor) -> Tensor:
         check_input(self.artifact, crops)

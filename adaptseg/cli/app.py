@@ -13,7 +13,9 @@ from adaptseg.cli import data, demo, eval, export, infer, models, pseudo_label, 
 from adaptseg.cli.base import make_typer, report
 from adaptseg.errors import UserError
 
-app = make_typer(help="Domain-adaptive semantic segmentation: train, adapt, export and run segmentation models.")
+app = make_typer(
+    help="Domain-adaptive semantic segmentation: train, adapt, export and run segmentation models."
+)
 
 for _command in (train, pseudo_label, export, infer, eval, demo):
     _command.register(app)

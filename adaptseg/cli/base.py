@@ -51,4 +51,6 @@ def make_typer(**kwargs) -> typer.Typer:
     kwargs.setdefault("no_args_is_help", True)
     kwargs.setdefault("pretty_exceptions_enable", False)
     kwargs.setdefault("add_completion", False)
-    return typer.Typer(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
+    return typer.Typer(
+        cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs
+    )

@@ -48,7 +48,9 @@ def minicity(
 
 @app.command("check")
 def check(
-    dataset: str = typer.Argument(..., help="Dataset name (cityscapes, gta5, synthia, synscapes, mapillary, acdc, darkzurich)."),
+    dataset: str = typer.Argument(
+        ..., help="Dataset name (cityscapes, gta5, synthia, synscapes, mapillary, acdc, darkzurich)."
+    ),
     root: Path = typer.Argument(..., help="The dataset's root folder (official layout)."),
     split: str | None = typer.Option(None, "--split", help="Check one split only."),
 ) -> None:

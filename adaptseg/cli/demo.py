@@ -15,17 +15,24 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path | None = typer.Option(
-            None, "--out", "-o", help="Demo folder: data, runs, artifacts, report (default runs/demo, runs/demo-quick)."
+            None,
+            "--out",
+            "-o",
+            help="Demo folder: data, runs, artifacts, report (default runs/demo, runs/demo-quick).",
         ),
         method: str | None = typer.Option(
             None, "--method", "-m", help="Adaptation method: ddb (default: gains most in the time) or atp."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the MiniCity data and of every training stage."),
         quick: bool = typer.Option(
-            False, "--quick", help="Reduced size (fewer images and iterations, ~3 min): the end-to-end test's setting."
+            False,
+            "--quick",
+            help="Reduced size (fewer images and iterations, ~3 min): the end-to-end test's setting.",
         ),
         threads: int | None = typer.Option(
-            None, "--threads", help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy)."
+            None,
+            "--threads",
+            help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).",
         ),
         overlays: int = typer.Option(4, "--overlays", min=0, help="How many val images the report shows."),
     ) -> None:

@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
             [], "--compare", help="[NAME=]REPORT.json of another model to draw beside this one (repeatable)."
         ),
         name: str | None = typer.Option(None, "--name", help="This model's name in the plots."),
-        strict: bool = typer.Option(False, "--strict", help="Stop on label values outside the dataset's label map."),
+        strict: bool = typer.Option(
+            False, "--strict", help="Stop on label values outside the dataset's label map."
+        ),
     ) -> None:
         """Score prediction PNGs (--pred) or a model (--model) on a dataset split: per-class IoU, mIoU, aAcc."""
         from adaptseg.data import build_dataset

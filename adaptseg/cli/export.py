@@ -16,24 +16,43 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)
     if not match or min(int(match[1]), int(match[2])) < 1:
-        raise UserError(f"--crop {text!r} is not HxW", fix="write the crop as height x width, e.g. --crop 512x1024")
+        raise UserError(
+            f"--crop {text!r} is not HxW", fix="write the crop as height x width, e.g. --crop 512x1024"
+        )
     return int(match[1]), int(match[2])
 
 
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        model: str = typer.Argument(..., help="Run folder, weights file (.safetensors/.pth/.pt, with --arch) or preset name."),
-        fmt: str = typer.Option(
-            ..., "--format", "-f", help="Artifact format: a registered export format, e.g. onnx (an unknown name lists them)."
+        model: str = typer.Argument(
+            ..., help="Run folder, weights file (.safetensors/.pth/.pt, with --arch) or preset name."
         ),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Artifact folder (default models/<name>-<format>)."),
-        profile: str | None = typer.Option(None, "--profile", help="Export profile: export/<name>.yaml or a path."),
-        crop: str | None = typer.Option(None, "--crop", help="Fixed input crop HxW (default: the preset's crop)."),
-        fp16: bool = typer.Option(False, "--fp16", help="Half precision (overrides the profile's precision)."),
-        force: bool = typer.Option(False, "--force", help="Replace an existing artifact folder (never a folder of other files)."),
+        fmt: str = typer.Option(
+            ...,
+            "--format",
+            "-f",
+            help="Artifact format: a registered export format, e.g. onnx (an unknown name lists them).",
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Artifact folder (default models/<name>-<format>)."
+        ),
+        profile: str | None = typer.Option(
+            None, "--profile", help="Export profile: export/<name>.yaml or a path."
+        ),
+        crop: str | None = typer.Option(
+            None, "--crop", help="Fixed input crop HxW (default: the preset's crop)."
+        ),
+        fp16: bool = typer.Option(
+            False, "--fp16", help="Half precision (overrides the profile's precision)."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Replace an existing artifact folder (never a folder of other files)."
+        ),
         calib: Path | None = typer.Option(
-            None, "--calib", help="Folder of target images for the parity check and int8 calibration (default MiniCity)."
+            None,
+            "--calib",
+            help="Folder of target images for the parity check and int8 calibration (default MiniCity).",
         ),
         preset: str | None = typer.Option(
             None, "--arch", "--preset", help="Model preset of a weights file that does not name its own."
@@ -43,8 +62,15 @@ def register(app: typer.Typer) -> None:
         from adaptseg.export.exporter import export_model
 
         artifact = export_model(
-            model, fmt, out=out, profile=profile, crop=parse_crop(crop), fp16=fp16, force=force,
-            calib=calib, arch=preset,
+            model,
+            fmt,
+            out=out,
+            profile=profile,
+            crop=parse_crop(crop),
+            fp16=fp16,
+            force=force,
+            calib=calib,
+            arch=preset,
         )
         meta = artifact.meta
         parity = meta.parity

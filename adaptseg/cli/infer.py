@@ -16,17 +16,33 @@ from adaptseg.cli.base import exit_if_skipped
 def register(app: typer.Typer) -> None:
     @app.command("infer")
     def infer(
-        model: str = typer.Option(..., "--model", help="Run folder, weights file, model preset name or exported artifact."),
-        folder: Path = typer.Option(..., "--folder", help="Folder of images (searched recursively; jpg/png/…)."),
+        model: str = typer.Option(
+            ..., "--model", help="Run folder, weights file, model preset name or exported artifact."
+        ),
+        folder: Path = typer.Option(
+            ..., "--folder", help="Folder of images (searched recursively; jpg/png/…)."
+        ),
         out: Path = typer.Option(..., "--out", help="Output folder: label/, colour/, overlay/, confidence/."),
         colour: bool = typer.Option(False, "--colour", help="Also write palette colour PNGs."),
         overlay: bool = typer.Option(False, "--overlay", help="Also write image + colour overlays."),
-        confidence: bool = typer.Option(False, "--confidence", help="Also write confidence maps (255 × max prob)."),
-        preset: str | None = typer.Option(None, "--preset", help="Inference preset (infer/<name>.yaml or a path)."),
-        arch: str | None = typer.Option(None, "--arch", help="Model preset for weights that do not name theirs."),
-        device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."),
-        batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."),
-        overrides: list[str] = typer.Option([], "--set", help="Override a preset key, e.g. --set tta.flip=true."),
+        confidence: bool = typer.Option(
+            False, "--confidence", help="Also write confidence maps (255 × max prob)."
+        ),
+        preset: str | None = typer.Option(
+            None, "--preset", help="Inference preset (infer/<name>.yaml or a path)."
+        ),
+        arch: str | None = typer.Option(
+            None, "--arch", help="Model preset for weights that do not name theirs."
+        ),
+        device: str = typer.Option(
+            "auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override a preset key, e.g. --set tta.flip=true."
+        ),
     ) -> None:
         """Segment a folder of images: trainId PNGs, and on request colour, overlay and confidence PNGs.
 
@@ -42,7 +58,10 @@ def register(app: typer.Typer) -> None:
         input_images(folder)  # fail on a bad folder before the model loads
         check_model_path(model)
         backend = load_backend(model, device, config.backend, arch=arch)
-        kinds = ["label", *(k for k, on in (("colour", colour), ("overlay", overlay), ("confidence", confidence)) if on)]
+        kinds = [
+            "label",
+            *(k for k, on in (("colour", colour), ("overlay", overlay), ("confidence", confidence)) if on),
+        ]
         summary = segment_folder(backend, folder, out, config, kinds=kinds)
         typer.echo(f"wrote {summary.written} image(s) to {out} ({', '.join(kinds)})")
         exit_if_skipped(summary.skipped)

@@ -24,20 +24,40 @@ from adaptseg.cli.base import exit_if_skipped
 def register(app: typer.Typer) -> None:
     @app.command("pseudo-label")
     def pseudo_label(
-        model: str = typer.Option(..., "--model", help="Run folder, weights file, model preset name or exported artifact."),
+        model: str = typer.Option(
+            ..., "--model", help="Run folder, weights file, model preset name or exported artifact."
+        ),
         dataset: str = typer.Option(..., "--dataset", help="Dataset name (cityscapes, acdc, darkzurich, …)."),
         root: Path = typer.Option(..., "--root", help="The dataset's root folder (official layout)."),
-        split: str | None = typer.Option(None, "--split", help="Split to label (default: the dataset's default)."),
+        split: str | None = typer.Option(
+            None, "--split", help="Split to label (default: the dataset's default)."
+        ),
         out: Path = typer.Option(..., "--out", help="Store folder (label/, conf/, topk/, store.json)."),
-        preset: str | None = typer.Option(None, "--preset", help="Inference preset (default: the dataset's protocol)."),
-        topk: int | None = typer.Option(None, "--topk", min=0, help="Also keep the k most likely classes per pixel."),
-        topk_stride: int | None = typer.Option(None, "--topk-stride", min=1, help="Subsampling of the top-k soft labels."),
-        arch: str | None = typer.Option(None, "--arch", help="Model preset for weights that do not name theirs."),
-        device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."),
-        batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."),
-        overrides: list[str] = typer.Option([], "--set", help="Override a preset key, e.g. --set tta.flip=true."),
+        preset: str | None = typer.Option(
+            None, "--preset", help="Inference preset (default: the dataset's protocol)."
+        ),
+        topk: int | None = typer.Option(
+            None, "--topk", min=0, help="Also keep the k most likely classes per pixel."
+        ),
+        topk_stride: int | None = typer.Option(
+            None, "--topk-stride", min=1, help="Subsampling of the top-k soft labels."
+        ),
+        arch: str | None = typer.Option(
+            None, "--arch", help="Model preset for weights that do not name theirs."
+        ),
+        device: str = typer.Option(
+            "auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override a preset key, e.g. --set tta.flip=true."
+        ),
         force: bool = typer.Option(
-            False, "--force", help="Start an existing store over (only a pseudo-label store folder is deleted)."
+            False,
+            "--force",
+            help="Start an existing store over (only a pseudo-label store folder is deleted).",
         ),
     ) -> None:
         """Write pseudo-labels (trainId + confidence PNGs, optional top-k soft labels) for a dataset split."""

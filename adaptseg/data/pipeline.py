@@ -83,21 +83,26 @@ def minicity_root(
     from adaptseg.data.minicity.generator import DOMAINS, MARKER, generate
 
     if domain not in DOMAINS:
-        raise UserError(f"unknown MiniCity domain {domain!r}", fix=f"write minicity:<domain> with one of {', '.join(DOMAINS)}")
+        raise UserError(
+            f"unknown MiniCity domain {domain!r}",
+            fix=f"write minicity:<domain> with one of {', '.join(DOMAINS)}",
+        )
     base = Path(cache).expanduser() if cache else minicity_cache()
     folder = base / f"s{seed}-{size[0]}x{size[1]}-n{images if images is not None else 'default'}"
     root = folder / domain
     # the generator moves a domain into place only once it is complete, with its minicity.json inside
     with file_lock(folder / f".{domain}.lock"):
         if not (root / MARKER).is_file():
-            root = Path(generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])[domain])
+            root = Path(
+                generate(folder, seed=seed, images=images, size=tuple(size), domains=[domain])[domain]
+            )
     return root
 
 
 def resolve_root(root: str, *, minicity: Mapping[str, Any] | None = None) -> Path:
     """A dataset root from a recipe: a folder, or ``minicity:<domain>`` (generated on demand)."""
     if root.startswith(MINICITY_PREFIX):
-        return minicity_root(root[len(MINICITY_PREFIX):], **dict(minicity or {}))
+        return minicity_root(root[len(MINICITY_PREFIX) :], **dict(minicity or {}))
     return Path(root).expanduser()
 
 
@@ -120,7 +125,9 @@ def open_dataset(
     dataset = build_dataset(name, resolve_root(root, minicity=minicity), split, **opts)
     if ids is not None:
         if not ids.is_file():
-            raise UserError("id list not found", path=ids, fix="point 'ids' at a file with one sample id per line")
+            raise UserError(
+                "id list not found", path=ids, fix="point 'ids' at a file with one sample id per line"
+            )
         wanted = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
         by_id = {entry.id: entry for entry in dataset.entries}
         unknown = [i for i in wanted if i not in by_id]
@@ -181,7 +188,9 @@ class ConcatReader:
         return f"ConcatReader({', '.join(repr(r) for r in self.readers)})"
 
 
-def with_normalize(pipeline: Sequence[Mapping[str, Any]], mean: Sequence[float], std: Sequence[float]) -> Compose:
+def with_normalize(
+    pipeline: Sequence[Mapping[str, Any]], mean: Sequence[float], std: Sequence[float]
+) -> Compose:
     """Build a pipeline spec; if it does not end by normalising, normalise with the model's mean/std."""
     compose = build_pipeline(list(pipeline))
     if not compose.steps or not isinstance(compose.steps[-1], Normalize):
@@ -252,7 +261,9 @@ class TrainStream:
         return image, label, item.id
 
     def batch(self, iteration: int, rank: int, world_size: int) -> dict[str, Any]:
-        samples = [self.sample(p) for p in self.sampler.positions(iteration, rank, world_size, self.batch_size)]
+        samples = [
+            self.sample(p) for p in self.sampler.positions(iteration, rank, world_size, self.batch_size)
+        ]
         shapes = {s[0].shape for s in samples}
         if len(shapes) > 1:
             raise UserError(
@@ -359,14 +370,16 @@ def build_loader(
     The loader owns a private ``torch.Generator`` so that creating it never consumes the global torch RNG
     (which would make a resumed run diverge from an uninterrupted one).
     """
-    return WorkerBatches(DataLoader(
-        IterationBatches(streams, rank, world_size),
-        batch_size=None,
-        sampler=range(start, stop),
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=2 if workers > 0 else None,
-        worker_init_fn=worker_init,
-        generator=torch.Generator().manual_seed(0),
-    ))
+    return WorkerBatches(
+        DataLoader(
+            IterationBatches(streams, rank, world_size),
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=workers,
+            pin_memory=pin_memory,
+            persistent_workers=False,
+            prefetch_factor=2 if workers > 0 else None,
+            worker_init_fn=worker_init,
+            generator=torch.Generator().manual_seed(0),
+        )
+    )

@@ -58,7 +58,11 @@ def dataset_fingerprint(reader: Any) -> str:
     """A digest of the sample ids and label-file sizes: it changes when the dataset's labels change."""
     digest = hashlib.sha256()
     for entry in reader.entries:
-        size = entry.label_path.stat().st_size if entry.label_path is not None and entry.label_path.exists() else -1
+        size = (
+            entry.label_path.stat().st_size
+            if entry.label_path is not None and entry.label_path.exists()
+            else -1
+        )
         digest.update(f"{entry.id}\t{size}\n".encode())
     return digest.hexdigest()
 
@@ -75,14 +79,18 @@ class ClassStatistics:
     def compute(cls, reader: Any) -> ClassStatistics:
         """Read every label of ``reader`` once (``reader.read_label(i)``)."""
         if not getattr(reader, "has_labels", True):
-            raise UserError(f"rare-class sampling needs labels, and {reader!r} has none",
-                            fix="remove 'rcs' from this stream, or set labels: true on a labelled split")
+            raise UserError(
+                f"rare-class sampling needs labels, and {reader!r} has none",
+                fix="remove 'rcs' from this stream, or set labels: true on a labelled split",
+            )
         rows = []
         for i in range(len(reader)):
             label = reader.read_label(i)
             if label is None:
-                raise UserError(f"rare-class sampling needs labels: sample {reader.entries[i].id!r} has none",
-                                fix="remove 'rcs' from this stream")
+                raise UserError(
+                    f"rare-class sampling needs labels: sample {reader.entries[i].id!r} has none",
+                    fix="remove 'rcs' from this stream",
+                )
             rows.append(class_pixel_counts(label))
         counts = np.stack(rows)
         present = np.flatnonzero(counts.sum(0))
@@ -94,8 +102,10 @@ class ClassStatistics:
         return {
             "version": STATS_VERSION,
             "fingerprint": self.fingerprint,
-            "images": [{"id": i, "counts": {str(c): int(n) for c, n in enumerate(row) if n}}
-                       for i, row in zip(self.ids, self.counts, strict=True)],
+            "images": [
+                {"id": i, "counts": {str(c): int(n) for c, n in enumerate(row) if n}}
+                for i, row in zip(self.ids, self.counts, strict=True)
+            ],
         }
 
     @classmethod
@@ -124,25 +134,36 @@ def load_or_compute_statistics(reader: Any, path: Path) -> ClassStatistics:
             stats = ClassStatistics.from_json(data)
             version = data.get("version")
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"unreadable class statistics ({exc})", path=path,
-                            fix="delete the file; the next run recomputes it") from None
+            raise UserError(
+                f"unreadable class statistics ({exc})",
+                path=path,
+                fix="delete the file; the next run recomputes it",
+            ) from None
     fix = "delete the file; the next run recomputes it from the dataset as it is now"
     if version != STATS_VERSION:
         raise UserError(f"class statistics of format {version}, expected {STATS_VERSION}", path=path, fix=fix)
     if len(stats.ids) != len(reader) or stats.fingerprint != dataset_fingerprint(reader):
-        raise UserError(f"stale class statistics: computed for {len(stats.ids)} images, the dataset now has "
-                        f"{len(reader)} with different ids or labels", path=path, fix=fix)
+        raise UserError(
+            f"stale class statistics: computed for {len(stats.ids)} images, the dataset now has "
+            f"{len(reader)} with different ids or labels",
+            path=path,
+            fix=fix,
+        )
     return stats
 
 
 # -------------------------------------------------------------------------------------- sampling
-def rare_class_probabilities(pixel_totals: Sequence[int] | np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def rare_class_probabilities(
+    pixel_totals: Sequence[int] | np.ndarray, temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, P)``: the classes with pixels and ``P(c) = softmax((1 − f_c)/T)``, ``f_c`` their pixel share."""
     totals = np.asarray(pixel_totals, dtype=np.float64)
     classes = np.flatnonzero(totals > 0)
     if classes.size == 0:
-        raise UserError("rare-class sampling: the dataset's labels hold no class pixels (all 255)",
-                        fix="check the labels with `adaptseg data check`")
+        raise UserError(
+            "rare-class sampling: the dataset's labels hold no class pixels (all 255)",
+            fix="check the labels with `adaptseg data check`",
+        )
     freq = totals[classes] / totals[classes].sum()
     logits = (1.0 - freq) / temperature
     weights = np.exp(logits - logits.max())
@@ -158,15 +179,19 @@ class RareClassTable:
     images: tuple[np.ndarray, ...]  # images[k]: indices of the images with > min_pixels of classes[k]
 
     @classmethod
-    def build(cls, stats: ClassStatistics, *, temperature: float, min_pixels: int,
-              source: Path | None = None) -> RareClassTable:
+    def build(
+        cls, stats: ClassStatistics, *, temperature: float, min_pixels: int, source: Path | None = None
+    ) -> RareClassTable:
         classes, probabilities = rare_class_probabilities(stats.counts.sum(0), temperature)
         images = tuple(np.flatnonzero(stats.counts[:, c] > min_pixels) for c in classes)
         empty = [int(c) for c, found in zip(classes, images, strict=True) if found.size == 0]
         if empty:
-            raise UserError(f"rare-class sampling: class {empty[0]} has no image with more than "
-                            f"{min_pixels} of its pixels ({len(empty)} such classes)",
-                            path=source, fix="lower rcs.min_pixels for this dataset's image size")
+            raise UserError(
+                f"rare-class sampling: class {empty[0]} has no image with more than "
+                f"{min_pixels} of its pixels ({len(empty)} such classes)",
+                path=source,
+                fix="lower rcs.min_pixels for this dataset's image size",
+            )
         return cls(classes, probabilities, images)
 
 
@@ -224,13 +249,22 @@ class RareClassReader:
     @cached_property
     def table(self) -> RareClassTable:
         stats = load_or_compute_statistics(self.reader, self.statistics_file)
-        return RareClassTable.build(stats, temperature=self.options.temperature, min_pixels=self.options.min_pixels,
-                                    source=self.statistics_file)
+        return RareClassTable.build(
+            stats,
+            temperature=self.options.temperature,
+            min_pixels=self.options.min_pixels,
+            source=self.statistics_file,
+        )
 
     def sampler(self, seed: int, key: int) -> RareClassSampler:
         o = self.options
-        return RareClassSampler(size=len(self.reader), seed=seed, key=key, table=self.table,
-                                min_crop_pixels=o.min_pixels * o.min_crop_ratio)
+        return RareClassSampler(
+            size=len(self.reader),
+            seed=seed,
+            key=key,
+            table=self.table,
+            min_crop_pixels=o.min_pixels * o.min_crop_ratio,
+        )
 
 
 def statistics_file(run_dir: Path, dataset: Any) -> Path:
@@ -238,7 +272,9 @@ def statistics_file(run_dir: Path, dataset: Any) -> Path:
 
     The hash covers what selects the samples (name, root, split, options, ids, concat), not the pipeline.
     """
-    selection = dataset.model_dump(mode="json", include={"name", "root", "split", "options", "ids", "concat", "labels"})
+    selection = dataset.model_dump(
+        mode="json", include={"name", "root", "split", "options", "ids", "concat", "labels"}
+    )
     digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()[:12]
     return Path(run_dir) / STATS_FOLDER / f"{dataset.name}-{dataset.split or 'default'}-{digest}.json"
 

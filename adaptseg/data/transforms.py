@@ -81,7 +81,9 @@ def resize_keep_ratio(
     return img, label
 
 
-def _crop_box(shape: tuple[int, ...], size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
+def _crop_box(
+    shape: tuple[int, ...], size: tuple[int, int], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     margin_h = max(shape[0] - size[0], 0)
     margin_w = max(shape[1] - size[1], 0)
     top = int(rng.integers(0, margin_h + 1))
@@ -304,8 +306,10 @@ def _pair(value: Any, step: str, what: str, kind: type = int) -> tuple:
             return tuple(kind(v) for v in value)
         except (TypeError, ValueError):
             pass
-    raise UserError(f"pipeline step {step!r}: {what} must be a pair of numbers, got {value!r}",
-                    fix=f"write e.g. {step}: [512, 512]")
+    raise UserError(
+        f"pipeline step {step!r}: {what} must be a pair of numbers, got {value!r}",
+        fix=f"write e.g. {step}: [512, 512]",
+    )
 
 
 def _options(value: Any, step: str, main: str, allowed: Sequence[str]) -> dict[str, Any]:
@@ -342,7 +346,9 @@ def _build_flip(value: Any) -> Step | None:
     if p is False or p is None:
         return None
     if not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-        raise UserError(f"pipeline step 'flip': probability must be in [0, 1], got {p!r}", fix="write e.g. flip: 0.5")
+        raise UserError(
+            f"pipeline step 'flip': probability must be in [0, 1], got {p!r}", fix="write e.g. flip: 0.5"
+        )
     return RandomFlip(float(p))
 
 
@@ -404,8 +410,10 @@ def build_pipeline(spec: Sequence[Mapping[str, Any]]) -> Compose:
     steps: list[Step] = []
     for i, entry in enumerate(spec):
         if not isinstance(entry, Mapping) or len(entry) != 1:
-            raise UserError(f"pipeline step {i + 1} must be a mapping with one key, got {entry!r}",
-                            fix="write e.g. - flip: 0.5")
+            raise UserError(
+                f"pipeline step {i + 1} must be a mapping with one key, got {entry!r}",
+                fix="write e.g. - flip: 0.5",
+            )
         ((name, value),) = entry.items()
         builder = _BUILDERS.get(name)
         if builder is None:
@@ -413,7 +421,9 @@ def build_pipeline(spec: Sequence[Mapping[str, Any]]) -> Compose:
             hint = f"did you mean {near[0]!r}?" if near else f"valid steps: {', '.join(_BUILDERS)}"
             raise UserError(f"unknown pipeline step {name!r}", fix=hint)
         if steps and isinstance(steps[-1], Normalize):
-            raise UserError(f"pipeline step {name!r} comes after 'normalize'", fix="make normalize the last step")
+            raise UserError(
+                f"pipeline step {name!r} comes after 'normalize'", fix="make normalize the last step"
+            )
         step = builder(value)
         if step is not None:
             steps.append(step)

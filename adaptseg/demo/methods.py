@@ -31,11 +31,17 @@ class DemoMethod(StrictModel):
     model_config = ConfigDict(frozen=True)
 
     label: str = Field(description='the method in the "adapted" rows of the table')
-    stages_note: str = Field(description="which of the method's stages the demo runs (honest about partial pipelines)")
+    stages_note: str = Field(
+        description="which of the method's stages the demo runs (honest about partial pipelines)"
+    )
     source_stage: str = "source"
     adapted_stage: str
-    adapted_file: str = Field("student.safetensors", description="the model of the adapted stage scored and exported")
-    quick: list[str] = Field(default_factory=list, description="--set overrides of `adaptseg demo --quick` runs")
+    adapted_file: str = Field(
+        "student.safetensors", description="the model of the adapted stage scored and exported"
+    )
+    quick: list[str] = Field(
+        default_factory=list, description="--set overrides of `adaptseg demo --quick` runs"
+    )
     name: str = Field("", description="the recipe's file name without .yaml (set from the file)")
     recipe: str = Field("", description="the recipe's file name in train/demo/ (set from the file)")
 

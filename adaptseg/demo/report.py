@@ -51,12 +51,20 @@ def overlay_strip(image: np.ndarray, labels: Sequence[np.ndarray], captions: Seq
     canvas = np.full((CAPTION_H + height, len(tiles) * width + (len(tiles) - 1) * GAP, 3), 255, np.uint8)
     for k, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
         x = k * (width + GAP)
-        canvas[CAPTION_H:, x:x + width] = tile
+        canvas[CAPTION_H:, x : x + width] = tile
         scale = 0.45
         while scale > 0.25 and cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width - 4:
             scale -= 0.05
-        cv2.putText(canvas, caption, (x + 2, CAPTION_H - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            caption,
+            (x + 2, CAPTION_H - 7),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (20, 20, 20),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -76,8 +84,11 @@ def changed_most(before: Mapping[str, float], after: Mapping[str, float], k: int
 
     Classes missing or NaN in either mapping (absent from the val split) are left out.
     """
-    changes = [ClassChange(name, float(before[name]), float(after[name])) for name in after
-               if name in before and not (math.isnan(float(before[name])) or math.isnan(float(after[name])))]
+    changes = [
+        ClassChange(name, float(before[name]), float(after[name]))
+        for name in after
+        if name in before and not (math.isnan(float(before[name])) or math.isnan(float(after[name])))
+    ]
     order = {name: i for i, name in enumerate(after)}
     changes.sort(key=lambda c: (-abs(c.delta), order[c.name]))
     return changes[:k]
@@ -122,18 +133,31 @@ def markdown(results: Mapping, overlays: Sequence[str], chart: str) -> str:
             f"| {name} | {_num(change['before'])} | {_num(rows['adabn']['per_class'][name])} | "
             f"{_num(change['after'])} | {_num(rows['oracle']['per_class'][name])} | {change['delta']:+.1f} |"
         )
-    lines += ["", "## Per-class IoU", "", f"![per-class IoU]({chart})", "", "## Val images", "",
-              "image | ground truth | source-only | adapted (ONNX artifact); labels blended over the image.", ""]
+    lines += [
+        "",
+        "## Per-class IoU",
+        "",
+        f"![per-class IoU]({chart})",
+        "",
+        "## Val images",
+        "",
+        "image | ground truth | source-only | adapted (ONNX artifact); labels blended over the image.",
+        "",
+    ]
     lines += [f"![overlay {i}]({name})" for i, name in enumerate(overlays)]
     lines += ["", "## Time", "", "| step | estimate | wall | CPU |", "|---|---:|---:|---:|"]
     for step in results["steps"]:
-        lines.append(f"| {step['title']} | {step['estimate_s']:.0f} s | {step['wall_s']:.0f} s | {step['cpu_s']:.0f} s |")
+        lines.append(
+            f"| {step['title']} | {step['estimate_s']:.0f} s | {step['wall_s']:.0f} s | {step['cpu_s']:.0f} s |"
+        )
     total = results["total"]
     lines += [f"| **total** | | **{total['wall_s']:.0f} s** | **{total['cpu_s']:.0f} s** |", ""]
     return "\n".join(lines)
 
 
-def write_report(out: Path, results: Mapping, strips: Sequence[np.ndarray], chart: np.ndarray) -> dict[str, Path]:
+def write_report(
+    out: Path, results: Mapping, strips: Sequence[np.ndarray], chart: np.ndarray
+) -> dict[str, Path]:
     """Write ``overlay_<i>.png``, ``per_class_iou.png`` and ``report.md`` into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

@@ -57,23 +57,30 @@ class Plan:
         return sum(s.estimate_s for s in self.steps)
 
     def announce(self) -> None:
-        self.console.print(f"[bold]{len(self.steps)} steps, about {fmt_seconds(self.estimate_s)} in all "
-                           "on 2 idle CPU cores[/bold] (finished steps of an earlier run are reused)")
+        self.console.print(
+            f"[bold]{len(self.steps)} steps, about {fmt_seconds(self.estimate_s)} in all "
+            "on 2 idle CPU cores[/bold] (finished steps of an earlier run are reused)"
+        )
 
     @contextmanager
     def step(self, key: str) -> Iterator[StepTiming]:
         index = next(i for i, s in enumerate(self.steps) if s.key == key)
         timing = self.steps[index]
         left = sum(s.estimate_s for s in self.steps[index:])
-        self.console.print(f"[bold cyan]\\[{index + 1}/{len(self.steps)}] {timing.title}[/bold cyan] — estimate "
-                           f"{fmt_seconds(timing.estimate_s)} (≈ {fmt_seconds(left)} left in all)",
-                           highlight=False, soft_wrap=True)
+        self.console.print(
+            f"[bold cyan]\\[{index + 1}/{len(self.steps)}] {timing.title}[/bold cyan] — estimate "
+            f"{fmt_seconds(timing.estimate_s)} (≈ {fmt_seconds(left)} left in all)",
+            highlight=False,
+            soft_wrap=True,
+        )
         wall, cpu = time.perf_counter(), cpu_seconds()
         yield timing
         timing.wall_s = round(time.perf_counter() - wall, 1)
         timing.cpu_s = round(cpu_seconds() - cpu, 1)
-        self.console.print(f"  [green]done[/green] in {fmt_seconds(timing.wall_s)} "
-                           f"(CPU {fmt_seconds(timing.cpu_s)})", highlight=False)
+        self.console.print(
+            f"  [green]done[/green] in {fmt_seconds(timing.wall_s)} (CPU {fmt_seconds(timing.cpu_s)})",
+            highlight=False,
+        )
 
     def timings(self) -> list[dict]:
         return [asdict(s) for s in self.steps]

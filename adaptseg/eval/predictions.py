@@ -46,7 +46,9 @@ class PredictionIndex:
     def __init__(self, pred_dir: str | Path):
         self.root = Path(pred_dir)
         if self.root.is_file():
-            raise UserError("is a file, not a folder", path=self.root, fix="pass the folder of prediction PNGs")
+            raise UserError(
+                "is a file, not a folder", path=self.root, fix="pass the folder of prediction PNGs"
+            )
         if not self.root.is_dir():
             raise UserError(
                 "prediction folder not found", path=self.root, fix="pass the folder of prediction PNGs"

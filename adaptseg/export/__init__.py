@@ -37,7 +37,15 @@ _EXPORTS = {
     "ExportProfile": "adaptseg.export.profile",
 }
 
-__all__ = ["Artifact", "ArtifactMeta", "ExportProfile", "export_model", "load_profile", "open_artifact", "register_format"]
+__all__ = [
+    "Artifact",
+    "ArtifactMeta",
+    "ExportProfile",
+    "export_model",
+    "load_profile",
+    "open_artifact",
+    "register_format",
+]
 
 if TYPE_CHECKING:
     from adaptseg.artifact.folder import Artifact, open_artifact

@@ -31,7 +31,9 @@ def calibration_sources(calib: str | Path | None, count: int) -> list[ImageLike]
     if calib is not None:
         paths = list_images(calib)
         if not paths:
-            raise UserError("no images in the calibration folder", path=calib, fix="pass a folder of target images")
+            raise UserError(
+                "no images in the calibration folder", path=calib, fix="pass a folder of target images"
+            )
         return [paths[i % len(paths)] for i in range(count)]
     return list(minicity_images(count))
 

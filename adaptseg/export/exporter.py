@@ -86,13 +86,18 @@ def export_model(
     prof = load_profile(profile)
     precision: Precision = "fp16" if fp16 else prof.precision
     if precision not in export_format.precisions:
-        raise UserError(f"{fmt} exports {'/'.join(export_format.precisions)}, not {precision}",
-                        fix="use a format that has it (int8: --format onnx or trt), or another export profile")
+        raise UserError(
+            f"{fmt} exports {'/'.join(export_format.precisions)}, not {precision}",
+            fix="use a format that has it (int8: --format onnx or trt), or another export profile",
+        )
     if export_format.preflight is not None:  # fail in a second, before loading anything
         export_format.preflight()
     if out is not None and Path(out).suffix.lower() in {".pt", ".onnx", ".engine", ".plan", ".json"}:
-        raise UserError("--out names the artifact folder, not a file", path=out,
-                        fix=f"pass a folder; it will hold {model_file} and {SIDECAR}")
+        raise UserError(
+            "--out names the artifact folder, not a file",
+            path=out,
+            fix=f"pass a folder; it will hold {model_file} and {SIDECAR}",
+        )
     if out is not None:
         check_writable(Path(out), force)  # before the slow part
     source = load_source(model, arch)

@@ -62,7 +62,9 @@ class ExportFormat:
     write: Writer
     precisions: tuple[str, ...]
     parity_device: str  # where the parity check runs the artifact
-    preflight: Callable[[], None] | None  # fails fast (before loading anything) when the format cannot run here
+    preflight: (
+        Callable[[], None] | None
+    )  # fails fast (before loading anything) when the format cannot run here
 
 
 #: export formats by name, from modules that register one when imported (adaptseg's own: never skipped)

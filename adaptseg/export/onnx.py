@@ -162,7 +162,9 @@ def _declare_output(path: Path, num_classes: int, crop: tuple[int, int]) -> None
 
 
 def _dims(value_info) -> list[int | str]:  # noqa: ANN001 - onnx.ValueInfoProto
-    return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_param if d.HasField("dim_param") else d.dim_value for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def graph_io(path: str | Path) -> tuple[list[int | str], list[int | str]]:
@@ -185,11 +187,17 @@ def check_onnx(path: str | Path, crop: tuple[int, int]) -> None:
     inputs, outputs = graph_io(path)
     h, w = crop
     if len(inputs) != 4 or isinstance(inputs[0], int) or inputs[1:] != [3, h, w]:
-        raise UserError(f"the exported graph takes {inputs}, expected [batch, 3, {h}, {w}]", path=path,
-                        fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
+        raise UserError(
+            f"the exported graph takes {inputs}, expected [batch, 3, {h}, {w}]",
+            path=path,
+            fix="the exporter fixed the batch size: try the other onnx.exporter in the profile",
+        )
     if len(outputs) != 4 or isinstance(outputs[0], int) or outputs[2:] != [h, w]:
-        raise UserError(f"the exported graph returns {outputs}, expected [batch, C, {h}, {w}]", path=path,
-                        fix="the exporter fixed the batch size: try the other onnx.exporter in the profile")
+        raise UserError(
+            f"the exported graph returns {outputs}, expected [batch, C, {h}, {w}]",
+            path=path,
+            fix="the exporter fixed the batch size: try the other onnx.exporter in the profile",
+        )
 
 
 @register_format("onnx", precisions=("fp32", "fp16", "int8"))
@@ -199,8 +207,14 @@ def write_onnx_artifact(job: WriteJob) -> Written:
     int8 = job.precision == "int8"
     float_path = job.model_path.with_name(f".float-{job.model_path.name}") if int8 else job.model_path
     module = job.source.module if int8 else at_precision(job.source.module, job.precision)
-    result = export_onnx(module, job.example, float_path, num_classes=job.source.num_classes,
-                         opset=job.profile.onnx.opset, exporter=job.profile.onnx.exporter)
+    result = export_onnx(
+        module,
+        job.example,
+        float_path,
+        num_classes=job.source.num_classes,
+        opset=job.profile.onnx.opset,
+        exporter=job.profile.onnx.exporter,
+    )
     note = "weights in an external data file (over 2 GB)" if result.external_data else "single file"
     if not int8:
         return Written(result.exporter, note, opset=result.opset)
@@ -211,8 +225,9 @@ def write_onnx_artifact(job: WriteJob) -> Written:
         raise UserError("int8 needs calibration images", fix="pass --calib DIR or let export use MiniCity")
     settings = job.profile.onnx.int8
     try:
-        note = quantise_onnx(float_path, job.model_path, CropBatches(job.images, job.crop, settings.batch_size),
-                             settings)
+        note = quantise_onnx(
+            float_path, job.model_path, CropBatches(job.images, job.crop, settings.batch_size), settings
+        )
     finally:
         float_path.unlink(missing_ok=True)
     check_onnx(job.model_path, crop=job.crop)

@@ -24,7 +24,13 @@ from adaptseg.config import StrictModel, load_yaml, validate
 from adaptseg.resources import EXPORT
 
 __all__ = [
-    "DEFAULT_BARS", "BatchProfile", "ExportProfile", "ParityBar", "Precision", "calibration_count", "load_profile",
+    "DEFAULT_BARS",
+    "BatchProfile",
+    "ExportProfile",
+    "ParityBar",
+    "Precision",
+    "calibration_count",
+    "load_profile",
     "profile_path",
 ]
 
@@ -57,7 +63,9 @@ class ParityConfig(StrictModel):
     def bar(self, precision: Precision) -> ParityBar:
         """The bar for ``precision`` with this profile's overrides applied."""
         default = DEFAULT_BARS[precision]
-        overrides = {name: getattr(self, name) for name in ParityBar.model_fields if getattr(self, name) is not None}
+        overrides = {
+            name: getattr(self, name) for name in ParityBar.model_fields if getattr(self, name) is not None
+        }
         return default.model_copy(update=overrides)
 
 
@@ -66,7 +74,9 @@ class OnnxInt8(StrictModel):
 
     images: int = Field(32, ge=1, description="calibration images (MiniCity target, or --calib DIR)")
     batch_size: int = Field(8, ge=1, description="calibration crops per forward")
-    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="activation range calibration")
+    method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="activation range calibration"
+    )
     per_channel: bool = Field(True, description="one weight scale per output channel")
 
 
@@ -105,7 +115,9 @@ class TensorRTConfig(StrictModel):
 
 class ExportProfile(StrictModel):
     precision: Precision = "fp32"
-    stride: tuple[int, int] | None = Field(None, description="sliding stride recorded for the crop; default half")
+    stride: tuple[int, int] | None = Field(
+        None, description="sliding stride recorded for the crop; default half"
+    )
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     torchscript: TorchScriptConfig = Field(default_factory=TorchScriptConfig)
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)

@@ -46,8 +46,11 @@ def quantise_onnx(fp32_path: Path, out_path: Path, batches: CropBatches, config:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     work = Path(tempfile.mkdtemp(prefix=".quantise-", dir=out_path.parent))
     try:
         prepared = work / "prepared.onnx"
@@ -68,10 +71,14 @@ def quantise_onnx(fp32_path: Path, out_path: Path, batches: CropBatches, config:
         raise
     except Exception as exc:  # the quantiser raises plain exceptions with long messages
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"ONNX Runtime could not quantise the model: {first}"[:300],
-                        fix="export fp32 (the default profile), or try another onnx.int8.method") from None
+        raise UserError(
+            f"ONNX Runtime could not quantise the model: {first}"[:300],
+            fix="export fp32 (the default profile), or try another onnx.int8.method",
+        ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     channels = "per-channel" if config.per_channel else "per-tensor"
-    return (f"static int8 QDQ ({', '.join(QUANTISED_OPS)}; {channels} int8 weights, uint8 activations), "
-            f"{config.method} calibration on {len(batches.sources)} target crops")
+    return (
+        f"static int8 QDQ ({', '.join(QUANTISED_OPS)}; {channels} int8 weights, uint8 activations), "
+        f"{config.method} calibration on {len(batches.sources)} target crops"
+    )

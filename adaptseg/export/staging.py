@@ -37,7 +37,9 @@ def check_writable(dest: Path, force: bool) -> None:
     if not dest.exists():
         return
     if not dest.is_dir():
-        raise UserError("exists and is not a folder", path=dest, fix="an artifact is a folder: choose another --out")
+        raise UserError(
+            "exists and is not a folder", path=dest, fix="an artifact is a folder: choose another --out"
+        )
     cwd = Path.cwd()
     if dest == cwd or dest in cwd.parents:
         raise UserError(
@@ -54,7 +56,9 @@ def check_writable(dest: Path, force: bool) -> None:
             fix="choose another --out",
         )
     if not force:
-        raise UserError("already exists", path=dest, fix="pass --force to replace this artifact, or choose another --out")
+        raise UserError(
+            "already exists", path=dest, fix="pass --force to replace this artifact, or choose another --out"
+        )
 
 
 @contextlib.contextmanager

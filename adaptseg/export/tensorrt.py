@@ -51,7 +51,9 @@ def builder_settings(
     timing = Path(config.timing_cache).expanduser() if config.timing_cache else None
     calib_cache = None
     if precision == "int8" and config.calibration.cache and timing is not None:
-        key = hashlib.sha256(f"{weights_sha256}|{h}x{w}|{config.calibration.images}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{weights_sha256}|{h}x{w}|{config.calibration.images}".encode()).hexdigest()[
+            :16
+        ]
         calib_cache = timing.parent / f"int8-{key}.calib"
     return BuilderSettings(
         input_shapes=shapes,  # type: ignore[arg-type]
@@ -113,8 +115,11 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT cannot parse the ONNX export: {errors}"[:400], path=onnx_path,
-                        fix="try another onnx.opset or onnx.exporter in the export profile")
+        raise UserError(
+            f"TensorRT cannot parse the ONNX export: {errors}"[:400],
+            path=onnx_path,
+            fix="try another onnx.opset or onnx.exporter in the export profile",
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     profile = builder.create_optimization_profile()
@@ -124,15 +129,20 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     if settings.int8:
         if calibration is None:
-            raise UserError("int8 needs calibration images", fix="pass --calib DIR or let export use MiniCity")
+            raise UserError(
+                "int8 needs calibration images", fix="pass --calib DIR or let export use MiniCity"
+            )
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = make_entropy_calibrator(calibration, settings.calibration_cache)
         config.set_calibration_profile(profile)
     cache = _load_timing_cache(config, settings.timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise UserError("TensorRT failed to build the engine (see its log above)", path=onnx_path,
-                        fix="lower tensorrt.batch.max or raise tensorrt.workspace_gib in the export profile")
+        raise UserError(
+            "TensorRT failed to build the engine (see its log above)",
+            path=onnx_path,
+            fix="lower tensorrt.batch.max or raise tensorrt.workspace_gib in the export profile",
+        )
     engine_path.write_bytes(bytes(serialized))
     if settings.timing_cache is not None and cache is not None:
         write_bytes_atomic(settings.timing_cache, bytes(config.get_timing_cache().serialize()))
@@ -154,15 +164,23 @@ def _tensorrt_available() -> None:
     require_cuda()
 
 
-@register_format("trt", precisions=("fp32", "fp16", "int8"), parity_device="cuda", preflight=_tensorrt_available)
+@register_format(
+    "trt", precisions=("fp32", "fp16", "int8"), parity_device="cuda", preflight=_tensorrt_available
+)
 def write_tensorrt_artifact(job: WriteJob) -> Written:
     """``model.engine`` built from an fp32 ONNX export beside it (removed afterwards) on this GPU."""
     from adaptseg.export.onnx import export_onnx
 
     prof, source, model_path = job.profile, job.source, job.model_path
     onnx_path = model_path.with_name(".model.onnx")
-    onnx = export_onnx(source.module, job.example, onnx_path, num_classes=source.num_classes,
-                       opset=prof.onnx.opset, exporter=prof.onnx.exporter)
+    onnx = export_onnx(
+        source.module,
+        job.example,
+        onnx_path,
+        num_classes=source.num_classes,
+        opset=prof.onnx.opset,
+        exporter=prof.onnx.exporter,
+    )
     settings = builder_settings(prof.tensorrt, job.precision, job.crop, weights_sha256=source.weights_sha256)
     calibration = None
     if job.precision == "int8":

@@ -50,7 +50,9 @@ def _first_line(exc: BaseException) -> str:
 @torch.inference_mode()
 def _reproduces(compiled: torch.jit.ScriptModule, module: nn.Module, examples: list[Tensor]) -> float:
     """The largest |Δ| between ``compiled`` and eager ``module`` over ``examples``."""
-    with torch.jit.optimized_execution(False):  # numerics only: skip the profiling executor's re-optimisations
+    with torch.jit.optimized_execution(
+        False
+    ):  # numerics only: skip the profiling executor's re-optimisations
         return max(_max_diff(compiled(x), module(x)) for x in examples)
 
 
@@ -78,8 +80,10 @@ def export_torchscript(
                 diff = _reproduces(scripted, module, [example[:1]])
             except Exception as exc:  # TorchScript's frontend raises many error types
                 if mode == "script":
-                    raise UserError(f"torch.jit.script cannot compile this model ({_first_line(exc)})",
-                                    fix="use torchscript.mode: trace (or auto) in the export profile") from None
+                    raise UserError(
+                        f"torch.jit.script cannot compile this model ({_first_line(exc)})",
+                        fix="use torchscript.mode: trace (or auto) in the export profile",
+                    ) from None
                 why_not_script = f"torch.jit.script failed ({_first_line(exc)})"
             else:
                 if diff <= tolerance:
@@ -89,16 +93,20 @@ def export_torchscript(
                         "scripted: compiles the code as written (shape logic and branches kept), so it is exact at any batch",
                     )
                 if mode == "script":
-                    raise UserError(f"the scripted model differs from eager by {diff:.3g}",
-                                    fix="use torchscript.mode: trace (or auto) in the export profile")
+                    raise UserError(
+                        f"the scripted model differs from eager by {diff:.3g}",
+                        fix="use torchscript.mode: trace (or auto) in the export profile",
+                    )
                 why_not_script = f"the scripted model differs from eager by {diff:.3g}"
         try:
             with torch.inference_mode(False), torch.no_grad():
                 traced = torch.jit.trace(module, example, check_trace=False)
             diff = _reproduces(traced, module, _other_batches(example))
         except Exception as exc:
-            raise UserError(f"torch.jit.trace cannot record this model ({_first_line(exc)})",
-                            fix="this preset cannot be exported to TorchScript; export to ONNX instead") from None
+            raise UserError(
+                f"torch.jit.trace cannot record this model ({_first_line(exc)})",
+                fix="this preset cannot be exported to TorchScript; export to ONNX instead",
+            ) from None
         if diff > tolerance:
             raise UserError(
                 f"the traced model differs from eager by {diff:.3g} on other batch sizes "
@@ -107,12 +115,19 @@ def export_torchscript(
             )
         torch.jit.save(traced, str(path))
     note = "traced: the deploy contract has a fixed crop and a dynamic batch, checked on batch 1..N+1"
-    return TorchScriptResult("torch.jit.trace", f"{note}; not scripted because {why_not_script}" if why_not_script else note)
+    return TorchScriptResult(
+        "torch.jit.trace", f"{note}; not scripted because {why_not_script}" if why_not_script else note
+    )
 
 
 @register_format("torchscript")
 def write_torchscript_artifact(job: WriteJob) -> Written:
     """``model.pt`` at the job's precision (``torchscript.mode`` of the profile)."""
-    result = export_torchscript(at_precision(job.source.module, job.precision), job.example, job.model_path,
-                                mode=job.profile.torchscript.mode, tolerance=1e-4 if job.precision == "fp32" else 5e-2)
+    result = export_torchscript(
+        at_precision(job.source.module, job.precision),
+        job.example,
+        job.model_path,
+        mode=job.profile.torchscript.mode,
+        tolerance=1e-4 if job.precision == "fp32" else 5e-2,
+    )
     return Written(result.exporter, result.note)

@@ -45,7 +45,12 @@ def class_map_miou(intersection: Tensor, union: Tensor) -> float:
 
 @torch.inference_mode()
 def measure_parity(
-    reference: Predict, candidate: Predict, crops: Tensor, *, batch_size: int, device: torch.device | str = "cpu"
+    reference: Predict,
+    candidate: Predict,
+    crops: Tensor,
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
 ) -> Measured:
     """Max |Δlogit|, argmax agreement and pixel count of ``candidate`` against ``reference`` over ``crops``.
 
@@ -60,7 +65,9 @@ def measure_parity(
         ref = reference(x).float()
         out = candidate(x).to(ref.device).float()
         if out.shape != ref.shape:
-            raise ParityError(f"the artifact returned {tuple(out.shape)} where eager PyTorch gives {tuple(ref.shape)}")
+            raise ParityError(
+                f"the artifact returned {tuple(out.shape)} where eager PyTorch gives {tuple(ref.shape)}"
+            )
         scale = max(scale, float(ref.abs().max()))
         if not torch.isfinite(out).all():
             return Measured(float("inf"), 0.0, pixels + ref[:, 0].numel(), scale)

@@ -82,7 +82,9 @@ class TorchBackend:
         if self.options.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
-        self._forward: Callable[[Tensor], Tensor] = torch.compile(module, dynamic=False) if self.options.compile else module
+        self._forward: Callable[[Tensor], Tensor] = (
+            torch.compile(module, dynamic=False) if self.options.compile else module
+        )
         dtype = self.options.amp_dtype or ("float16" if self.device.type == "cuda" else "bfloat16")
         self.amp_dtype = getattr(torch, dtype)
 
@@ -100,7 +102,10 @@ class TorchBackend:
         x = crops.to(self.device, dtype=torch.float32, non_blocking=True)
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp),
+        ):
             out = self._forward(x)
         return out.float()
 
@@ -143,9 +148,13 @@ def is_artifact_path(path: Path) -> bool:
     return True  # open_artifact explains that an artifact needs its model.json
 
 
-def _load_eager(model: str | Path, *, device: torch.device, options: BackendOptions, arch: str | None) -> Backend:
+def _load_eager(
+    model: str | Path, *, device: torch.device, options: BackendOptions, arch: str | None
+) -> Backend:
     """A run folder, weights file or preset name as eager PyTorch (:func:`adaptseg.models.loading.load_model`)."""
     from adaptseg.models.loading import load_model
 
     loaded = load_model(model, arch)
-    return TorchBackend.from_model(loaded.net, loaded.preset.mean, loaded.preset.std, device=device, options=options)
+    return TorchBackend.from_model(
+        loaded.net, loaded.preset.mean, loaded.preset.std, device=device, options=options
+    )

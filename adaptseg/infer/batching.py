@@ -29,7 +29,9 @@ def crop_bytes(crop: tuple[int, int], num_classes: int) -> int:
     return 4 * crop[0] * crop[1] * (3 + num_classes)
 
 
-def probe_candidates(crop: tuple[int, int], num_classes: int, *, max_size: int, memory_mib: float) -> list[int]:
+def probe_candidates(
+    crop: tuple[int, int], num_classes: int, *, max_size: int, memory_mib: float
+) -> list[int]:
     """Powers of two from 1 up to ``max_size`` and to the largest batch within ``memory_mib`` (at least 1)."""
     fits = max(int(memory_mib * MIB // crop_bytes(crop, num_classes)), 1)
     cap = min(max_size, fits)

@@ -107,10 +107,14 @@ class InferenceConfig(StrictModel):
             value = getattr(self, name)
             if value is not None and min(value) < 1:
                 raise ValueError(f"{name} must be positive, got {list(value)}")
-        if self.crop is not None and self.stride is not None and (
-            self.stride[0] > self.crop[0] or self.stride[1] > self.crop[1]
+        if (
+            self.crop is not None
+            and self.stride is not None
+            and (self.stride[0] > self.crop[0] or self.stride[1] > self.crop[1])
         ):
-            raise ValueError(f"stride {list(self.stride)} exceeds crop {list(self.crop)}: windows would leave gaps")
+            raise ValueError(
+                f"stride {list(self.stride)} exceeds crop {list(self.crop)}: windows would leave gaps"
+            )
         return self
 
     @property
@@ -131,10 +135,14 @@ def available_presets() -> list[str]:
     return INFER.names()
 
 
-def load_preset(preset: str | Path | InferenceConfig | None, overrides: Iterable[str] = ()) -> InferenceConfig:
+def load_preset(
+    preset: str | Path | InferenceConfig | None, overrides: Iterable[str] = ()
+) -> InferenceConfig:
     """Load and validate an inference preset (path or name); ``None`` gives the defaults."""
     if isinstance(preset, InferenceConfig):
-        return validate(InferenceConfig, apply_overrides(preset.model_dump(mode="json"), overrides), source="--set")
+        return validate(
+            InferenceConfig, apply_overrides(preset.model_dump(mode="json"), overrides), source="--set"
+        )
     if preset is None:
         return validate(InferenceConfig, apply_overrides({}, overrides), source="--set")
     path = preset_path(preset)

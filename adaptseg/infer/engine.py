@@ -153,7 +153,9 @@ class _BufferPool:
             if buffer.shape == shape and buffer.device == device and _channels_last(buffer) == channels_last:
                 return self._free.pop(i).zero_()
         if channels_last:
-            return torch.zeros((shape[1], shape[2], shape[0]), dtype=torch.float32, device=device).permute(2, 0, 1)
+            return torch.zeros((shape[1], shape[2], shape[0]), dtype=torch.float32, device=device).permute(
+                2, 0, 1
+            )
         return torch.zeros(shape, dtype=torch.float32, device=device)
 
     def give(self, buffer: Tensor) -> None:
@@ -195,7 +197,9 @@ def keep_ratio_size(height: int, width: int, scale: Pair) -> Pair:
 def variant_size(height: int, width: int, config: InferenceConfig, ratio: float = 1.0) -> Pair:
     """The size an image is inferred at for one TTA ``ratio`` (mmseg ``MultiScaleFlipAug`` + ``Resize``)."""
     base = config.resize
-    if base is None or (not config.upscale and max(height, width) <= max(base) and min(height, width) <= min(base)):
+    if base is None or (
+        not config.upscale and max(height, width) <= max(base) and min(height, width) <= min(base)
+    ):
         base = (max(height, width), min(height, width))
     return keep_ratio_size(height, width, (int(base[0] * ratio), int(base[1] * ratio)))
 
@@ -287,7 +291,11 @@ class _Batch:
         return len(self.entries)
 
     def add(self, variant: _Variant, window: Window) -> None:
-        if self.buffer is None or tuple(self.buffer.shape[-2:]) != variant.crop or len(self.buffer) < self.capacity:
+        if (
+            self.buffer is None
+            or tuple(self.buffer.shape[-2:]) != variant.crop
+            or len(self.buffer) < self.capacity
+        ):
             # uninitialised: pixels outside a window are set to the pad colour before the forward
             dtype = torch.float32 if self.reuse else torch.uint8
             self.buffer = torch.empty((self.capacity, 3, *variant.crop), dtype=dtype, pin_memory=self.pin)
@@ -340,7 +348,9 @@ class SlidingWindow:
         self.config = config if config is not None else InferenceConfig()
         self.output = output
         self.device = torch.device(device if device is not None else getattr(predict, "device", "cpu"))
-        self.accumulate_device = torch.device(accumulate_device) if accumulate_device is not None else self.device
+        self.accumulate_device = (
+            torch.device(accumulate_device) if accumulate_device is not None else self.device
+        )
         fixed = getattr(predict, "crop", None)
         self.fixed_crop: Pair | None = (int(fixed[0]), int(fixed[1])) if fixed is not None else None
         mean = pad_value if pad_value is not None else getattr(predict, "mean", None)
@@ -354,7 +364,11 @@ class SlidingWindow:
         self.clock: Callable[[], float] = time.perf_counter  # times the probe's forwards
         # averaged logits become probabilities after stitching (per-window softmax otherwise)
         self._softmax_at_finish = output == "probs" and self.config.average == "logits"
-        if self.config.mode == "slide" and self.fixed_crop is not None and self.fixed_crop != tuple(self.config.crop):
+        if (
+            self.config.mode == "slide"
+            and self.fixed_crop is not None
+            and self.fixed_crop != tuple(self.config.crop)
+        ):
             raise UserError(
                 f"the model runs crops of {self.fixed_crop[0]}x{self.fixed_crop[1]} (h x w) "
                 f"but the preset slides {self.config.crop[0]}x{self.config.crop[1]} windows",
@@ -410,8 +424,10 @@ class SlidingWindow:
             auto = self.config.auto_batch
             classes = int(getattr(self.predict, "num_classes", 19))
             candidates = probe_candidates(crop, classes, max_size=auto.max_size, memory_mib=auto.memory_mib)
-            note = (f"{auto.memory_mib:g} MiB for float32 crops + outputs at "
-                    f"{crop_bytes(crop, classes) / (1 << 20):.3g} MiB per {crop[0]}x{crop[1]} crop")
+            note = (
+                f"{auto.memory_mib:g} MiB for float32 crops + outputs at "
+                f"{crop_bytes(crop, classes) / (1 << 20):.3g} MiB per {crop[0]}x{crop[1]} crop"
+            )
             self.batch_probe = BatchSizeProbe(candidates, repeats=auto.repeats, memory_note=note)
         return self.batch_probe.size
 
@@ -459,7 +475,11 @@ class SlidingWindow:
         variants = []
         for ratio in self.config.tta.scales:
             size = variant_size(height, width, self.config, ratio)
-            resized = image if size == (height, width) else cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            resized = (
+                image
+                if size == (height, width)
+                else cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            )
             # planar (3×h×w contiguous) here in the reader thread, so crops copy out as plain rows.
             # numpy, not torch: a torch op in this thread starts an OpenMP team of its own whose
             # spinning workers slowed the model's 2-thread forwards by 12 % (bench/infer.py)
@@ -546,7 +566,9 @@ class SlidingWindow:
             variant.acc = self._pool.zeros(shape, _channels_last(out), self.accumulate_device)
             nbytes = variant.acc.nbytes
             if not single and weights is not None:  # uniform weights divide by the analytic count map
-                variant.norm = torch.zeros((1, *variant.size), dtype=torch.float32, device=self.accumulate_device)
+                variant.norm = torch.zeros(
+                    (1, *variant.size), dtype=torch.float32, device=self.accumulate_device
+                )
                 nbytes += variant.norm.nbytes
             self.stats.hold(nbytes, new_image=not job.started)
             job.started = True
@@ -578,13 +600,17 @@ class SlidingWindow:
             self.stats.release(norm.nbytes)
             del norm
         elif len(variant.windows) > 1:  # uniform weights: divide by how many windows cover each pixel
-            counts = window_counts(*variant.size, variant.crop, variant.stride).to(acc.device, non_blocking=True)
+            counts = window_counts(*variant.size, variant.crop, variant.stride).to(
+                acc.device, non_blocking=True
+            )
             if alone:
                 job.divisor = counts
             else:
                 acc.div_(counts)
         if tuple(acc.shape[-2:]) != job.size:
-            acc = self._replace(acc, F.interpolate(acc[None], size=job.size, mode="bilinear", align_corners=False)[0])
+            acc = self._replace(
+                acc, F.interpolate(acc[None], size=job.size, mode="bilinear", align_corners=False)[0]
+            )
         if self._softmax_at_finish and len(job.variants) > 1:  # TTA averages probabilities
             softmax_(acc, 0)
         if variant.flip:
@@ -647,5 +673,7 @@ def _materialise(source: Any) -> np.ndarray:
         image = source
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise UserError(f"expected an RGB uint8 H×W×3 image, got {desc}", fix="read images with adaptseg.io.read_image")
+        raise UserError(
+            f"expected an RGB uint8 H×W×3 image, got {desc}", fix="read images with adaptseg.io.read_image"
+        )
     return image

@@ -54,7 +54,9 @@ def evaluate_model(
     if len(dataset) == 0:
         raise UserError("the dataset split is empty; nothing to evaluate")
     config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
-    backend = load_backend(model, device, config.backend, arch=arch) if isinstance(model, (str, Path)) else model
+    backend = (
+        load_backend(model, device, config.backend, arch=arch) if isinstance(model, (str, Path)) else model
+    )
     engine = SlidingWindow(backend, config)
     cm = ConfusionMatrix(max(int(getattr(backend, "num_classes", NUM_CLASSES)), NUM_CLASSES))
     labels = SideLoads()
@@ -74,8 +76,15 @@ def evaluate_model(
         cm.update(prediction.label().cpu(), target)
         prediction.release()
 
-    run_engine(engine, dataset_items(dataset, mine, labels=labels), len(mine), score,
-               label="evaluating", console=console, skip_unreadable=False)
+    run_engine(
+        engine,
+        dataset_items(dataset, mine, labels=labels),
+        len(mine),
+        score,
+        label="evaluating",
+        console=console,
+        skip_unreadable=False,
+    )
     if dist is not None and dist.enabled:
         cm.all_reduce()
     return cm, len(dataset)

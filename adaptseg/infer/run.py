@@ -133,8 +133,9 @@ def segment_folder(
         summary.written += 1
 
     engine = SlidingWindow(backend, config)
-    summary.skipped = run_engine(engine, file_items(files, ids, images=images), len(files), write,
-                                 label="segmenting", console=console)
+    summary.skipped = run_engine(
+        engine, file_items(files, ids, images=images), len(files), write, label="segmenting", console=console
+    )
     return summary
 
 
@@ -172,8 +173,9 @@ def pseudo_label_split(
         summary.written += 1
 
     engine = SlidingWindow(backend, config)
-    summary.skipped = run_engine(engine, dataset_items(dataset, todo), len(todo), write,
-                                 label="pseudo-labelling", console=console)
+    summary.skipped = run_engine(
+        engine, dataset_items(dataset, todo), len(todo), write, label="pseudo-labelling", console=console
+    )
     if dist.enabled:
         summary.written, summary.already = gathered_sum([summary.written, summary.already], dist)
         summary.skipped = [i for ids in all_gather_object(summary.skipped, dist) for i in ids]

@@ -64,7 +64,9 @@ def dataset_items(
         yield dataset.entries[i].id, _dataset_loader(dataset, i, position, labels)
 
 
-def _dataset_loader(dataset: Any, i: int, position: int, labels: SideLoads | None) -> Callable[[], np.ndarray]:
+def _dataset_loader(
+    dataset: Any, i: int, position: int, labels: SideLoads | None
+) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         image = dataset.read_image(i)
         if labels is not None:
@@ -74,7 +76,9 @@ def _dataset_loader(dataset: Any, i: int, position: int, labels: SideLoads | Non
     return load
 
 
-def file_items(paths: Sequence[Path], ids: Sequence[str], *, images: SideLoads | None = None) -> Iterator[EngineItem]:
+def file_items(
+    paths: Sequence[Path], ids: Sequence[str], *, images: SideLoads | None = None
+) -> Iterator[EngineItem]:
     """``(id, loader)`` for image files; with ``images`` the decoded image is also kept for the consumer."""
     for position, (path, image_id) in enumerate(zip(paths, ids, strict=True)):
         yield image_id, _file_loader(path, position, images)

@@ -50,7 +50,10 @@ from adaptseg.io import atomic_path, read_label, write_json_atomic, write_png
 STORE_VERSION = 1
 #: what a store folder may hold: its record, and one sub-folder per kind with the files of that kind
 STORE_FILES: dict[str, tuple[str, ...]] = {
-    "label": (".png",), "conf": (".png",), "topk": (".npz",), "cert": (".npz",),
+    "label": (".png",),
+    "conf": (".png",),
+    "topk": (".npz",),
+    "cert": (".npz",),
 }
 #: the per-class certainty scale (EnD, end.md §2.1: "map to 0–100, store as bytes")
 CERTAINTY_SCALE = 100
@@ -95,7 +98,9 @@ def check_id(image_id: str) -> PurePosixPath:
     """An id as a safe relative path (no absolute paths, no ``..``), or a UserError."""
     parts = image_id.split("/")
     if not image_id or "\\" in image_id or any(part in ("", ".", "..") for part in parts):
-        raise UserError(f"image id {image_id!r} cannot name a file in the store", fix="use ids like 'city/name'")
+        raise UserError(
+            f"image id {image_id!r} cannot name a file in the store", fix="use ids like 'city/name'"
+        )
     return PurePosixPath(image_id)
 
 
@@ -121,8 +126,16 @@ def _ends_with(path: Path, marker: bytes, offset: int = 0) -> bool:
 
 
 #: inference settings that do not change the labels (how fast, not what): left out of a store's origin
-_SPEED_SETTINGS = ("batch_size", "workers", "prefetch", "backend.compile", "backend.channels_last",
-                   "auto_batch.max_size", "auto_batch.memory_mib", "auto_batch.repeats")
+_SPEED_SETTINGS = (
+    "batch_size",
+    "workers",
+    "prefetch",
+    "backend.compile",
+    "backend.channels_last",
+    "auto_batch.max_size",
+    "auto_batch.memory_mib",
+    "auto_batch.repeats",
+)
 #: the file a trained run keeps its deployable weights in (one per stage)
 _RUN_WEIGHTS = "student.safetensors"
 
@@ -166,15 +179,23 @@ class StoreOrigin:
     dataset: str
     split: str
     preset: str | None  #: as given (``--preset``; ``None``: the dataset's protocol preset)
-    inference: dict[str, Any] = field(default_factory=dict)  #: flat ``key: value`` settings that change labels
+    inference: dict[str, Any] = field(
+        default_factory=dict
+    )  #: flat ``key: value`` settings that change labels
 
     @classmethod
     def of(cls, model: str | Path, dataset: Any, preset: str | Path | None, config: Any) -> StoreOrigin:
         """The origin of labelling ``dataset`` (``name``, ``split``) with ``model`` and inference ``config``."""
         settings = _flatten(config.model_dump(mode="json"))
         inference = {k: v for k, v in settings.items() if k not in _SPEED_SETTINGS}
-        return cls(str(model), model_sha256(model), dataset.name, str(dataset.split),
-                   None if preset is None else str(preset), inference)
+        return cls(
+            str(model),
+            model_sha256(model),
+            dataset.name,
+            str(dataset.split),
+            None if preset is None else str(preset),
+            inference,
+        )
 
     def differences(self, recorded: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
         """``(field, recorded value, this value)`` for every fact that differs from a recorded origin.
@@ -213,18 +234,27 @@ def remove_store(root: str | Path) -> bool:
     entries = list(root.iterdir())
     if not entries:
         return False
-    foreign = [p for p in entries if not (p.is_file() if p.name == "store.json" else p.name in STORE_FILES and p.is_dir())]
+    foreign = [
+        p
+        for p in entries
+        if not (p.is_file() if p.name == "store.json" else p.name in STORE_FILES and p.is_dir())
+    ]
     for kind, suffixes in STORE_FILES.items():
         if (root / kind).is_dir():
-            foreign += [p for p in (root / kind).rglob("*")
-                        if p.is_file() and not p.name.startswith(".") and p.suffix not in suffixes]
+            foreign += [
+                p
+                for p in (root / kind).rglob("*")
+                if p.is_file() and not p.name.startswith(".") and p.suffix not in suffixes
+            ]
     if foreign:
         names = ", ".join(sorted(p.relative_to(root).as_posix() for p in foreign)[:3])
-        raise UserError(f"--force refused: this folder is not a pseudo-label store (it holds {names})",
-                        path=root, fix=fix)
+        raise UserError(
+            f"--force refused: this folder is not a pseudo-label store (it holds {names})", path=root, fix=fix
+        )
     if not (root / "store.json").is_file():
-        raise UserError("--force refused: no store.json, so this folder is not a pseudo-label store",
-                        path=root, fix=fix)
+        raise UserError(
+            "--force refused: no store.json, so this folder is not a pseudo-label store", path=root, fix=fix
+        )
     PseudoLabelStore(root)  # store.json must read as a store of this version (a UserError otherwise)
     for kind in STORE_FILES:
         if (root / kind).is_dir():
@@ -246,8 +276,15 @@ class PseudoLabelStore:
         certainty: also keep every class's certainty floor(100·p) per pixel (``cert/``, EnD's teachers).
     """
 
-    def __init__(self, root: str | Path, *, topk: int | None = None, topk_stride: int | None = None,
-                 origin: StoreOrigin | None = None, certainty: bool | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        topk: int | None = None,
+        topk_stride: int | None = None,
+        origin: StoreOrigin | None = None,
+        certainty: bool | None = None,
+    ):
         self.root = Path(root)
         info = self._read_info()
         if info is not None:
@@ -255,8 +292,11 @@ class PseudoLabelStore:
             self.topk = int(info.get("topk", 0))
             self.topk_stride = int(info.get("topk_stride", 1))
             self.certainty = bool(info.get("certainty", False))
-            for name, asked, have in (("topk", topk, self.topk), ("topk_stride", topk_stride, self.topk_stride),
-                                      ("certainty", certainty, self.certainty)):
+            for name, asked, have in (
+                ("topk", topk, self.topk),
+                ("topk_stride", topk_stride, self.topk_stride),
+                ("certainty", certainty, self.certainty),
+            ):
                 if asked is not None and asked != have:
                     raise UserError(
                         f"this store was written with {name}={have}, not {asked}",
@@ -286,7 +326,9 @@ class PseudoLabelStore:
     def is_complete(self, image_id: str) -> bool:
         """Whether every file of ``image_id`` exists and is whole (ends with its format's end marker)."""
         for path in self.paths(image_id).values():
-            ok = _ends_with(path, _ZIP_END, offset=18) if path.suffix == ".npz" else _ends_with(path, _PNG_END)
+            ok = (
+                _ends_with(path, _ZIP_END, offset=18) if path.suffix == ".npz" else _ends_with(path, _PNG_END)
+            )
             if not ok:
                 return False
         return True
@@ -337,26 +379,34 @@ class PseudoLabelStore:
         if info is None:
             path = self.root / "store.json"
             with os_errors_as_user_errors(path):
-                write_json_atomic(path, {
-                    "version": STORE_VERSION,
-                    "num_classes": num_classes,
-                    "topk": self.topk,
-                    "topk_stride": self.topk_stride,
-                    "certainty": self.certainty,
-                    "confidence": "uint8 round(255 * max probability)",
-                    **({"origin": asdict(self.origin)} if self.origin is not None else {}),
-                })
+                write_json_atomic(
+                    path,
+                    {
+                        "version": STORE_VERSION,
+                        "num_classes": num_classes,
+                        "topk": self.topk,
+                        "topk_stride": self.topk_stride,
+                        "certainty": self.certainty,
+                        "confidence": "uint8 round(255 * max probability)",
+                        **({"origin": asdict(self.origin)} if self.origin is not None else {}),
+                    },
+                )
 
     def _check_origin(self, info: Mapping[str, Any]) -> None:
         """A UserError naming the first fact of ``self.origin`` that differs from what made the store."""
         path = self.root / "store.json"
         recorded = info.get("origin")
         if not isinstance(recorded, dict):
-            raise UserError("this store does not record which model, data and settings made it",
-                            path=path, fix=_MISMATCH_FIX)
+            raise UserError(
+                "this store does not record which model, data and settings made it",
+                path=path,
+                fix=_MISMATCH_FIX,
+            )
         assert self.origin is not None
         for name, had, asked in self.origin.differences(recorded):
-            raise UserError(f"this store was written with {name}={had!r}, not {asked!r}", path=path, fix=_MISMATCH_FIX)
+            raise UserError(
+                f"this store was written with {name}={had!r}, not {asked!r}", path=path, fix=_MISMATCH_FIX
+            )
 
     def write(self, image_id: str, probs: Tensor, ignore: Tensor | np.ndarray | None = None) -> None:
         """Store the pseudo-label of one image from its C×H×W probabilities (``ignore``: H×W bool → 255)."""
@@ -367,7 +417,9 @@ class PseudoLabelStore:
         confidence, label = probs.max(0)
         label = label.to(torch.uint8).cpu().numpy()
         if ignore is not None:
-            label[np.asarray(ignore.cpu() if isinstance(ignore, Tensor) else ignore, dtype=bool)] = IGNORE_INDEX
+            label[np.asarray(ignore.cpu() if isinstance(ignore, Tensor) else ignore, dtype=bool)] = (
+                IGNORE_INDEX
+            )
         paths = self.paths(image_id)
         if self.topk:
             with os_errors_as_user_errors(paths["topk"]):
@@ -408,18 +460,27 @@ class PseudoLabelStore:
     def read_certainty(self, image_id: str) -> np.ndarray:
         """The uint8 H×W×C per-class certainties floor(100·p) of one image (a store written with ``certainty``)."""
         if not self.certainty:
-            raise UserError("this store keeps no per-class certainties", path=self.root / "store.json",
-                            fix="write it again with certainties (EnD's teacher pass does)")
+            raise UserError(
+                "this store keeps no per-class certainties",
+                path=self.root / "store.json",
+                fix="write it again with certainties (EnD's teacher pass does)",
+            )
         path = self.paths(image_id)["cert"]
         if not self.is_complete(image_id):
-            raise UserError(f"no complete certainties for {image_id!r} in this store", path=self.root,
-                            fix="run the teacher pass again (it resumes) for this split")
+            raise UserError(
+                f"no complete certainties for {image_id!r} in this store",
+                path=self.root,
+                fix="run the teacher pass again (it resumes) for this split",
+            )
         try:
             with np.load(path) as data:
                 return data["certainty"]
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"unreadable certainty file ({exc})", path=path,
-                            fix="delete it and run the teacher pass again (it resumes)") from None
+            raise UserError(
+                f"unreadable certainty file ({exc})",
+                path=path,
+                fix="delete it and run the teacher pass again (it resumes)",
+            ) from None
 
     def __iter__(self) -> Iterator[tuple[str, PseudoLabel]]:
         for image_id in self.ids():
@@ -432,7 +493,11 @@ class PseudoLabelStore:
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise UserError(f"unreadable store.json ({exc})", path=path, fix="delete the store and write it again") from None
+            raise UserError(
+                f"unreadable store.json ({exc})", path=path, fix="delete the store and write it again"
+            ) from None
         if not isinstance(info, dict) or info.get("version") != STORE_VERSION:
-            raise UserError("not a pseudo-label store of this version", path=path, fix="write to a new folder")
+            raise UserError(
+                "not a pseudo-label store of this version", path=path, fix="write to a new folder"
+            )
         return info

@@ -53,7 +53,9 @@ def window_grid(height: int, width: int, crop: tuple[int, int], stride: tuple[in
     along an axis where the image itself is smaller than the crop.
     """
     if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise ValueError(f"stride {tuple(stride)} larger than crop {tuple(crop)} would leave gaps between windows")
+        raise ValueError(
+            f"stride {tuple(stride)} larger than crop {tuple(crop)} would leave gaps between windows"
+        )
     rows = axis_starts(height, crop[0], stride[0])
     cols = axis_starts(width, crop[1], stride[1])
     return [Window(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols]

@@ -26,7 +26,9 @@ from adaptseg.io import write_png
 KINDS: tuple[str, ...] = ("label", "colour", "overlay", "confidence")
 
 
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5, palette: np.ndarray = PALETTE) -> np.ndarray:
+def overlay(
+    image: np.ndarray, label: np.ndarray, alpha: float = 0.5, palette: np.ndarray = PALETTE
+) -> np.ndarray:
     """``image`` blended with the palette colours of ``label`` (``alpha`` = weight of the colours)."""
     colours = colorize(label, palette).astype(np.float32)
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
@@ -51,8 +53,13 @@ class PredictionWriter:
         """Where output ``kind`` named ``name`` (relative, without ``.png``) goes: ``OUT/kind/name.png``."""
         return self.out / kind / f"{name}.png"
 
-    def write(self, name: str | Path, label: np.ndarray, confidence: np.ndarray | None = None,
-              image: np.ndarray | None = None) -> list[Path]:
+    def write(
+        self,
+        name: str | Path,
+        label: np.ndarray,
+        confidence: np.ndarray | None = None,
+        image: np.ndarray | None = None,
+    ) -> list[Path]:
         """Write every requested kind for the image whose output is named ``name``; returns the paths.
 
         A file-system error (no permission, no space left) is a :class:`UserError` naming the file.
@@ -68,8 +75,9 @@ class PredictionWriter:
             written.append(path)
         return written
 
-    def _image(self, kind: str, label: np.ndarray, confidence: np.ndarray | None,
-               image: np.ndarray | None) -> np.ndarray:
+    def _image(
+        self, kind: str, label: np.ndarray, confidence: np.ndarray | None, image: np.ndarray | None
+    ) -> np.ndarray:
         if kind == "colour":
             return colorize(label, self.palette)
         if kind == "overlay":

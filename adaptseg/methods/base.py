@@ -89,7 +89,9 @@ class ModelHandle:
     ``EMATeacher.update``, save it.
     """
 
-    def __init__(self, name: str, module: nn.Module, wrapped: nn.Module, role: Role, channels_last: bool = False):
+    def __init__(
+        self, name: str, module: nn.Module, wrapped: nn.Module, role: Role, channels_last: bool = False
+    ):
         self.name = name
         self.module = module
         self.role = role

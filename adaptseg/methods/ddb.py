@@ -193,8 +193,9 @@ def step_losses(student: ModelHandle, targets: StepTargets, name: str) -> dict[s
     """``{"src": L_src, name: L}``, both CEs averaged over all pixels (ddb.md §3)."""
     return {
         "src": cross_entropy(student(targets.source_images), targets.source_labels, normalize="all_pixels"),
-        name: cross_entropy(student(targets.images), targets.labels, normalize="all_pixels",
-                            pixel_weight=targets.weight),
+        name: cross_entropy(
+            student(targets.images), targets.labels, normalize="all_pixels", pixel_weight=targets.weight
+        ),
     }
 
 
@@ -239,19 +240,36 @@ class DDBSelfTraining(MICMixin, MeanTeacherMethod):
         confidence, pseudo = self.teacher_labels(x_t, tuple(y_s.shape[-2:]))
         q = quality_weight(confidence, self.options.pseudo_threshold)
         x_m, masks = stage_bridge(self, self.mix_mode, x_s, y_s, x_t, it)
-        return StepTargets(x_s, y_s, x_m, mix_labels(masks, y_s, pseudo), mixed_pixel_weight(masks, q), masks,
-                           PseudoLabelledTarget(x_t, pseudo, q))
+        return StepTargets(
+            x_s,
+            y_s,
+            x_m,
+            mix_labels(masks, y_s, pseudo),
+            mixed_pixel_weight(masks, q),
+            masks,
+            PseudoLabelledTarget(x_t, pseudo, q),
+        )
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         targets = self.targets(batch, it)
         return self.with_mic_loss(step_losses(self.student, targets, "mix"), targets.target, it)
 
 
-def stage_bridge(method: Method, mode: MixMode, x_s: Tensor, y_s: Tensor, x_t: Tensor, it: int) -> tuple[Tensor, Tensor]:
+def stage_bridge(
+    method: Method, mode: MixMode, x_s: Tensor, y_s: Tensor, x_t: Tensor, it: int
+) -> tuple[Tensor, Tensor]:
     """:func:`bridge` with the stage's normalisation, blur quirk and per-iteration generator."""
     preset = method.ctx.preset
-    return bridge(mode, x_s, y_s, x_t, method.ctx.generator(it, "bridge", device="cpu"), mean=preset.mean,
-                  std=preset.std, horizontal_only=horizontal_only_blur(method.ctx.recipe.quirks))
+    return bridge(
+        mode,
+        x_s,
+        y_s,
+        x_t,
+        method.ctx.generator(it, "bridge", device="cpu"),
+        mean=preset.mean,
+        std=preset.std,
+        horizontal_only=horizontal_only_blur(method.ctx.recipe.quirks),
+    )
 
 
 # ------------------------------------------------------------------------------------- prototypes
@@ -280,8 +298,12 @@ class DDBPrototypes(Task):
 
     def batches(self):
         """Normalised N×3×H×W crops: ``passes`` unshuffled passes over the stream through its training pipeline."""
-        return self.ctx.ordered_batches(self.options.stream, batch_size=self.options.batch_size,
-                                        passes=self.options.passes, key="prototypes")
+        return self.ctx.ordered_batches(
+            self.options.stream,
+            batch_size=self.options.batch_size,
+            passes=self.options.passes,
+            key="prototypes",
+        )
 
     @torch.no_grad()
     def estimate(self, model: nn.Module) -> CappedMeanPrototypes:
@@ -295,19 +317,26 @@ class DDBPrototypes(Task):
             size = (int(images.shape[-2]), int(images.shape[-1]))
             logits, features = _resize(out["logits"], size), _resize(out["feature"], size)
             if estimator is None:
-                estimator = CappedMeanPrototypes(logits.shape[1], features.shape[1], cap=self.options.cap,
-                                                 device=device)
+                estimator = CappedMeanPrototypes(
+                    logits.shape[1], features.shape[1], cap=self.options.cap, device=device
+                )
             estimator.update_from_predictions(features, logits, min_pixels=self.options.min_pixels)
         assert estimator is not None  # open_dataset refuses empty datasets
         return estimator
 
     def run(self) -> list[str]:
         if self.ctx.init_ref("student") is None:
-            raise UserError(f"stage '{self.ctx.name}' needs the ST student whose prototypes it estimates",
-                            path=self.ctx.recipe_path, fix="set init_from: <st stage>/student.safetensors")
+            raise UserError(
+                f"stage '{self.ctx.name}' needs the ST student whose prototypes it estimates",
+                path=self.ctx.recipe_path,
+                fix="set init_from: <st stage>/student.safetensors",
+            )
         estimator = self.estimate(self.ctx.build_model("student"))
-        save_prototypes(self.ctx.out_dir / PROTOTYPES_FILE, estimator,
-                        {"stage": self.ctx.name, "preset": self.ctx.recipe.model.preset})
+        save_prototypes(
+            self.ctx.out_dir / PROTOTYPES_FILE,
+            estimator,
+            {"stage": self.ctx.name, "preset": self.ctx.recipe.model.preset},
+        )
         return [PROTOTYPES_FILE]
 
 
@@ -328,11 +357,16 @@ def load_prototypes(path, num_classes: int, dim: int) -> Tensor:
 
     state = load_file(str(path))
     if "prototypes" not in state:
-        raise UserError("no 'prototypes' tensor in the file", path=path, fix="point at a ddb_prototypes output")
+        raise UserError(
+            "no 'prototypes' tensor in the file", path=path, fix="point at a ddb_prototypes output"
+        )
     protos = state["prototypes"].float()
     if tuple(protos.shape) != (num_classes, dim):
-        raise UserError(f"prototypes of shape {tuple(protos.shape)}, expected ({num_classes}, {dim})",
-                        path=path, fix="estimate them with the same model preset")
+        raise UserError(
+            f"prototypes of shape {tuple(protos.shape)}, expected ({num_classes}, {dim})",
+            path=path,
+            fix="estimate them with the same model preset",
+        )
     return protos
 
 
@@ -428,8 +462,10 @@ def _head_shape(model: nn.Module) -> tuple[int, int]:
     """``(num_classes, feature_dim)`` of a segmentor whose head has a 1×1 ``conv_seg``."""
     conv = getattr(getattr(model, "decode_head", None), "conv_seg", None)
     if not isinstance(conv, nn.Conv2d):
-        raise UserError(f"{type(model).__name__} has no decode_head.conv_seg; DDB needs the dlv2red-adapter head",
-                        fix="use the ddb-dlv2red-adapter-r101 or tiny-dlv2red-adapter preset")
+        raise UserError(
+            f"{type(model).__name__} has no decode_head.conv_seg; DDB needs the dlv2red-adapter head",
+            fix="use the ddb-dlv2red-adapter-r101 or tiny-dlv2red-adapter preset",
+        )
     return conv.out_channels, conv.in_channels
 
 

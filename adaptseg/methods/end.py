@@ -158,11 +158,16 @@ class EndTeachers(Task):
             store = PseudoLabelStore(self.ctx.out_dir / name, certainty=True, origin=origin)
             summary = pseudo_label_split(teacher_backend(self.ctx, ref), dataset, store, config)
             if summary.skipped:
-                raise UserError(f"teacher {name!r}: {len(summary.skipped)} target image(s) could not be read, "
-                                f"e.g. {summary.skipped[0]!r}", path=self.ctx.out_dir / name,
-                                fix="fix or remove them, then run the stage again (it resumes)")
+                raise UserError(
+                    f"teacher {name!r}: {len(summary.skipped)} target image(s) could not be read, "
+                    f"e.g. {summary.skipped[0]!r}",
+                    path=self.ctx.out_dir / name,
+                    fix="fix or remove them, then run the stage again (it resumes)",
+                )
             record[name] = {"model": ref, "store": name, "images": len(store.ids())}
-        write_json_atomic(self.ctx.out_dir / TEACHERS_FILE, {"teachers": record, "certainty": "floor(100 * p)"})
+        write_json_atomic(
+            self.ctx.out_dir / TEACHERS_FILE, {"teachers": record, "certainty": "floor(100 * p)"}
+        )
         return [TEACHERS_FILE, *self.options.teachers]
 
 
@@ -172,8 +177,11 @@ def read_teachers(ctx, stage: str) -> dict[str, dict[str, Any]]:
     try:
         return dict(json.loads(path.read_text())["teachers"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"unreadable teacher record ({exc})", path=path,
-                        fix=f"run stage '{stage}' again (delete its {TEACHERS_FILE} first)") from None
+        raise UserError(
+            f"unreadable teacher record ({exc})",
+            path=path,
+            fix=f"run stage '{stage}' again (delete its {TEACHERS_FILE} first)",
+        ) from None
 
 
 # ============================================================================================ fusion
@@ -203,21 +211,27 @@ class FuseOptions(StrictModel):
     @model_validator(mode="after")
     def _one_assignment(self) -> FuseOptions:
         if self.rule == "plf" and (self.assignment is None) == (self.assign_by_iou is None):
-            raise ValueError("PLF fusion needs exactly one of 'assignment' (a class → teacher table) "
-                             "and 'assign_by_iou' (a labelled source split)")
+            raise ValueError(
+                "PLF fusion needs exactly one of 'assignment' (a class → teacher table) "
+                "and 'assign_by_iou' (a labelled source split)"
+            )
         return self
 
 
-def teacher_ious(ctx, teachers: Mapping[str, Mapping[str, Any]], by: IouAssignment, num_classes: int,
-                 target: DatasetSpec) -> np.ndarray:
+def teacher_ious(
+    ctx, teachers: Mapping[str, Mapping[str, Any]], by: IouAssignment, num_classes: int, target: DatasetSpec
+) -> np.ndarray:
     """M×C per-class IoU of each teacher on ``by.dataset`` (NaN where a class never occurs)."""
     from adaptseg.infer.evaluate import evaluate_model
 
     if (by.dataset.name, by.dataset.root) == (target.name, target.root) and not by.allow_target_labels:
-        raise UserError(f"stage '{ctx.name}': assign_by_iou would rank the teachers with target labels "
-                        f"({by.dataset.name} at {by.dataset.root})", path=ctx.recipe_path,
-                        fix="use a labelled source split, or set assign_by_iou.allow_target_labels: true "
-                            "(the run then selects with target labels)")
+        raise UserError(
+            f"stage '{ctx.name}': assign_by_iou would rank the teachers with target labels "
+            f"({by.dataset.name} at {by.dataset.root})",
+            path=ctx.recipe_path,
+            fix="use a labelled source split, or set assign_by_iou.allow_target_labels: true "
+            "(the run then selects with target labels)",
+        )
     dataset = ctx.open_dataset(by.dataset)
     if by.max_images is not None:
         dataset.entries = dataset.entries[: by.max_images]
@@ -240,15 +254,21 @@ class EndFuse(Task):
 
         stage = self.options.teachers_stage
         teachers = read_teachers(self.ctx, stage)
-        return teachers, [PseudoLabelStore(self.ctx.resolve(f"{stage}/{t['store']}")) for t in teachers.values()]
+        return teachers, [
+            PseudoLabelStore(self.ctx.resolve(f"{stage}/{t['store']}")) for t in teachers.values()
+        ]
 
-    def assignment(self, teachers: Mapping[str, Any], num_classes: int) -> tuple[list[int], np.ndarray | None]:
+    def assignment(
+        self, teachers: Mapping[str, Any], num_classes: int
+    ) -> tuple[list[int], np.ndarray | None]:
         names = list(teachers)
         if self.options.assignment is not None:
             try:
                 return assignment_from_table(self.options.assignment, names, num_classes), None
             except UserError as exc:
-                raise UserError(f"stage '{self.ctx.name}' assignment: {exc}", path=self.ctx.recipe_path) from None
+                raise UserError(
+                    f"stage '{self.ctx.name}' assignment: {exc}", path=self.ctx.recipe_path
+                ) from None
         target = self.ctx.stream_spec(self.options.stream)
         ious = teacher_ious(self.ctx, teachers, self.options.assign_by_iou, num_classes, target)
         return assignment_from_iou(ious), ious
@@ -266,15 +286,21 @@ class EndFuse(Task):
     def run(self) -> list[str]:
         teachers, stores = self.stores()
         num_classes = int(stores[0].num_classes or len(CLASSES))
-        assignment, ious = self.assignment(teachers, num_classes) if self.options.rule == "plf" else (None, None)
+        assignment, ious = (
+            self.assignment(teachers, num_classes) if self.options.rule == "plf" else (None, None)
+        )
         names = list(teachers)
         ids = stores[0].ids()
-        missing = [(name, i) for name, store in zip(names, stores, strict=True) for i in ids if i not in store]
+        missing = [
+            (name, i) for name, store in zip(names, stores, strict=True) for i in ids if i not in store
+        ]
         if missing:
             name, image_id = missing[0]
-            raise UserError(f"teacher {name!r} has no pseudo-label for {image_id!r}",
-                            path=self.ctx.resolve(f"{self.options.teachers_stage}/{teachers[name]['store']}"),
-                            fix=f"run stage '{self.options.teachers_stage}' again (it resumes)")
+            raise UserError(
+                f"teacher {name!r} has no pseudo-label for {image_id!r}",
+                path=self.ctx.resolve(f"{self.options.teachers_stage}/{teachers[name]['store']}"),
+                fix=f"run stage '{self.options.teachers_stage}' again (it resumes)",
+            )
         out = self.ctx.out_dir
         kept = np.zeros(num_classes + 1, np.int64)  # pixels per fused class, last: dropped (255)
         for image_id in ids:
@@ -284,16 +310,29 @@ class EndFuse(Task):
                 write_png(out / COLOR_DIR / f"{image_id}.png", colorize(fused))
             kept += np.bincount(np.minimum(fused.ravel(), num_classes), minlength=num_classes + 1)
         names_of = [CLASSES[c] if c < len(CLASSES) else str(c) for c in range(num_classes)]
-        write_json_atomic(out / FUSION_FILE, {
-            "rule": self.options.rule, "threshold": self.options.threshold, "teachers": names,
-            "assignment": None if assignment is None else {names_of[c]: names[t] for c, t in enumerate(assignment)},
-            "assigned_by": "table" if self.options.assignment is not None else
-                           ("iou" if ious is not None else None),
-            "teacher_iou": None if ious is None else {n: [None if np.isnan(v) else float(v) for v in row]
-                                                      for n, row in zip(names, ious, strict=True)},
-            "images": len(ids), "kept_fraction": float(kept[:-1].sum() / max(kept.sum(), 1)),
-            "pixels_per_class": {names_of[c]: int(kept[c]) for c in range(num_classes)},
-        })
+        write_json_atomic(
+            out / FUSION_FILE,
+            {
+                "rule": self.options.rule,
+                "threshold": self.options.threshold,
+                "teachers": names,
+                "assignment": None
+                if assignment is None
+                else {names_of[c]: names[t] for c, t in enumerate(assignment)},
+                "assigned_by": "table"
+                if self.options.assignment is not None
+                else ("iou" if ious is not None else None),
+                "teacher_iou": None
+                if ious is None
+                else {
+                    n: [None if np.isnan(v) else float(v) for v in row]
+                    for n, row in zip(names, ious, strict=True)
+                },
+                "images": len(ids),
+                "kept_fraction": float(kept[:-1].sum() / max(kept.sum(), 1)),
+                "pixels_per_class": {names_of[c]: int(kept[c]) for c in range(num_classes)},
+            },
+        )
         return [LABELS_DIR, *([COLOR_DIR] if self.options.colour else []), FUSION_FILE]
 
 
@@ -331,8 +370,11 @@ class FusedLabels:
         for image_id in ids:
             path = self.folder / f"{image_id}.png"
             if not path.is_file():
-                raise UserError(f"no fused label for {image_id!r}", path=path,
-                                fix=f"run stage '{self.stage}' again (delete its folder first)")
+                raise UserError(
+                    f"no fused label for {image_id!r}",
+                    path=path,
+                    fix=f"run stage '{self.stage}' again (delete its folder first)",
+                )
             label = read_label(path)
             if label.shape != size:
                 label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
@@ -357,12 +399,18 @@ class EndStudent(Method):
     def check_pipeline(self) -> None:
         steps = [next(iter(step)) for step in self.ctx.stream_spec("target").pipeline]
         bad = [s for s in steps if s not in ALIGNED_STEPS]
-        resize_ranges = [step for step in self.ctx.stream_spec("target").pipeline
-                         if isinstance(step.get("resize"), dict) and "ratio_range" in step["resize"]]
+        resize_ranges = [
+            step
+            for step in self.ctx.stream_spec("target").pipeline
+            if isinstance(step.get("resize"), dict) and "ratio_range" in step["resize"]
+        ]
         if bad or resize_ranges:
-            raise UserError(f"stage '{self.ctx.name}': the target pipeline must keep images aligned with the "
-                            f"fused labels (it has {', '.join(bad) or 'a random resize'})", path=self.ctx.recipe_path,
-                            fix="keep only a fixed resize in data.target.pipeline; end_student crops and flips itself")
+            raise UserError(
+                f"stage '{self.ctx.name}': the target pipeline must keep images aligned with the "
+                f"fused labels (it has {', '.join(bad) or 'a random resize'})",
+                path=self.ctx.recipe_path,
+                fix="keep only a fixed resize in data.target.pipeline; end_student crops and flips itself",
+            )
 
     @property
     def norm_params_trained(self) -> bool:
@@ -395,7 +443,9 @@ class EndStudent(Method):
         height, width = images.shape[-2:]
         crop = (min(self.crop[0], height), min(self.crop[1], width))
         boxes = [random_crop_boxes(height, width, crop, generator, num=1)[0] for _ in range(images.shape[0])]
-        images = torch.stack([im[:, y0:y1, x0:x1] for im, (y0, y1, x0, x1) in zip(images, boxes, strict=True)])
+        images = torch.stack(
+            [im[:, y0:y1, x0:x1] for im, (y0, y1, x0, x1) in zip(images, boxes, strict=True)]
+        )
         labels = torch.stack([lb[y0:y1, x0:x1] for lb, (y0, y1, x0, x1) in zip(labels, boxes, strict=True)])
         if self.options.random_mirror:
             flip = torch.rand(images.shape[0], generator=generator) < 0.5
@@ -408,8 +458,12 @@ class EndStudent(Method):
         if not self.options.class_balance:
             return torch.ones(self.num_classes)
         counts = class_pixel_counts(labels.cpu(), self.num_classes)
-        weights = rare_class_weights(counts, labels.shape[0], max_value=self.options.max_value,
-                                     pixels_per_image=self.options.rare_pixels_per_image)
+        weights = rare_class_weights(
+            counts,
+            labels.shape[0],
+            max_value=self.options.max_value,
+            pixels_per_image=self.options.rare_pixels_per_image,
+        )
         if self.options.often_balance:
             weights = weights * self.absent.update(counts)
         return weights
@@ -420,11 +474,13 @@ class EndStudent(Method):
         labels = self.fused.read(list(target["id"]), tuple(images.shape[-2:])).to(images.device).long()
         images, labels = self.crops(images, labels, it)
         weights = self.class_weights(labels).to(images.device)
-        logits = resize_logits(self.student(images).float(), tuple(labels.shape[-2:]),
-                               align_corners=self.options.align_corners)
+        logits = resize_logits(
+            self.student(images).float(), tuple(labels.shape[-2:]), align_corners=self.options.align_corners
+        )
         if self.options.hard_pixel_filter:
-            labels = hard_pixel_labels(weighted_pixel_losses(logits, labels, weights), labels,
-                                       self.options.hard_pixel_percentile)
+            labels = hard_pixel_labels(
+                weighted_pixel_losses(logits, labels, weights), labels, self.options.hard_pixel_percentile
+            )
         return {"ce": class_weighted_cross_entropy(logits, labels, weights)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -438,9 +494,15 @@ class EndStudent(Method):
                 self.absent.load_state_dict(dict(state["absent_class_weights"]))
 
     def write_outputs(self, out_dir: Path) -> list[str]:
-        write_json_atomic(out_dir / OPTIONS_FILE, {
-            "stage": self.ctx.name, "method": self.name, "options": self.options.model_dump(mode="json"),
-            "quirks": self.ctx.recipe.quirks, "norm_params_trained": self.norm_params_trained,
-            "selected_on_val": self.ctx.recipe.eval.select_best,
-        })
+        write_json_atomic(
+            out_dir / OPTIONS_FILE,
+            {
+                "stage": self.ctx.name,
+                "method": self.name,
+                "options": self.options.model_dump(mode="json"),
+                "quirks": self.ctx.recipe.quirks,
+                "norm_params_trained": self.norm_params_trained,
+                "selected_on_val": self.ctx.recipe.eval.select_best,
+            },
+        )
         return [OPTIONS_FILE]

@@ -37,9 +37,14 @@ class SourceOnly(Method):
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         source = batch["source"]
         if "label" not in source:
-            raise UserError("source_only needs labels on the source stream", fix="set data.source.labels: true")
+            raise UserError(
+                "source_only needs labels on the source stream", fix="set data.source.labels: true"
+            )
         logits = self.models["student"](source["image"])
         loss = cross_entropy(
-            logits, source["label"], normalize=self.options.loss_normalize, align_corners=self.options.align_corners
+            logits,
+            source["label"],
+            normalize=self.options.loss_normalize,
+            align_corners=self.options.align_corners,
         )
         return {"ce": loss}

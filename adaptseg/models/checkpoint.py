@@ -174,7 +174,9 @@ def get_format(name: str) -> CheckpointFormat:
     """The registered format called ``name`` (a :class:`UserError` naming the valid ones otherwise)."""
     _load_plugins()
     if name not in FORMATS:
-        raise UserError(f"unknown checkpoint format '{name}'", fix=f"choose auto or one of {', '.join(FORMATS)}")
+        raise UserError(
+            f"unknown checkpoint format '{name}'", fix=f"choose auto or one of {', '.join(FORMATS)}"
+        )
     return FORMATS[name]
 
 
@@ -211,6 +213,8 @@ register_format(
         generic=True,
     )
 )
+
+
 def flip_input_channels(key: str) -> Callable[[StateDict], StateDict]:
     """A convert/revert pair (its own inverse) that swaps a first conv's BGR input channels to RGB.
 
@@ -291,7 +295,9 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> StateDict:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError("checkpoint file not found", path=path, fix="check the path (weights are never downloaded)")
+        raise UserError(
+            "checkpoint file not found", path=path, fix="check the path (weights are never downloaded)"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -312,7 +318,9 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> StateDict:
                 fix="if you trust its source, load it with trusted=True (recipe init: trusted: true)",
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise UserError(f"not a readable torch checkpoint ({str(exc).splitlines()[0]})", path=path) from None
+            raise UserError(
+                f"not a readable torch checkpoint ({str(exc).splitlines()[0]})", path=path
+            ) from None
     state = _find_state_dict(raw)
     if state is None:
         raise UserError(
@@ -383,13 +391,17 @@ def _wrapper_prefixes(keys: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def _select_prefix(state: StateDict, prefix: str | None, path: Path, model_keys: set[str]) -> tuple[StateDict, str | None]:
+def _select_prefix(
+    state: StateDict, prefix: str | None, path: Path, model_keys: set[str]
+) -> tuple[StateDict, str | None]:
     if prefix:
         prefix = prefix if prefix.endswith(".") else prefix + "."
         picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not picked:
             have = _wrapper_prefixes(state) or sorted({k.split(".", 1)[0] + "." for k in state})[:6]
-            raise UserError(f"no key starts with '{prefix}'", path=path, fix=f"prefixes here: {', '.join(have)}")
+            raise UserError(
+                f"no key starts with '{prefix}'", path=path, fix=f"prefixes here: {', '.join(have)}"
+            )
         return picked, prefix
     if set(state) & model_keys or _detect(set(state), model_keys) is not None:
         return state, None

@@ -115,18 +115,27 @@ def load_weights_file(path: Path, arch: str | None = None) -> LoadedModel:
         try:
             meta = read_metadata(path)
         except Exception as exc:  # safetensors raises its own error types for a broken header
-            raise UserError(f"unreadable safetensors file ({exc})", path=path, fix="re-export or re-train") from None
+            raise UserError(
+                f"unreadable safetensors file ({exc})", path=path, fix="re-export or re-train"
+            ) from None
     name = arch or meta.get("preset") or _recipe_preset(path)
     if name is None:
         raise UserError("the weights do not say which model preset they belong to", path=path, fix=ARCH_FIX)
     preset = load_preset(name)
     classes = int(meta["num_classes"]) if meta.get("num_classes", "").isdigit() else None
-    net = build_model(preset, num_classes=classes) if meta.get("architecture") != ARCHITECTURE \
-        else union_from_metadata(preset, meta)  # UMMA's backbones + per-source heads (models/union.py)
-    report = load_checkpoint(net, path, format="adaptseg" if path.suffix == ".safetensors" else "auto", strict=False)
+    net = (
+        build_model(preset, num_classes=classes)
+        if meta.get("architecture") != ARCHITECTURE
+        else union_from_metadata(preset, meta)
+    )  # UMMA's backbones + per-source heads (models/union.py)
+    report = load_checkpoint(
+        net, path, format="adaptseg" if path.suffix == ".safetensors" else "auto", strict=False
+    )
     if not report.ok:
         problem = report.summary().split("; ", 1)[-1]
-        raise UserError(f"these weights do not fit model preset '{name}' ({problem})", path=path, fix=ARCH_FIX)
+        raise UserError(
+            f"these weights do not fit model preset '{name}' ({problem})", path=path, fix=ARCH_FIX
+        )
     return LoadedModel(net, preset, path)
 
 

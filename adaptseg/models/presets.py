@@ -131,7 +131,11 @@ def check_options(preset: ModelPreset, source: str | Path | None = None) -> None
                 raise UserError(f"'{section}.{option}' is set by the framework", path=source, fix="remove it")
             if option not in params and not takes_any:
                 close = difflib.get_close_matches(option, valid, n=1, cutoff=0.5)
-                fix = f"did you mean '{section}.{close[0]}'?" if close else f"options of {spec.type}: {', '.join(valid)}"
+                fix = (
+                    f"did you mean '{section}.{close[0]}'?"
+                    if close
+                    else f"options of {spec.type}: {', '.join(valid)}"
+                )
                 raise UserError(f"unknown option '{section}.{option}' for {spec.type}", path=source, fix=fix)
 
 
@@ -154,13 +158,21 @@ def build_model(preset: str | Path | ModelPreset, num_classes: int | None = None
     try:
         backbone = build_backbone(preset.backbone.type, **preset.backbone.options)
         channels = list(backbone.out_channels)
-        head = build_head(preset.decode_head.type, in_channels=channels, num_classes=n, **preset.decode_head.options)
+        head = build_head(
+            preset.decode_head.type, in_channels=channels, num_classes=n, **preset.decode_head.options
+        )
         aux = None
         if preset.auxiliary_head is not None:
-            aux = build_head(preset.auxiliary_head.type, in_channels=channels, num_classes=n,
-                             **preset.auxiliary_head.options)
+            aux = build_head(
+                preset.auxiliary_head.type,
+                in_channels=channels,
+                num_classes=n,
+                **preset.auxiliary_head.options,
+            )
     except (TypeError, ValueError, IndexError) as exc:
-        raise UserError(f"{where} does not build: {exc}", fix="check the component options in its YAML") from None
+        raise UserError(
+            f"{where} does not build: {exc}", fix="check the component options in its YAML"
+        ) from None
     output_stride = backbone.out_strides[getattr(head, "output_index", -1)]
     model = Segmentor(backbone, head, aux, num_classes=n, output_stride=output_stride)
     model.preset_name = preset.name
@@ -193,7 +205,9 @@ def print_presets(pattern: str = "*") -> None:
 
     names = list_presets(pattern)
     if not names:
-        raise UserError(f"no model preset matches '{pattern}'", fix="run `adaptseg models list` to see them all")
+        raise UserError(
+            f"no model preset matches '{pattern}'", fix="run `adaptseg models list` to see them all"
+        )
     table = Table(title=f"model presets ({models_dir()})")
     table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
     for col in ("size", "backbone", "head", "params", "OS", "crop", "capabilities"):
@@ -204,8 +218,14 @@ def print_presets(pattern: str = "*") -> None:
         head = preset.decode_head.type + (f" + {preset.auxiliary_head.type}" if preset.auxiliary_head else "")
         caps = " ".join(_CAPABILITY_TAGS[k] for k, v in preset.capabilities.model_dump().items() if v) or "-"
         table.add_row(
-            name, preset.size, preset.backbone.type, head, f"{params / 1e6:.2f} M", str(stride),
-            "×".join(map(str, preset.crop)), caps,
+            name,
+            preset.size,
+            preset.backbone.type,
+            head,
+            f"{params / 1e6:.2f} M",
+            str(stride),
+            "×".join(map(str, preset.crop)),
+            caps,
         )
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns

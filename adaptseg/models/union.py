@@ -59,7 +59,9 @@ def head_index(owned: Sequence[int], others: bool) -> tuple[Tensor, Tensor]:
     """
     owned = sorted(set(int(k) for k in owned))
     if not others and owned != list(range(NUM_CLASSES)):
-        raise ValueError(f"a head without an 'others' channel must own all {NUM_CLASSES} classes, got {owned}")
+        raise ValueError(
+            f"a head without an 'others' channel must own all {NUM_CLASSES} classes, got {owned}"
+        )
     index = torch.zeros(NUM_CLASSES, dtype=torch.long)
     weight = torch.ones(NUM_CLASSES)
     missing = NUM_CLASSES - len(owned)
@@ -146,7 +148,9 @@ class UnionSegmentor(nn.Module):
         if combine == "lift" and len(backbones) != len(heads):
             raise ValueError("combine='lift' pairs backbone s with head s: give as many backbones as heads")
         if combine == "union" and unowned_classes(class_sets):
-            raise ValueError(f"the union ensemble needs an owner for every class; nobody owns {unowned_classes(class_sets)}")
+            raise ValueError(
+                f"the union ensemble needs an owner for every class; nobody owns {unowned_classes(class_sets)}"
+            )
         if combine not in ("union", "lift"):
             raise ValueError(f"combine must be 'union' or 'lift', got {combine!r}")
         self.backbones = nn.ModuleList(backbones)
@@ -166,10 +170,16 @@ class UnionSegmentor(nn.Module):
         self.register_buffer("indices", torch.stack([p[0] for p in pairs]), persistent=False)
         self.register_buffer("weights", torch.stack([p[1] for p in pairs]), persistent=False)
         self.register_buffer("owners", owner_mask(self.class_sets), persistent=False)
-        self.register_buffer("input_scale", torch.tensor(list(input_scale), dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("input_shift", torch.tensor(list(input_shift), dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "input_scale",
+            torch.tensor(list(input_scale), dtype=torch.float32).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "input_shift",
+            torch.tensor(list(input_shift), dtype=torch.float32).view(1, 3, 1, 1),
+            persistent=False,
+        )
 
     # -- pieces the UMMA steps combine --------------------------------------------------------------
     def release_input(self, x: Tensor) -> Tensor:
@@ -222,7 +232,9 @@ class UnionSegmentor(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ building and files
-def input_affine(mean: Sequence[float], std: Sequence[float], release: bool) -> tuple[list[float], list[float]]:
+def input_affine(
+    mean: Sequence[float], std: Sequence[float], release: bool
+) -> tuple[list[float], list[float]]:
     """``(scale, shift)`` taking ``(x − mean)/std`` to ``x − CAFFE_MEAN`` (``release``), else the identity."""
     if not release:
         return [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
@@ -255,11 +267,22 @@ def build_union_model(
         preset = preset.model_copy(update={"decode_head": head})
     if backbones not in (1, len(class_sets)):
         raise ValueError(f"give one backbone or one per head ({len(class_sets)}), not {backbones}")
-    nets = [build_model(preset, num_classes=len(owned) + 1 if others else NUM_CLASSES) for owned in class_sets]
+    nets = [
+        build_model(preset, num_classes=len(owned) + 1 if others else NUM_CLASSES) for owned in class_sets
+    ]
     scale, shift = input_affine(preset.mean, preset.std, release_input)
-    return UnionSegmentor([n.backbone for n in nets[:backbones]], [n.decode_head for n in nets], class_sets,
-                          others=others, combine=combine, input_scale=scale, input_shift=shift,
-                          preset_name=preset.name, summed_branches=summed_branches, release_input=release_input)
+    return UnionSegmentor(
+        [n.backbone for n in nets[:backbones]],
+        [n.decode_head for n in nets],
+        class_sets,
+        others=others,
+        combine=combine,
+        input_scale=scale,
+        input_shift=shift,
+        preset_name=preset.name,
+        summed_branches=summed_branches,
+        release_input=release_input,
+    )
 
 
 def union_metadata(model: UnionSegmentor) -> dict[str, str]:
@@ -267,11 +290,16 @@ def union_metadata(model: UnionSegmentor) -> dict[str, str]:
     return {
         "architecture": ARCHITECTURE,
         "num_classes": str(NUM_CLASSES),
-        "union": json.dumps({
-            "class_sets": model.class_sets, "others": model.others, "backbones": len(model.backbones),
-            "combine": model.combine, "release_input": model.release,
-            "summed_branches": model.summed_branches,
-        }),
+        "union": json.dumps(
+            {
+                "class_sets": model.class_sets,
+                "others": model.others,
+                "backbones": len(model.backbones),
+                "combine": model.combine,
+                "release_input": model.release,
+                "summed_branches": model.summed_branches,
+            }
+        ),
     }
 
 
@@ -279,8 +307,13 @@ def union_from_metadata(preset, metadata: Mapping[str, str]) -> UnionSegmentor:
     """The :class:`UnionSegmentor` a weights file's header describes (random weights; load them next)."""
     spec = json.loads(metadata["union"])
     return build_union_model(
-        preset, spec["class_sets"], others=spec["others"], backbones=spec["backbones"], combine=spec["combine"],
-        release_input=spec["release_input"], summed_branches=spec.get("summed_branches"),
+        preset,
+        spec["class_sets"],
+        others=spec["others"],
+        backbones=spec["backbones"],
+        combine=spec["combine"],
+        release_input=spec["release_input"],
+        summed_branches=spec.get("summed_branches"),
     )
 
 

@@ -21,7 +21,9 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise UserError("model weights are written as safetensors", path=path, fix="name the file *.safetensors")
+        raise UserError(
+            "model weights are written as safetensors", path=path, fix="name the file *.safetensors"
+        )
     # clone: safetensors refuses tensors that share storage (tied or sliced parameters)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     # a model that needs more than its preset to be rebuilt (models/union.py) adds its own header entries

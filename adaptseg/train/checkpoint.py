@@ -35,8 +35,13 @@ def capture_rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -48,7 +53,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -67,13 +74,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors mapped to the CPU)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError("no checkpoint to resume from", path=path, fix="run without --resume to start the stage")
+        raise UserError(
+            "no checkpoint to resume from", path=path, fix="run without --resume to start the stage"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours or torn
         first_sentence = str(exc).split(". ")[0]  # torch appends a paragraph of guesses
-        raise UserError(f"unreadable checkpoint ({type(exc).__name__}: {first_sentence})", path=path,
-                        fix="delete it to restart the stage") from None
+        raise UserError(
+            f"unreadable checkpoint ({type(exc).__name__}: {first_sentence})",
+            path=path,
+            fix="delete it to restart the stage",
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError("not an adaptseg training checkpoint", path=path)
     if payload.get("version") != VERSION:

@@ -118,7 +118,9 @@ class EvalSection(StrictModel):
     @model_validator(mode="after")
     def _selection_needs_a_dataset(self) -> EvalSection:
         if self.select_best and self.dataset is None:
-            raise ValueError("eval.select_best needs eval.dataset (the labelled split the best model is chosen on)")
+            raise ValueError(
+                "eval.select_best needs eval.dataset (the labelled split the best model is chosen on)"
+            )
         return self
 
 
@@ -223,7 +225,8 @@ class Recipe(StrictModel):
     quirks: Literal["official", "intended"] = "intended"
     minicity: MiniCitySection = Field(default_factory=MiniCitySection)
     demo: dict[str, Any] | None = Field(
-        None, description="how `adaptseg demo` presents this recipe (train/demo/; validated by adaptseg.demo.methods)"
+        None,
+        description="how `adaptseg demo` presents this recipe (train/demo/; validated by adaptseg.demo.methods)",
     )
     #: stop on label values outside a dataset's label map instead of warning (``adaptseg train --strict``)
     strict_labels: bool = False
@@ -243,8 +246,10 @@ class Recipe(StrictModel):
             if isinstance(spec, dict) and "like" in spec:
                 base = data.get(spec["like"])
                 if not isinstance(base, dict) or "like" in base:
-                    raise ValueError(f"data.{name}.like: {spec['like']!r} is not a stream of the recipe's data "
-                                     f"(streams: {', '.join(k for k in data if k != name)})")
+                    raise ValueError(
+                        f"data.{name}.like: {spec['like']!r} is not a stream of the recipe's data "
+                        f"(streams: {', '.join(k for k in data if k != name)})"
+                    )
                 spec = {**base, **{k: v for k, v in spec.items() if k != "like"}}
             resolved[name] = spec
         return {**value, "data": resolved}

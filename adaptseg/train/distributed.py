@@ -51,7 +51,9 @@ def pick_device(kind: str, info: DistInfo) -> torch.device:
     if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError("the recipe asks for device: cuda but no CUDA device is available", fix="--set device=cpu")
+        raise UserError(
+            "the recipe asks for device: cuda but no CUDA device is available", fix="--set device=cpu"
+        )
     if info.local_rank >= torch.cuda.device_count():
         raise UserError(
             f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA device(s)",

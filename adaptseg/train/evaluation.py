@@ -37,7 +37,9 @@ class ClassPriorSegmentor(nn.Module):
         super().__init__()
         self.model = model
         self.num_classes = getattr(model, "num_classes", 19)
-        self.register_buffer("weights", class_prior_weights() if weights is None else weights, persistent=False)
+        self.register_buffer(
+            "weights", class_prior_weights() if weights is None else weights, persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         logits = resize_logits(self.model(x).float(), tuple(x.shape[-2:]))
@@ -92,7 +94,9 @@ def evaluate_segmentor(
     from adaptseg.infer.config import BackendOptions, dataset_preset
 
     options = BackendOptions(
-        amp=amp != "off", amp_dtype={"bf16": "bfloat16", "fp16": "float16"}.get(amp), channels_last=channels_last
+        amp=amp != "off",
+        amp_dtype={"bf16": "bfloat16", "fp16": "float16"}.get(amp),
+        channels_last=channels_last,
     )
     config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
     subset = first_images(dataset, max_images)

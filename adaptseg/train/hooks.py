@@ -54,8 +54,9 @@ class LogHook(Hook):
         self._hooks_t = trainer.hook_seconds
         self._last = trainer.iteration
         if trainer.ctx.is_main:
-            self._progress = ConsoleProgress(trainer.ctx.name, trainer.iteration, trainer.total,
-                                             console=trainer.console)
+            self._progress = ConsoleProgress(
+                trainer.ctx.name, trainer.iteration, trainer.total, console=trainer.console
+            )
 
     def after_step(self, trainer: Trainer, it: int, losses: dict[str, Tensor]) -> None:
         for name, value in losses.items():
@@ -93,7 +94,9 @@ def learning_rates(optimizers) -> dict[str, float]:
     if len(optimizers) == 1:
         (optimizer,) = optimizers.values()
         return {f"lr/{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-    return {f"lr/{name}/{i}": g["lr"] for name, opt in optimizers.items() for i, g in enumerate(opt.param_groups)}
+    return {
+        f"lr/{name}/{i}": g["lr"] for name, opt in optimizers.items() for i, g in enumerate(opt.param_groups)
+    }
 
 
 class EvalHook(Hook):

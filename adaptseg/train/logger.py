@@ -94,7 +94,9 @@ def format_scalars(scalars: Mapping[str, float]) -> str:
     parts = []
     for tag, value in scalars.items():
         name = tag.split("/", 1)[-1]
-        parts.append(f"{name} {value:.3e}" if tag.startswith("lr") or abs(value) < 1e-3 else f"{name} {value:.4f}")
+        parts.append(
+            f"{name} {value:.3e}" if tag.startswith("lr") or abs(value) < 1e-3 else f"{name} {value:.4f}"
+        )
     return "  ".join(parts)
 
 
@@ -130,8 +132,11 @@ class ConsoleProgress:
             return
         remaining = (self.total - iteration) / rate if rate > 0 else math.inf
         eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
-        self.console.print(f"{self.stage} {iteration}/{self.total}  {rate:.2f} it/s  eta {eta}  {text}",
-                           highlight=False, soft_wrap=True)
+        self.console.print(
+            f"{self.stage} {iteration}/{self.total}  {rate:.2f} it/s  eta {eta}  {text}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False, soft_wrap=True)

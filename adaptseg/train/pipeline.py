@@ -126,16 +126,26 @@ def bind_run_dir(run_dir: Path, recipe: Recipe, info: DistInfo) -> None:
     barrier(info)
 
 
-def build_stage_method(recipe: Recipe, stage: StageSpec, ctx: StageContext | None, source: Path | None,
-                       overrides: Sequence[str] = ()) -> StageMethod:
+def build_stage_method(
+    recipe: Recipe,
+    stage: StageSpec,
+    ctx: StageContext | None,
+    source: Path | None,
+    overrides: Sequence[str] = (),
+) -> StageMethod:
     """The method object of a stage, its options validated by the method's own schema.
 
     ``overrides`` are the ``--set`` texts the recipe was loaded with, so that an error names the one that
     wrote a bad option.
     """
     cls = get_method(stage.method)
-    options = validate(cls.Options, stage.options, source=f"{source} (stages.{stage.name}.options)" if source else None,
-                       overrides=overrides, at=("stages", recipe.stages.index(stage), "options"))
+    options = validate(
+        cls.Options,
+        stage.options,
+        source=f"{source} (stages.{stage.name}.options)" if source else None,
+        overrides=overrides,
+        at=("stages", recipe.stages.index(stage), "options"),
+    )
     if ctx is None:
         return options  # type: ignore[return-value]  # validation only
     ctx.options = options
@@ -149,15 +159,24 @@ def check_recipe(recipe: Recipe, source: Path | None = None, overrides: Sequence
         resolved = stage_recipe(recipe, stage, source=source)
         cls = get_method(stage.method)
         if issubclass(cls, Method) and (resolved.optim is None or resolved.schedule is None):
-            raise UserError(f"stage '{stage.name}' trains ({stage.method}): the recipe needs 'optim' and 'schedule'",
-                            path=source)
+            raise UserError(
+                f"stage '{stage.name}' trains ({stage.method}): the recipe needs 'optim' and 'schedule'",
+                path=source,
+            )
 
 
 class RecipeRunner:
     """Runs a recipe's stages in one process (one of several under ``torchrun``)."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path, *, recipe_path: Path | None = None,
-                 overrides: Sequence[str] = (), console: Console | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path,
+        *,
+        recipe_path: Path | None = None,
+        overrides: Sequence[str] = (),
+        console: Console | None = None,
+    ):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.recipe_path = recipe_path
@@ -217,13 +236,18 @@ class RecipeRunner:
     def _interrupted(self, stage: str | None) -> RunInterrupted:
         command = self.resume_command(stage)
         if self.current is None:
-            return RunInterrupted("interrupted before any stage started", path=self.run_dir,
-                                  fix=f"run it again: {command}")
+            return RunInterrupted(
+                "interrupted before any stage started", path=self.run_dir, fix=f"run it again: {command}"
+            )
         out_dir = self.run_dir / self.current.name
-        kept = ("its last checkpoint is kept" if (out_dir / ckpt.CHECKPOINT_NAME).is_file()
-                else "it had no checkpoint yet and starts over")
-        return RunInterrupted(f"stage '{self.current.name}' interrupted ({kept})", path=out_dir,
-                              fix=f"resume with: {command}")
+        kept = (
+            "its last checkpoint is kept"
+            if (out_dir / ckpt.CHECKPOINT_NAME).is_file()
+            else "it had no checkpoint yet and starts over"
+        )
+        return RunInterrupted(
+            f"stage '{self.current.name}' interrupted ({kept})", path=out_dir, fix=f"resume with: {command}"
+        )
 
     def run_stage(self, spec: StageSpec, *, resume: bool = False) -> StageResult:
         out_dir = self.run_dir / spec.name
@@ -232,8 +256,15 @@ class RecipeRunner:
             self._say(f"stage '{spec.name}': complete, skipped ({out_dir})")
             return StageResult(spec.name, "skipped", json.loads((out_dir / DONE_NAME).read_text())["outputs"])
         recipe = stage_recipe(self.recipe, spec, source=self.recipe_path)
-        ctx = StageContext(stage=spec, recipe=recipe, run_dir=self.run_dir, device=self.device, dist=self.info,
-                           recipe_path=self.recipe_path, stage_names=tuple(s.name for s in self.recipe.stages))
+        ctx = StageContext(
+            stage=spec,
+            recipe=recipe,
+            run_dir=self.run_dir,
+            device=self.device,
+            dist=self.info,
+            recipe_path=self.recipe_path,
+            stage_names=tuple(s.name for s in self.recipe.stages),
+        )
         method = build_stage_method(self.recipe, spec, ctx, self.recipe_path, self.overrides)
         started = time.time()
         if isinstance(method, Method):
@@ -243,10 +274,15 @@ class RecipeRunner:
         else:  # pragma: no cover - register_method enforces the two kinds
             raise TypeError(f"{type(method).__name__} is neither a Method nor a Task")
         if self.info.is_main:
-            write_json_atomic(out_dir / DONE_NAME, {
-                "stage": spec.name, "method": spec.method, "outputs": outputs,
-                "seconds": round(time.time() - started, 1),
-            })
+            write_json_atomic(
+                out_dir / DONE_NAME,
+                {
+                    "stage": spec.name,
+                    "method": spec.method,
+                    "outputs": outputs,
+                    "seconds": round(time.time() - started, 1),
+                },
+            )
         barrier(self.info)
         self._say(f"stage '{spec.name}': done → {out_dir}")
         return StageResult(spec.name, status, outputs)
@@ -268,7 +304,9 @@ class RecipeRunner:
             out_dir.mkdir(parents=True, exist_ok=True)
             ckpt.clean_stale_temporaries(out_dir)
         barrier(self.info)
-        self._say(f"stage '{ctx.name}' ({ctx.stage.method}) on {self.device}, {self.info.world_size} process(es)")
+        self._say(
+            f"stage '{ctx.name}' ({ctx.stage.method}) on {self.device}, {self.info.world_size} process(es)"
+        )
         trainer = Trainer(ctx, method, resume=resume and has_checkpoint, console=self.console)
         trainer.train()
         outputs = trainer.export()
@@ -307,6 +345,7 @@ def run_recipe(
     recipe = load_recipe(Recipe, path, overrides)
     if strict:
         recipe.strict_labels = True
-    runner = RecipeRunner(recipe, out or default_run_dir(path), recipe_path=path, overrides=overrides,
-                          console=console)
+    runner = RecipeRunner(
+        recipe, out or default_run_dir(path), recipe_path=path, overrides=overrides, console=console
+    )
     return runner.run(stage=stage, resume=resume)

@@ -64,7 +64,9 @@ def _describe(holder: dict) -> str:
     if "pid" not in holder:
         return "another process"
     since = f", since {holder['started']}" if holder.get("started") else ""
-    return f"pid {holder['pid']} on host {holder.get('host', '?')} ({holder.get('command', 'adaptseg')}{since})"
+    return (
+        f"pid {holder['pid']} on host {holder.get('host', '?')} ({holder.get('command', 'adaptseg')}{since})"
+    )
 
 
 def _alive_here(holder: dict) -> bool:
@@ -112,8 +114,13 @@ def run_dir_lock(run_dir: str | Path, command: str = "adaptseg train") -> Iterat
                 raise UserError.from_os_error(exc, path=path) from None
             if _alive_here(_holder(fd)):
                 raise _refuse(run_dir, _holder(fd)) from None
-        details = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+        details = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "argv": sys.argv,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(details) + "\n").encode("utf-8"), 0)
         _HELD.add(fd)

@@ -41,8 +41,12 @@ class BestOnVal:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"miou": self.miou, "iteration": self.iteration, "history": [list(h) for h in self.history],
-                "weights": self.weights}
+        return {
+            "miou": self.miou,
+            "iteration": self.iteration,
+            "history": [list(h) for h in self.history],
+            "weights": self.weights,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.miou, self.iteration = state.get("miou"), state.get("iteration")
@@ -51,16 +55,19 @@ class BestOnVal:
 
     def write_record(self, out_dir: Path, *, model: str, exported: str, eval_section: Any) -> str:
         """``best_on_val.json``: what was selected, on which data, and that target labels were used."""
-        write_json_atomic(out_dir / RECORD_FILE, {
-            "selected_with_target_labels": True,
-            "model": model,
-            "dataset": eval_section.dataset.model_dump(mode="json") if eval_section.dataset else None,
-            "protocol": eval_section.protocol,
-            "test_time_prior": eval_section.test_time_prior,
-            "best_iteration": self.iteration,
-            "best_mIoU": self.miou,
-            "history": [{"iteration": i, "mIoU": m} for i, m in self.history],
-            f"{exported}.safetensors": "best on val",
-            f"{exported}-last.safetensors": "last iteration",
-        })
+        write_json_atomic(
+            out_dir / RECORD_FILE,
+            {
+                "selected_with_target_labels": True,
+                "model": model,
+                "dataset": eval_section.dataset.model_dump(mode="json") if eval_section.dataset else None,
+                "protocol": eval_section.protocol,
+                "test_time_prior": eval_section.test_time_prior,
+                "best_iteration": self.iteration,
+                "best_mIoU": self.miou,
+                "history": [{"iteration": i, "mIoU": m} for i, m in self.history],
+                f"{exported}.safetensors": "best on val",
+                f"{exported}-last.safetensors": "last iteration",
+            },
+        )
         return RECORD_FILE

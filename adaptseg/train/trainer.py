@@ -72,8 +72,12 @@ def determinism(enabled: bool, device: torch.device) -> Iterator[None]:
 
     The global flags are restored afterwards, so a stage leaves the process as it found it.
     """
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
@@ -107,8 +111,9 @@ class Trainer:
     ):
         recipe = ctx.recipe
         if recipe.optim is None or recipe.schedule is None:
-            raise UserError(f"stage '{ctx.name}' trains, so the recipe needs 'optim' and 'schedule'",
-                            path=ctx.recipe_path)
+            raise UserError(
+                f"stage '{ctx.name}' trains, so the recipe needs 'optim' and 'schedule'", path=ctx.recipe_path
+            )
         self.ctx = ctx
         self.method = method
         self.resume = resume
@@ -176,18 +181,26 @@ class Trainer:
         seed_everything(recipe.seed)
         self.specs = self.method.build_models()
         if not any(s.role == "train" for s in self.specs.values()):
-            raise TypeError(f"{type(self.method).__name__}.build_models() declares no model with role 'train'")
+            raise TypeError(
+                f"{type(self.method).__name__}.build_models() declares no model with role 'train'"
+            )
         self.handles = {name: self._place(name, spec) for name, spec in self.specs.items()}
         self.method.setup(self.handles)
         self.optimizer_specs = self._check_optimizer_specs(self.method.optimizers(self.specs))
         self.optimizers = {
-            name: build_optimizer({m: self.handles[m].module for m in spec.models}, spec.optim or recipe.optim)
+            name: build_optimizer(
+                {m: self.handles[m].module for m in spec.models}, spec.optim or recipe.optim
+            )
             for name, spec in self.optimizer_specs.items()
         }
         s = recipe.schedule
         self.schedule = PolyWarmupSchedule(
-            s.horizon or s.iters, power=s.power, min_lr=s.min_lr, warmup=s.warmup,
-            warmup_iters=s.warmup_iters, warmup_ratio=s.warmup_ratio,
+            s.horizon or s.iters,
+            power=s.power,
+            min_lr=s.min_lr,
+            warmup=s.warmup,
+            warmup_iters=s.warmup_iters,
+            warmup_ratio=s.warmup_ratio,
         )
         self.scaler = grad_scaler(self.switches, ctx.device)
 
@@ -200,9 +213,13 @@ class Trainer:
         for name, spec in specs.items():
             for model in spec.models:
                 if model not in self.handles or self.handles[model].role != "train":
-                    raise TypeError(f"{method}.optimizers(): '{name}' steps '{model}', which is no 'train' model")
+                    raise TypeError(
+                        f"{method}.optimizers(): '{name}' steps '{model}', which is no 'train' model"
+                    )
                 if model in owner:
-                    raise TypeError(f"{method}.optimizers(): '{model}' is in both '{owner[model]}' and '{name}'")
+                    raise TypeError(
+                        f"{method}.optimizers(): '{model}' is in both '{owner[model]}' and '{name}'"
+                    )
                 owner[model] = name
         missing = [n for n, h in self.handles.items() if h.role == "train" and n not in owner]
         if missing:
@@ -242,12 +259,16 @@ class Trainer:
             raise UserError(f"checkpoint of stage '{payload.get('stage')}', not '{self.ctx.name}'", path=path)
         models = self._checkpointed()
         if set(payload["models"]) != set(models):
-            raise UserError(f"checkpoint models {sorted(payload['models'])} differ from {sorted(models)}", path=path)
+            raise UserError(
+                f"checkpoint models {sorted(payload['models'])} differ from {sorted(models)}", path=path
+            )
         for name, module in models.items():
             module.load_state_dict(payload["models"][name])
         saved = payload["optimizers"] if "optimizers" in payload else {"main": payload["optimizer"]}
         if set(saved) != set(self.optimizers):
-            raise UserError(f"checkpoint optimisers {sorted(saved)} differ from {sorted(self.optimizers)}", path=path)
+            raise UserError(
+                f"checkpoint optimisers {sorted(saved)} differ from {sorted(self.optimizers)}", path=path
+            )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(saved[name])
         if self.scaler is not None and payload.get("scaler") is not None:
@@ -284,8 +305,10 @@ class Trainer:
         out = self.ctx.out_dir
         out.mkdir(parents=True, exist_ok=True)
         start = self.iteration if self.resume else None
-        self._writers = [CSVWriter(out / CSV_NAME, resume_from=start),
-                         TensorBoardWriter(out / "tb", purge_step=start)]
+        self._writers = [
+            CSVWriter(out / CSV_NAME, resume_from=start),
+            TensorBoardWriter(out / "tb", purge_step=start),
+        ]
 
     def evaluate(self):
         """The recipe's evaluation of the method's ``eval_model`` (an ``adaptseg.eval.Report``)."""
@@ -296,9 +319,17 @@ class Trainer:
             self._eval_set = ctx.open_dataset(recipe.eval.dataset)
         handle = self.handles[self.method.eval_model]
         return evaluate_segmentor(
-            handle.module, self._eval_set, mean=ctx.preset.mean, std=ctx.preset.std, preset=recipe.eval.preset,
-            protocol=recipe.eval.protocol, device=ctx.device, max_images=recipe.eval.max_images,
-            amp=self.switches.amp, channels_last=self.switches.channels_last, console=self.console,
+            handle.module,
+            self._eval_set,
+            mean=ctx.preset.mean,
+            std=ctx.preset.std,
+            preset=recipe.eval.preset,
+            protocol=recipe.eval.protocol,
+            device=ctx.device,
+            max_images=recipe.eval.max_images,
+            amp=self.switches.amp,
+            channels_last=self.switches.channels_last,
+            console=self.console,
             test_time_prior=recipe.eval.test_time_prior,
         )
 
@@ -333,7 +364,9 @@ class Trainer:
             for key, value in losses.items():
                 key = f"{phase.name}/{key}" if phase.name else key
                 if key in logged:
-                    raise TypeError(f"{type(self.method).__name__}: loss '{key}' returned by two phases; name them")
+                    raise TypeError(
+                        f"{type(self.method).__name__}: loss '{key}' returned by two phases; name them"
+                    )
                 logged[key] = value
             total = phase_total if total is None else total + phase_total
         if len(logged) > 1:
@@ -343,8 +376,11 @@ class Trainer:
     def run_phase(self, phase: Phase) -> tuple[dict[str, Tensor], Tensor]:
         """Zero grads, freeze, losses in autocast, backward, (unscale, clip), step; returns detached losses."""
         method = type(self.method).__name__
-        stepped = [self.optimizers[n] for n in phase.optimizers] if phase.optimizers is not None \
+        stepped = (
+            [self.optimizers[n] for n in phase.optimizers]
+            if phase.optimizers is not None
             else list(self.optimizers.values())
+        )
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=self.method.zero_grad_to_none)
         with self.frozen(phase.frozen):
@@ -380,12 +416,18 @@ class Trainer:
         for part in parts:
             model, _, sub = part.partition(".")
             if model not in self.handles:
-                raise TypeError(f"{type(self.method).__name__}: phase freezes '{part}', but there is no model '{model}'")
+                raise TypeError(
+                    f"{type(self.method).__name__}: phase freezes '{part}', but there is no model '{model}'"
+                )
             module = self.handles[model].module
-            params += [p for p in (module.get_submodule(sub) if sub else module).parameters() if p.requires_grad]
+            params += [
+                p for p in (module.get_submodule(sub) if sub else module).parameters() if p.requires_grad
+            ]
         if params and self.ctx.dist.enabled and not self.method.find_unused_parameters:
-            raise TypeError(f"{type(self.method).__name__} freezes parts of trained models in a phase: under DDP it "
-                            "must set find_unused_parameters = True")
+            raise TypeError(
+                f"{type(self.method).__name__} freezes parts of trained models in a phase: under DDP it "
+                "must set find_unused_parameters = True"
+            )
         for param in params:
             param.requires_grad_(False)
         try:
@@ -413,8 +455,13 @@ class Trainer:
                 hook.before_train(self)
             start = self.iteration
             loader = build_loader(
-                self.streams, start, self.total, rank=self.ctx.dist.rank, world_size=self.ctx.dist.world_size,
-                workers=self.ctx.recipe.workers, pin_memory=self.ctx.device.type == "cuda",
+                self.streams,
+                start,
+                self.total,
+                rank=self.ctx.dist.rank,
+                world_size=self.ctx.dist.world_size,
+                workers=self.ctx.recipe.workers,
+                pin_memory=self.ctx.device.type == "cuda",
             )
             for it, batch in zip(range(start, self.total), loader, strict=True):
                 losses = self.run_step(it, self._to_device(batch))
@@ -445,7 +492,11 @@ class Trainer:
 
         written: list[str] = []
         if self.ctx.is_main:
-            meta = {"preset": self.ctx.recipe.model.preset, "stage": self.ctx.name, "iteration": str(self.iteration)}
+            meta = {
+                "preset": self.ctx.recipe.model.preset,
+                "stage": self.ctx.name,
+                "iteration": str(self.iteration),
+            }
             for name, spec in self.specs.items():
                 if not spec.export:
                     continue
@@ -455,10 +506,26 @@ class Trainer:
                     save_weights(module, self.ctx.out_dir / last, {**meta, "model": name})
                     best = copy.deepcopy(module).cpu()
                     best.load_state_dict(self.best.weights)
-                    save_weights(best, self.ctx.out_dir / f"{spec.export}.safetensors",
-                                 {**meta, "model": name, "iteration": str(self.best.iteration), "selected": "best on val"})
-                    written += [f"{spec.export}.safetensors", last, self.best.write_record(
-                        self.ctx.out_dir, model=name, exported=spec.export, eval_section=self.ctx.recipe.eval)]
+                    save_weights(
+                        best,
+                        self.ctx.out_dir / f"{spec.export}.safetensors",
+                        {
+                            **meta,
+                            "model": name,
+                            "iteration": str(self.best.iteration),
+                            "selected": "best on val",
+                        },
+                    )
+                    written += [
+                        f"{spec.export}.safetensors",
+                        last,
+                        self.best.write_record(
+                            self.ctx.out_dir,
+                            model=name,
+                            exported=spec.export,
+                            eval_section=self.ctx.recipe.eval,
+                        ),
+                    ]
                     continue
                 save_weights(module, self.ctx.out_dir / f"{spec.export}.safetensors", {**meta, "model": name})
                 written.append(f"{spec.export}.safetensors")

@@ -47,8 +47,14 @@ def test_time_calls_times_after_warmup_and_counts_the_sync(gpu):
 
 
 def test_ratios_tables_and_missing_figures(gpu):
-    rows = gpu.with_ratios([gpu.Row("s", "eager fp32", 100.0, peak_mib=512.0), gpu.Row("s", "compile", 40.0),
-                            gpu.Row("s", "failed", None, note="OOM")], "eager fp32")
+    rows = gpu.with_ratios(
+        [
+            gpu.Row("s", "eager fp32", 100.0, peak_mib=512.0),
+            gpu.Row("s", "compile", 40.0),
+            gpu.Row("s", "failed", None, note="OOM"),
+        ],
+        "eager fp32",
+    )
     assert [r.ratio for r in rows] == [1.0, 2.5, None]
     table = gpu.markdown_table(rows).splitlines()
     assert table[0].startswith("| section | case | ms | × reference | peak GPU MiB")
@@ -69,7 +75,9 @@ def test_sections_past_the_budget_or_failing_become_rows(gpu):
     clock = FakeClock()
     budget = gpu.Budget(100, clock=clock)
     ran = []
-    assert gpu.run_section("a", lambda: ran.append(1) or [gpu.Row("a", "x", 1.0)], budget, need=50)[0].ms == 1.0
+    assert (
+        gpu.run_section("a", lambda: ran.append(1) or [gpu.Row("a", "x", 1.0)], budget, need=50)[0].ms == 1.0
+    )
     clock.now = 60
     skipped = gpu.run_section("b", lambda: ran.append(2) or [], budget, need=50)
     assert ran == [1] and skipped[0].case == "skipped" and "40 s left" in skipped[0].note
@@ -84,7 +92,9 @@ def test_sections_past_the_budget_or_failing_become_rows(gpu):
 def test_results_file_is_written_whole(gpu, tmp_path):
     path = tmp_path / "RESULTS-gpu.md"
     gpu.write_results(path, [gpu.Row("s", "c", 1.0)], "# head")
-    assert path.read_text().startswith("# head\n\n| section |") and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert path.read_text().startswith("# head\n\n| section |") and [p.name for p in tmp_path.iterdir()] == [
+        path.name
+    ]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA path")

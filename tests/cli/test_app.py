@@ -39,7 +39,9 @@ def _cli_modules() -> list[str]:
 @pytest.mark.parametrize("module", _cli_modules())
 def test_every_cli_module_imports_on_its_own(module):
     """No import cycle: each command module imports first in a fresh interpreter (as a plugin or a test may)."""
-    result = subprocess.run([sys.executable, "-c", f"import adaptseg.cli.{module}"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import adaptseg.cli.{module}"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -54,5 +56,7 @@ def test_an_os_error_is_one_line_naming_the_path_and_the_cause(tmp_path, monkeyp
     result = runner.invoke(app, ["data", "check", "cityscapes", str(tmp_path)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines == [f"error: {tmp_path / 'mc' / 'x.png'}: Device or resource busy — fix: close what holds it "
-                     "(another process, a mount) and try again"]
+    assert lines == [
+        f"error: {tmp_path / 'mc' / 'x.png'}: Device or resource busy — fix: close what holds it "
+        "(another process, a mount) and try again"
+    ]

@@ -50,7 +50,9 @@ def test_strict_labels_makes_them_an_error(cityscapes):
     with strict_labels():
         ds = build_dataset("cityscapes", root, "val")
     assert build_dataset("cityscapes", root, "val").strict_labels is False  # only inside the block
-    with pytest.raises(UserError, match=f"^{label}: label value\\(s\\) 200 are not in the cityscapes-labelIds"):
+    with pytest.raises(
+        UserError, match=f"^{label}: label value\\(s\\) 200 are not in the cityscapes-labelIds"
+    ):
         ds.read_label(0)
 
 
@@ -95,7 +97,10 @@ def _loader(reader: _Reader, workers: int):
 def test_a_worker_user_error_is_raised_as_itself(workers):
     with pytest.raises(MissingFolder) as err:
         list(_loader(_Reader(broken=True), workers))
-    assert str(err.value) == "/data: missing folder images/ — fix: point ROOT at it" and err.value.role == "images"
+    assert (
+        str(err.value) == "/data: missing folder images/ — fix: point ROOT at it"
+        and err.value.role == "images"
+    )
 
 
 def test_what_workers_log_is_shown_once_in_the_main_process(caplog):

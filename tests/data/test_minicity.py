@@ -59,9 +59,11 @@ def _train_ids(folder: Path, pattern: str, read) -> list[np.ndarray]:
 
 def test_plane_coefficients_give_the_depth_of_projected_points():
     cam = Camera(height=100, width=200, focal=150.0, cx=100.0, cy=40.0, cam_height=1.5, yaw=0.1)
-    for normal, d, point in (((0.0, 1.0, 0.0), 0.0, (1.0, 0.0, 10.0)),  # ground
-                             ((1.0, 0.0, 0.0), -6.0, (-6.0, 3.0, 20.0)),  # left facade X = -6, facing the road
-                             ((0.0, 0.0, -1.0), -12.0, (0.5, 1.0, 12.0))):  # frontal plane Z = 12
+    for normal, d, point in (
+        ((0.0, 1.0, 0.0), 0.0, (1.0, 0.0, 10.0)),  # ground
+        ((1.0, 0.0, 0.0), -6.0, (-6.0, 3.0, 20.0)),  # left facade X = -6, facing the road
+        ((0.0, 0.0, -1.0), -12.0, (0.5, 1.0, 12.0)),
+    ):  # frontal plane Z = 12
         pc = cam.to_camera(np.array([point]))
         x, y = cam.project(pc)[0]
         a, b, c = cam.plane(normal, d)
@@ -72,7 +74,9 @@ def test_plane_coefficients_give_the_depth_of_projected_points():
 
 def test_strength_blends_the_synthetic_look_towards_the_photo_look():
     assert (photo_like(0.0).colors == GTA.colors).all() and photo_like(0.0).noise == GTA.noise
-    assert np.allclose(photo_like(1.0).colors, PHOTO.colors) and photo_like(1.0).blur == pytest.approx(PHOTO.blur)
+    assert np.allclose(photo_like(1.0).colors, PHOTO.colors) and photo_like(1.0).blur == pytest.approx(
+        PHOTO.blur
+    )
     half = photo_like(0.5)
     assert np.allclose(half.colors, (GTA.colors + PHOTO.colors) / 2)
     assert half.texture[0, 1] == pytest.approx((GTA.texture[0, 1] + PHOTO.texture[0, 1]) / 2)
@@ -91,7 +95,7 @@ def test_fog_hides_the_distance_first():
     assert _local_contrast(fog) < 0.85 * _local_contrast(clear) and fog.mean() > clear.mean()
     change = np.abs(fog.astype(float) - clear.astype(float)).mean(axis=2)
     horizon = int(scene.camera.cy)
-    assert change[horizon - 3:horizon + 3].mean() > change[-8:].mean()  # far pixels change most
+    assert change[horizon - 3 : horizon + 3].mean() > change[-8:].mean()  # far pixels change most
     with pytest.raises(ValueError, match="condition"):
         render(scene, GTA, np.random.default_rng(0), "hail")
 
@@ -101,13 +105,20 @@ def test_fog_hides_the_distance_first():
 
 def test_official_layouts_and_names(tree):
     assert _files(tree / "gta5") == sorted(
-        [f"images/{i:05d}.png" for i in range(1, N + 1)] + [f"labels/{i:05d}.png" for i in range(1, N + 1)]
-        + ["minicity.json"])
+        [f"images/{i:05d}.png" for i in range(1, N + 1)]
+        + [f"labels/{i:05d}.png" for i in range(1, N + 1)]
+        + ["minicity.json"]
+    )
     assert sorted(_files(tree / "synthia")) == sorted(
-        [f"RGB/{i:07d}.png" for i in range(N)] + [f"GT/LABELS/{i:07d}.png" for i in range(N)] + ["minicity.json"])
+        [f"RGB/{i:07d}.png" for i in range(N)]
+        + [f"GT/LABELS/{i:07d}.png" for i in range(N)]
+        + ["minicity.json"]
+    )
     assert sorted(_files(tree / "synscapes")) == sorted(
-        [f"img/rgb/{i}.png" for i in range(1, N + 1)] + [f"img/class/{i}.png" for i in range(1, N + 1)]
-        + ["minicity.json"])
+        [f"img/rgb/{i}.png" for i in range(1, N + 1)]
+        + [f"img/class/{i}.png" for i in range(1, N + 1)]
+        + ["minicity.json"]
+    )
     cs = tree / "cityscapes"
     assert (cs / "leftImg8bit/train/altenbruck/altenbruck_000000_000019_leftImg8bit.png").is_file()
     assert (cs / "leftImg8bit/train/altenbruck/altenbruck_000001_000019_leftImg8bit.png").is_file()  # index 6
@@ -125,7 +136,9 @@ def test_official_layouts_and_names(tree):
             for img in images:
                 stem = img.name.removesuffix("_rgb_anon.png")
                 gt = acdc / "gt" / cond / split / img.parent.name
-                assert (gt / f"{stem}_gt_labelTrainIds.png").is_file() and (gt / f"{stem}_gt_labelIds.png").is_file()
+                assert (gt / f"{stem}_gt_labelTrainIds.png").is_file() and (
+                    gt / f"{stem}_gt_labelIds.png"
+                ).is_file()
     assert (acdc / "rgb_anon/fog/train/GOPR0475/GOPR0475_frame_000041_rgb_anon.png").is_file()
     assert (acdc / "rgb_anon/fog/val/GOPR0479/GOPR0479_frame_000078_rgb_anon.png").is_file()  # index 2
     dz = tree / "darkzurich"
@@ -205,13 +218,19 @@ def test_appearance_differs_while_layout_statistics_match(tree):
     assert np.abs(_class_share(gta_labels) - _class_share(cs_labels)).sum() < 0.35
     assert not any((a == b).all() for a, b in zip(gta_labels, cs_labels, strict=True))
     gta_images = np.stack([read_image(p) for p in sorted((tree / "gta5/images").glob("*.png"))])
-    cs_images = np.stack([read_image(p) for p in sorted((tree / "cityscapes/leftImg8bit/train").glob("*/*.png"))])
+    cs_images = np.stack(
+        [read_image(p) for p in sorted((tree / "cityscapes/leftImg8bit/train").glob("*/*.png"))]
+    )
     gta_labels, cs_labels = np.stack(gta_labels), np.stack(cs_labels)
     # per-class mean colours move (sky, sidewalk, building, vegetation, road)
-    shifts = [np.abs(gta_images[gta_labels == c].mean(0) - cs_images[cs_labels == c].mean(0)).max()
-              for c in (10, 1, 2, 8, 0)]
+    shifts = [
+        np.abs(gta_images[gta_labels == c].mean(0) - cs_images[cs_labels == c].mean(0)).max()
+        for c in (10, 1, 2, 8, 0)
+    ]
     assert np.mean(shifts) > 10
-    saturation = [cv2.cvtColor(x.reshape(-1, 1, 3), cv2.COLOR_RGB2HSV)[:, 0, 1].mean() for x in (gta_images, cs_images)]
+    saturation = [
+        cv2.cvtColor(x.reshape(-1, 1, 3), cv2.COLOR_RGB2HSV)[:, 0, 1].mean() for x in (gta_images, cs_images)
+    ]
     assert saturation[0] > saturation[1] + 8  # the synthetic source is more saturated
 
 
@@ -250,8 +269,12 @@ def test_rerun_replaces_a_minicity_domain_and_refuses_other_folders(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"seed": -1}, "negative"), ({"images": 0}, "at least 1"), ({"size": (16, 256)}, "too small"),
-     ({"domains": ("gta6",)}, "unknown MiniCity domain")],
+    [
+        ({"seed": -1}, "negative"),
+        ({"images": 0}, "at least 1"),
+        ({"size": (16, 256)}, "too small"),
+        ({"domains": ("gta6",)}, "unknown MiniCity domain"),
+    ],
 )
 def test_bad_arguments_are_user_errors(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -259,8 +282,21 @@ def test_bad_arguments_are_user_errors(tmp_path, kwargs, message):
 
 
 def test_cli_writes_the_requested_domains(tmp_path):
-    result = CliRunner().invoke(app, ["data", "minicity", "--out", str(tmp_path), "--images", "2",
-                                      "--size", "64x128", "--domains", "gta5,darkzurich"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "minicity",
+            "--out",
+            str(tmp_path),
+            "--images",
+            "2",
+            "--size",
+            "64x128",
+            "--domains",
+            "gta5,darkzurich",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["darkzurich", "gta5"]
     assert read_image(tmp_path / "gta5/images/00002.png").shape == (64, 128, 3)
@@ -274,8 +310,11 @@ READERS = [
     ("synscapes", "all", "synscapes", {}),
     ("cityscapes", "train", "cityscapes", {}),
     ("cityscapes", "val", "cityscapes", {}),
-    *[("acdc", split, "acdc", {"condition": cond}) for cond in ("fog", "night", "rain", "snow")
-      for split in ("train", "val")],
+    *[
+        ("acdc", split, "acdc", {"condition": cond})
+        for cond in ("fog", "night", "rain", "snow")
+        for split in ("train", "val")
+    ],
     ("darkzurich", "train", "darkzurich", {}),
     ("darkzurich", "val", "darkzurich", {}),
 ]
@@ -285,15 +324,21 @@ def _digest(array: np.ndarray | None) -> str | None:
     return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("domain", "split", "reader", "options"), READERS,
-                         ids=[f"{r[0]}-{r[1]}-{r[3].get('condition', '')}" for r in READERS])
+@pytest.mark.parametrize(
+    ("domain", "split", "reader", "options"),
+    READERS,
+    ids=[f"{r[0]}-{r[1]}-{r[3].get('condition', '')}" for r in READERS],
+)
 def test_readers_read_back_what_was_written(tree, domain, split, reader, options):
     ds = build_dataset(reader, tree / domain, split, **options)
     n = N_ACDC if domain == "acdc" else N
     assert len(ds) == n
     read = {(_digest(s.image), _digest(s.label)) for s in (ds[i] for i in range(len(ds)))}
-    spec = next(sp for sp in SPECS[domain].splits
-                if sp.split == split and sp.condition in (options.get("condition"), "darkzurich", None))
+    spec = next(
+        sp
+        for sp in SPECS[domain].splits
+        if sp.split == split and sp.condition in (options.get("condition"), "darkzurich", None)
+    )
     for index in (0, n - 1):
         sample = make_sample(domain, spec, index, seed=0, size=SIZE)
         label = sample.train_ids

@@ -46,13 +46,15 @@ def test_probabilities_are_softmax_of_one_minus_frequency_over_t():
 
 
 def test_absent_classes_are_never_drawn_and_images_need_more_than_min_pixels():
-    table = RareClassTable.build(ClassStatistics(("a", "b"), np.array([[5, 0, 9], [7, 0, 3]]), "x"),
-                                 temperature=0.5, min_pixels=3)
+    table = RareClassTable.build(
+        ClassStatistics(("a", "b"), np.array([[5, 0, 9], [7, 0, 3]]), "x"), temperature=0.5, min_pixels=3
+    )
     assert table.classes.tolist() == [0, 2]  # class 1 has no pixel anywhere
     assert [i.tolist() for i in table.images] == [[0, 1], [0]]  # 3 pixels is not > 3
     with pytest.raises(UserError, match="class 0 has no image with more than 8") as err:
-        RareClassTable.build(ClassStatistics(("a", "b"), np.array([[5, 0, 9], [7, 0, 3]]), "x"),
-                             temperature=0.5, min_pixels=8)
+        RareClassTable.build(
+            ClassStatistics(("a", "b"), np.array([[5, 0, 9], [7, 0, 3]]), "x"), temperature=0.5, min_pixels=8
+        )
     assert "fix: lower rcs.min_pixels" in str(err.value)
 
 
@@ -82,8 +84,13 @@ def test_statistics_are_computed_once_cached_and_stale_files_refused(split, tmp_
     reader = build_dataset("cityscapes", split, "train")
     path = tmp_path / "class-stats" / "cs.json"
     stats = load_or_compute_statistics(reader, path)
-    by_hand = np.stack([np.bincount(reader[i].label.ravel(), minlength=256)[:255] for i in range(len(reader))])
-    assert np.array_equal(stats.counts, by_hand[:, : stats.counts.shape[1]]) and by_hand[:, stats.counts.shape[1]:].sum() == 0
+    by_hand = np.stack(
+        [np.bincount(reader[i].label.ravel(), minlength=256)[:255] for i in range(len(reader))]
+    )
+    assert (
+        np.array_equal(stats.counts, by_hand[:, : stats.counts.shape[1]])
+        and by_hand[:, stats.counts.shape[1] :].sum() == 0
+    )
     assert stats.ids == tuple(e.id for e in reader.entries)
 
     def no_recompute(_reader):
@@ -122,8 +129,10 @@ def test_stream_redraws_the_crop_until_it_holds_the_drawn_class(split, tmp_path)
         first = transform(reader[index].image, reader[index].label, sampler.rng(position))[1]
         if np.count_nonzero(first == cls) <= 10:
             redrawn += 1
-            attempts = [transform(reader[index].image, reader[index].label, sampler.rng(position, a))[1]
-                        for a in range(11)]
+            attempts = [
+                transform(reader[index].image, reader[index].label, sampler.rng(position, a))[1]
+                for a in range(11)
+            ]
             kept = next((a for a in attempts if np.count_nonzero(a == cls) > 10), attempts[-1])
             assert np.array_equal(label, kept)
         else:
@@ -133,8 +142,9 @@ def test_stream_redraws_the_crop_until_it_holds_the_drawn_class(split, tmp_path)
 
 def test_stale_statistics_stop_training_with_one_line_naming_the_file(split, tmp_path):
     data = make_split(tmp_path / "data", n=4, size=(32, 48))
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=1,
-                         extra={"data": {"source": {"rcs": {"min_pixels": 5}}}})
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml", data, iters=1, extra={"data": {"source": {"rcs": {"min_pixels": 5}}}}
+    )
     run = tmp_path / "run"
     (run / "class-stats").mkdir(parents=True)
     from adaptseg.data.rcs import statistics_file
@@ -143,7 +153,9 @@ def test_stale_statistics_stop_training_with_one_line_naming_the_file(split, tmp
     spec = StreamSpec(name="cityscapes", root=str(data), split="train", rcs={"min_pixels": 5})
     stale = statistics_file(run, spec)
     # the statistics of another dataset (the module's 6-image split) sit where this run keeps its own
-    stale.write_text(json.dumps(ClassStatistics.compute(build_dataset("cityscapes", split, "train")).to_json()))
+    stale.write_text(
+        json.dumps(ClassStatistics.compute(build_dataset("cityscapes", split, "train")).to_json())
+    )
     before = snapshot(tmp_path / "data")
     kept = stale.read_bytes()
     outcome = train(recipe, run)

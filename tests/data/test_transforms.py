@@ -97,8 +97,10 @@ def test_resize_keep_ratio_without_label_and_identity():
 
 def test_resize_ratio_range_is_seeded():
     img = _image(20, 40)
-    sizes = {resize_keep_ratio(img, None, (40, 20), ratio_range=(0.5, 2.0), rng=np.random.default_rng(s))[0].shape
-             for s in range(6)}
+    sizes = {
+        resize_keep_ratio(img, None, (40, 20), ratio_range=(0.5, 2.0), rng=np.random.default_rng(s))[0].shape
+        for s in range(6)
+    }
     assert len(sizes) > 1  # the ratio varies with the seed
     a = resize_keep_ratio(img, None, (40, 20), ratio_range=(0.5, 2.0), rng=np.random.default_rng(3))[0]
     b = resize_keep_ratio(img, None, (40, 20), ratio_range=(0.5, 2.0), rng=np.random.default_rng(3))[0]

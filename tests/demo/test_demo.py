@@ -42,14 +42,14 @@ def test_overlay_strip_layout():
     adapted = np.full((h, w), 0, np.uint8)  # road
     strip = overlay_strip(image, [truth, source, adapted], ["image", "truth", "source", "adapted"])
     assert strip.shape == (CAPTION_H + h, 4 * w + 3 * GAP, 3) and strip.dtype == np.uint8
-    tiles = [strip[CAPTION_H:, k * (w + GAP):k * (w + GAP) + w] for k in range(4)]
+    tiles = [strip[CAPTION_H:, k * (w + GAP) : k * (w + GAP) + w] for k in range(4)]
     np.testing.assert_array_equal(tiles[0], image)
     np.testing.assert_array_equal(tiles[1], blend_labels(image, truth))
     np.testing.assert_array_equal(tiles[2], image)
     np.testing.assert_array_equal(tiles[3], blend_labels(image, adapted))
     assert not np.array_equal(tiles[1], tiles[3])  # car and road colours differ
     # the gaps are white and the caption strip holds dark text
-    assert (strip[CAPTION_H:, w:w + GAP] == 255).all()
+    assert (strip[CAPTION_H:, w : w + GAP] == 255).all()
     assert strip[:CAPTION_H].min() < 100
     with pytest.raises(ValueError):
         overlay_strip(image, [truth], ["only one caption"])
@@ -66,17 +66,40 @@ def test_changed_most_orders_by_absolute_change_and_skips_nan():
 
 def test_markdown_report_names_every_row_and_picture():
     per_class = {"road": 90.0, "car": 50.0}
-    rows = {key: {"label": key.upper(), "miou": m, "per_class": per_class}
-            for key, m in (("oracle", 70.0), ("source_only", 30.0), ("adabn", 40.0), ("adapted", 50.0),
-                           ("adapted_onnx", 50.0))}
-    results = {"method_label": "DDB", "seed": 0, "quick": True, "stages_note": "R1 ca only", "rows": rows,
-               "data": {"source_images": 8, "target_images": 8, "val_images": 8, "size": [128, 256]},
-               "onnx_vs_eager": 0.0, "changed_most": [{"class": "car", "before": 30.0, "after": 50.0, "delta": 20.0}],
-               "steps": [{"title": "train", "estimate_s": 10.0, "wall_s": 12.0, "cpu_s": 20.0}],
-               "total": {"wall_s": 12.0, "cpu_s": 20.0}}
+    rows = {
+        key: {"label": key.upper(), "miou": m, "per_class": per_class}
+        for key, m in (
+            ("oracle", 70.0),
+            ("source_only", 30.0),
+            ("adabn", 40.0),
+            ("adapted", 50.0),
+            ("adapted_onnx", 50.0),
+        )
+    }
+    results = {
+        "method_label": "DDB",
+        "seed": 0,
+        "quick": True,
+        "stages_note": "R1 ca only",
+        "rows": rows,
+        "data": {"source_images": 8, "target_images": 8, "val_images": 8, "size": [128, 256]},
+        "onnx_vs_eager": 0.0,
+        "changed_most": [{"class": "car", "before": 30.0, "after": 50.0, "delta": 20.0}],
+        "steps": [{"title": "train", "estimate_s": 10.0, "wall_s": 12.0, "cpu_s": 20.0}],
+        "total": {"wall_s": 12.0, "cpu_s": 20.0},
+    }
     text = markdown(results, ["overlay_0.png"], "per_class_iou.png")
-    for needle in ("ORACLE", "SOURCE_ONLY", "ADABN", "ADAPTED_ONNX", "| ADAPTED | 50.0 | +20.0 |", "R1 ca only",
-                   "![overlay 0](overlay_0.png)", "![per-class IoU](per_class_iou.png)", "| car | 30.0 |"):
+    for needle in (
+        "ORACLE",
+        "SOURCE_ONLY",
+        "ADABN",
+        "ADAPTED_ONNX",
+        "| ADAPTED | 50.0 | +20.0 |",
+        "R1 ca only",
+        "![overlay 0](overlay_0.png)",
+        "![per-class IoU](per_class_iou.png)",
+        "| car | 30.0 |",
+    ):
         assert needle in text
 
 
@@ -98,7 +121,9 @@ def test_adabn_sets_running_stats_to_the_target_statistics():
     model = _BNNet()
     model.train()
     model(torch.randn(8, 3, 5, 5))  # some "source" statistics
-    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    weights = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
     target = torch.randn(16, 3, 5, 5) * 3 + 2
     assert adabn(model, [target[:8], target[8:]]) == 2
     with torch.no_grad():
@@ -109,7 +134,9 @@ def test_adabn_sets_running_stats_to_the_target_statistics():
     torch.testing.assert_close(model.bn.running_var, (unbiased[0] + unbiased[1]) / 2)
     # dropout stayed off: bn2 saw bn's output unscaled
     with torch.no_grad():
-        normed = nn.functional.batch_norm(feats[:8], None, None, model.bn.weight, model.bn.bias, training=True)
+        normed = nn.functional.batch_norm(
+            feats[:8], None, None, model.bn.weight, model.bn.bias, training=True
+        )
     assert abs(model.bn2.running_mean.mean().item() - 0.0) < 0.2 and normed.abs().max() < 10
     assert model.bn.momentum == 0.3 and not model.training
     for k, v in weights.items():
@@ -147,7 +174,10 @@ def test_every_demo_method_has_its_recipe_and_stages():
     methods = demo_methods()
     assert sorted(methods) == ["atp", "ddb"]  # oracle.yaml and _base.yaml have no demo: section
     assert DEFAULT_METHOD in methods and get_method(" DDB ").name == "ddb"
-    assert get_method("ddb").adapted_file == "ema.safetensors" and get_method("atp").adapted_file == "student.safetensors"
+    assert (
+        get_method("ddb").adapted_file == "ema.safetensors"
+        and get_method("atp").adapted_file == "student.safetensors"
+    )
     with pytest.raises(UserError, match="the demo has no method 'dacs' — fix: choose one of: atp, ddb"):
         get_method("dacs")
     for method in methods.values():
@@ -166,15 +196,26 @@ def test_a_demo_method_is_a_recipe_with_a_demo_section(tmp_path, monkeypatch):
     home = tmp_path / "home"
     shutil.copytree(recipes_dir().parent, home / "train")
     recipe = home / "train" / "demo" / "selftrain.yaml"
-    recipe.write_text("extends: ddb.yaml\ndemo: {label: Self-training, stages_note: ca only, adapted_stage: r1_st_ca}\n")
+    recipe.write_text(
+        "extends: ddb.yaml\ndemo: {label: Self-training, stages_note: ca only, adapted_stage: r1_st_ca}\n"
+    )
     monkeypatch.setenv("ADAPTSEG_HOME", str(home))
     method = get_method("selftrain")
-    assert (method.name, method.recipe, method.label, method.source_stage) == ("selftrain", "selftrain.yaml",
-                                                                               "Self-training", "source")
+    assert (method.name, method.recipe, method.label, method.source_stage) == (
+        "selftrain",
+        "selftrain.yaml",
+        "Self-training",
+        "source",
+    )
     assert sorted(demo_methods()) == ["atp", "ddb", "selftrain"]
-    recipe.write_text("extends: ddb.yaml\ndemo: {label: x, stages_note: y, adapted_stage: r1_st_ca, adaptedfile: z}\n")
-    with pytest.raises(UserError, match=r"selftrain.yaml \(demo section\): unknown key 'adaptedfile' — fix: did you "
-                                        r"mean 'adapted_file'"):
+    recipe.write_text(
+        "extends: ddb.yaml\ndemo: {label: x, stages_note: y, adapted_stage: r1_st_ca, adaptedfile: z}\n"
+    )
+    with pytest.raises(
+        UserError,
+        match=r"selftrain.yaml \(demo section\): unknown key 'adaptedfile' — fix: did you "
+        r"mean 'adapted_file'",
+    ):
         get_method("ddb")
 
 
@@ -204,7 +245,9 @@ def test_quick_demo_end_to_end(tmp_path):
         strip = cv2.imread(str(out / f"overlay_{i}.png"))
         assert strip is not None and strip.shape == (CAPTION_H + h, 4 * w + 3 * GAP, 3)
     assert cv2.imread(str(out / "per_class_iou.png")) is not None
-    assert (out / "export" / "onnx" / "model.onnx").is_file() and (out / "export" / "torchscript" / "model.json").is_file()
+    assert (out / "export" / "onnx" / "model.onnx").is_file() and (
+        out / "export" / "torchscript" / "model.json"
+    ).is_file()
     # the table on the console names every row
     for key in ("Oracle", "Source-only", "AdaBN", "ONNX artifact"):
         assert key in result.output

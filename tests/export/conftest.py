@@ -36,7 +36,9 @@ def calib_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fast_profile(tmp_path_factory) -> Path:
     """The default profile with 3 parity crops in batches of 2 (so the batch-of-1 path runs too)."""
-    return write_profile(tmp_path_factory.mktemp("profile") / "fast.yaml", parity={"images": 3, "batch_size": 2})
+    return write_profile(
+        tmp_path_factory.mktemp("profile") / "fast.yaml", parity={"images": 3, "batch_size": 2}
+    )
 
 
 def seeded_weights(path: Path, preset: str = TINY, seed: int = 0) -> Path:

@@ -17,17 +17,28 @@ def test_sidecar_records_what_a_runtime_needs(artifacts, tiny_weights):
     load_weights(model, tiny_weights)
     for fmt, artifact in artifacts.items():
         meta = json.loads(artifact.sidecar_path.read_text())
-        assert meta["format"] == fmt and meta["file"] == {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt]
+        assert (
+            meta["format"] == fmt and meta["file"] == {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt]
+        )
         assert meta["classes"] == list(CLASSES) and meta["palette"] == PALETTE.tolist()
         assert meta["mean"] == [123.675, 116.28, 103.53] and meta["std"] == [58.395, 57.12, 57.375]
         assert meta["crop"] == [128, 256] and meta["stride"] == [64, 128] and meta["output_stride"] == 8
         assert meta["precision"] == "fp32" and meta["num_classes"] == 19
-        assert meta["source"] == {"model": str(tiny_weights), "preset": TINY, "weights_sha256": weights_sha256(model)}
+        assert meta["source"] == {
+            "model": str(tiny_weights),
+            "preset": TINY,
+            "weights_sha256": weights_sha256(model),
+        }
         assert meta["file_bytes"] == artifact.model_path.stat().st_size
         parity = meta["parity"]
         assert parity["crops"] == 3 and parity["pixels"] == 3 * 128 * 256
         assert parity["agreement"] >= 0.999 and parity["max_abs_diff"] <= 1e-3
-        assert parity["bar"] == {"min_agreement": 0.999, "max_abs_diff": 1e-3, "max_rel_diff": 1e-5, "min_miou": None}
+        assert parity["bar"] == {
+            "min_agreement": 0.999,
+            "max_abs_diff": 1e-3,
+            "max_rel_diff": 1e-5,
+            "min_miou": None,
+        }
         assert parity["miou"] >= 0.99  # the class map against eager's
         assert 1 < parity["logit_scale"] < 100  # a tiny random-init net: the absolute bound applies
         assert "torch" in meta["versions"] and "onnxruntime" in meta["versions"]
@@ -65,7 +76,9 @@ def test_truncated_model_file(artifact_copy):
     folder = artifact_copy("torchscript")
     data = (folder / "model.pt").read_bytes()
     (folder / "model.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match=rf"model file is truncated \({len(data) // 2} of {len(data)} bytes\)") as info:
+    with pytest.raises(
+        UserError, match=rf"model file is truncated \({len(data) // 2} of {len(data)} bytes\)"
+    ) as info:
         open_artifact(folder)
     assert "model.pt" in _one_line(info)
 

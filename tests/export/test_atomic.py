@@ -59,31 +59,50 @@ def test_artifact_folders_get_the_umask_permissions(tmp_path):
     assert (tmp_path / "art").stat().st_mode & 0o777 == 0o755
 
 
-def test_failure_after_the_model_file_is_written_leaves_no_artifact(tmp_path, monkeypatch, tiny_weights, calib_dir,
-                                                                    fast_profile, artifact_copy):
+def test_failure_after_the_model_file_is_written_leaves_no_artifact(
+    tmp_path, monkeypatch, tiny_weights, calib_dir, fast_profile, artifact_copy
+):
     def broken_meta(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(exporter, "_meta", broken_meta)
-    with pytest.raises(UserError, match="cannot write the artifact: no space left on device.*free some space"):
-        export_model(tiny_weights, "onnx", out=tmp_path / "new", profile=fast_profile, calib=calib_dir, crop=(32, 64))
+    with pytest.raises(
+        UserError, match="cannot write the artifact: no space left on device.*free some space"
+    ):
+        export_model(
+            tiny_weights, "onnx", out=tmp_path / "new", profile=fast_profile, calib=calib_dir, crop=(32, 64)
+        )
     assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir() if "new" in p.name] == []
     # a --force re-export that fails keeps the artifact that was there
     existing = artifact_copy("onnx")
     before = file_sha256(existing / "model.onnx")
-    with pytest.raises(UserError, match="cannot write the artifact: no space left on device.*free some space"):
+    with pytest.raises(
+        UserError, match="cannot write the artifact: no space left on device.*free some space"
+    ):
         export_model(tiny_weights, "onnx", out=existing, force=True, profile=fast_profile, calib=calib_dir)
     assert file_sha256(existing / "model.onnx") == before
     assert sorted(p.name for p in existing.parent.iterdir() if p.name.startswith(".")) == []
 
 
-def test_parity_miss_deletes_the_artifact_and_keeps_the_previous_one(tmp_path, tiny_weights, calib_dir, artifact_copy):
-    impossible = write_profile(tmp_path / "strict.yaml", parity={"images": 2, "batch_size": 2, "min_agreement": 1.0,
-                                                                  "max_abs_diff": 1e-9, "max_rel_diff": 0.0})
+def test_parity_miss_deletes_the_artifact_and_keeps_the_previous_one(
+    tmp_path, tiny_weights, calib_dir, artifact_copy
+):
+    impossible = write_profile(
+        tmp_path / "strict.yaml",
+        parity={
+            "images": 2,
+            "batch_size": 2,
+            "min_agreement": 1.0,
+            "max_abs_diff": 1e-9,
+            "max_rel_diff": 0.0,
+        },
+    )
     existing = artifact_copy("onnx")
     before = file_sha256(existing / "model.onnx")
     with pytest.raises(ParityError, match=r"differs from eager PyTorch: .*artifact deleted") as info:
-        export_model(tiny_weights, "onnx", out=existing, force=True, profile=impossible, calib=calib_dir, fp16=True)
+        export_model(
+            tiny_weights, "onnx", out=existing, force=True, profile=impossible, calib=calib_dir, fp16=True
+        )
     assert "\n" not in str(info.value)
     assert file_sha256(existing / "model.onnx") == before
     assert [p.name for p in existing.parent.iterdir() if p.name.startswith(".")] == []
@@ -96,5 +115,7 @@ def test_verify_deletes_an_artifact_that_is_not_the_model(artifact_copy, calib_d
     other = deploy_module_for(build_model(TINY), load_preset(TINY))
     crops = parity_crops(list_images(calib_dir)[:2], (128, 256))
     with pytest.raises(ParityError, match="argmax agreement"):
-        verify_artifact(folder, other, crops, ParityBar(min_agreement=0.999, max_abs_diff=1e-3), images=2, batch_size=2)
+        verify_artifact(
+            folder, other, crops, ParityBar(min_agreement=0.999, max_abs_diff=1e-3), images=2, batch_size=2
+        )
     assert not folder.exists()

@@ -81,7 +81,9 @@ def test_sidecar_crop_that_the_onnx_graph_does_not_take(artifact_copy):
     meta = json.loads((folder / "model.json").read_text())
     meta["crop"] = [256, 256]
     (folder / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="model.json says crop 256x256 but the ONNX graph takes 128x256 crops"):
+    with pytest.raises(
+        UserError, match="model.json says crop 256x256 but the ONNX graph takes 128x256 crops"
+    ):
         load_backend(folder, device="cpu")
 
 
@@ -106,5 +108,7 @@ def test_weights_saved_as_pt_are_weights_not_an_artifact(tmp_path, tiny_weights)
     with pytest.raises(UserError, match="--arch NAME"):
         load_backend(pt, device="cpu")
     crops = torch.rand(1, 3, 32, 64) * 255
-    torch.testing.assert_close(load_backend(pt, device="cpu", arch="tiny-deeplabv2")(crops),
-                               load_backend(tiny_weights, device="cpu")(crops))
+    torch.testing.assert_close(
+        load_backend(pt, device="cpu", arch="tiny-deeplabv2")(crops),
+        load_backend(tiny_weights, device="cpu")(crops),
+    )

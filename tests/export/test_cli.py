@@ -22,7 +22,11 @@ def _error_line(result) -> str:
 
 
 def test_parse_crop():
-    assert parse_crop("512x1024") == (512, 1024) and parse_crop("64×128") == (64, 128) and parse_crop(None) is None
+    assert (
+        parse_crop("512x1024") == (512, 1024)
+        and parse_crop("64×128") == (64, 128)
+        and parse_crop(None) is None
+    )
     for bad in ("512", "0x64", "axb"):
         with pytest.raises(UserError, match="is not HxW"):
             parse_crop(bad)
@@ -32,8 +36,20 @@ def test_refuses_to_overwrite_without_force_then_replaces(tmp_path, artifact_cop
     folder = artifact_copy("onnx")
     before = file_sha256(folder / "model.onnx")
     weights = seeded_weights(tmp_path / "other.safetensors", seed=1)
-    args = ["export", str(weights), "--format", "onnx", "--out", str(folder), "--calib", str(calib_dir),
-            "--profile", str(fast_profile), "--crop", "64x128"]
+    args = [
+        "export",
+        str(weights),
+        "--format",
+        "onnx",
+        "--out",
+        str(folder),
+        "--calib",
+        str(calib_dir),
+        "--profile",
+        str(fast_profile),
+        "--crop",
+        "64x128",
+    ]
     line = _error_line(runner.invoke(app, args))
     assert "already exists" in line and "--force" in line and str(folder) in line
     assert file_sha256(folder / "model.onnx") == before
@@ -61,14 +77,30 @@ def test_bad_options_are_one_line(tmp_path, args, message):
 
 
 def test_exporting_an_artifact_again_is_refused(artifacts, tmp_path):
-    line = _error_line(runner.invoke(app, ["export", str(artifacts["onnx"].folder), "--format", "onnx",
-                                           "--out", str(tmp_path / "again")]))
+    line = _error_line(
+        runner.invoke(
+            app,
+            ["export", str(artifacts["onnx"].folder), "--format", "onnx", "--out", str(tmp_path / "again")],
+        )
+    )
     assert "exported artifact already" in line
 
 
 def _infer(model, calib_dir, tmp_path):
-    return runner.invoke(app, ["infer", "--model", str(model), "--folder", str(calib_dir), "--out", str(tmp_path / "o"),
-                               "--device", "cpu"])
+    return runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            str(model),
+            "--folder",
+            str(calib_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ],
+    )
 
 
 def test_bad_artifacts_reach_infer_as_one_line(artifact_copy, calib_dir, tmp_path):
@@ -79,7 +111,9 @@ def test_bad_artifacts_reach_infer_as_one_line(artifact_copy, calib_dir, tmp_pat
 
     no_sidecar = artifact_copy("onnx")
     (no_sidecar / "model.json").unlink()
-    assert "no model.json beside the model" in _error_line(_infer(no_sidecar / "model.onnx", calib_dir, tmp_path))
+    assert "no model.json beside the model" in _error_line(
+        _infer(no_sidecar / "model.onnx", calib_dir, tmp_path)
+    )
 
 
 def test_artifact_runs_in_infer_and_wrong_crop_preset_is_one_line(artifacts, calib_dir, tmp_path):
@@ -88,6 +122,20 @@ def test_artifact_runs_in_infer_and_wrong_crop_preset_is_one_line(artifacts, cal
     assert len(list((tmp_path / "o").rglob("*.png"))) == 3
     slide = tmp_path / "slide.yaml"
     slide.write_text("mode: slide\ncrop: [64, 64]\n")
-    result = runner.invoke(app, ["infer", "--model", str(artifacts["onnx"].folder), "--folder", str(calib_dir),
-                                 "--out", str(tmp_path / "p"), "--preset", str(slide), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            str(artifacts["onnx"].folder),
+            "--folder",
+            str(calib_dir),
+            "--out",
+            str(tmp_path / "p"),
+            "--preset",
+            str(slide),
+            "--device",
+            "cpu",
+        ],
+    )
     assert "runs crops of 128x256" in _error_line(result)

@@ -25,8 +25,22 @@ def minicity(tmp_path_factory):
 
 def _miou(model, root, tmp_path, name):
     out = tmp_path / f"{name}.json"
-    result = runner.invoke(app, ["eval", "--model", str(model), "--dataset", "cityscapes", "--root", str(root),
-                                 "--split", "val", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(root),
+            "--split",
+            "val",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["n_images"] == 4
@@ -43,12 +57,27 @@ def test_eval_with_artifacts_equals_eager(artifacts, tiny_weights, minicity, tmp
 def test_trained_run_exports_and_evaluates_like_eager(minicity, tmp_path):
     recipe = {
         "model": {"preset": "tiny-deeplabv2"},
-        "data": {"source": {"name": "cityscapes", "root": str(minicity), "split": "train", "batch_size": 2,
-                            "pipeline": [{"random_crop": {"size": [64, 128]}}, {"flip": 0.5}]}},
-        "optim": {"type": "adamw", "lr": 2e-3, "weight_decay": 0.01, "custom_keys": {"head": {"lr_mult": 10.0}}},
+        "data": {
+            "source": {
+                "name": "cityscapes",
+                "root": str(minicity),
+                "split": "train",
+                "batch_size": 2,
+                "pipeline": [{"random_crop": {"size": [64, 128]}}, {"flip": 0.5}],
+            }
+        },
+        "optim": {
+            "type": "adamw",
+            "lr": 2e-3,
+            "weight_decay": 0.01,
+            "custom_keys": {"head": {"lr_mult": 10.0}},
+        },
         "schedule": {"iters": 40, "power": 1.0},
         "stages": [{"name": "source", "method": "source_only"}],
-        "device": "cpu", "workers": 0, "log_every": 20, "checkpoint_every": 40,
+        "device": "cpu",
+        "workers": 0,
+        "log_every": 20,
+        "checkpoint_every": 40,
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -60,7 +89,9 @@ def test_trained_run_exports_and_evaluates_like_eager(minicity, tmp_path):
     eager = _miou(run, minicity, tmp_path, "eager")
     for fmt in ("torchscript", "onnx"):
         out = tmp_path / f"model-{fmt}"
-        result = runner.invoke(app, ["export", str(run), "--format", fmt, "--out", str(out)])  # MiniCity parity crops
+        result = runner.invoke(
+            app, ["export", str(run), "--format", fmt, "--out", str(out)]
+        )  # MiniCity parity crops
         assert result.exit_code == 0, result.output
         meta = json.loads((out / "model.json").read_text())
         assert meta["name"] == "run" and meta["source"]["preset"] == "tiny-deeplabv2"

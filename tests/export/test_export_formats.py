@@ -26,8 +26,9 @@ def _claims(preset: str, fmt: str) -> None:
 
 def _export_and_check(tmp_path, preset, fmt, calib_dir, profile):
     _claims(preset, fmt)
-    artifact = export_model(preset, fmt, out=tmp_path / fmt, profile=profile, calib=calib_dir,
-                            crop=CROP[PRESETS[preset].size])
+    artifact = export_model(
+        preset, fmt, out=tmp_path / fmt, profile=profile, calib=calib_dir, crop=CROP[PRESETS[preset].size]
+    )
     meta = artifact.meta
     assert meta.crop == CROP[PRESETS[preset].size] and meta.source.preset == preset
     parity = meta.parity
@@ -35,7 +36,9 @@ def _export_and_check(tmp_path, preset, fmt, calib_dir, profile):
     if PRESETS[preset].size == "tiny":
         assert parity.max_abs_diff <= 1e-3  # small logits: the absolute bound of the issue
     if fmt == "torchscript":
-        assert meta.exporter == "torch.jit.script", f"{preset} claims torchscript but needed tracing: {meta.exporter_note}"
+        assert meta.exporter == "torch.jit.script", (
+            f"{preset} claims torchscript but needed tracing: {meta.exporter_note}"
+        )
     assert sorted(p.name for p in artifact.folder.iterdir()) == sorted([meta.file, "model.json"])
 
 
@@ -61,8 +64,12 @@ def test_full_presets_export_with_parity(tmp_path, preset, fmt, calib_dir, small
 
 @pytest.mark.slow
 def test_dynamo_exporter_is_exact_too(tmp_path, tiny_weights, calib_dir):
-    profile = write_profile(tmp_path / "dynamo.yaml", onnx={"exporter": "dynamo"}, parity={"images": 3, "batch_size": 2})
-    artifact = export_model(tiny_weights, "onnx", out=tmp_path / "a", profile=profile, calib=calib_dir, crop=(64, 128))
+    profile = write_profile(
+        tmp_path / "dynamo.yaml", onnx={"exporter": "dynamo"}, parity={"images": 3, "batch_size": 2}
+    )
+    artifact = export_model(
+        tiny_weights, "onnx", out=tmp_path / "a", profile=profile, calib=calib_dir, crop=(64, 128)
+    )
     assert artifact.meta.exporter == "onnx-dynamo" and artifact.meta.opset == 18
     assert artifact.meta.parity.max_abs_diff <= 1e-3 and (tmp_path / "a" / "model.onnx").is_file()
     assert not list((tmp_path / "a").glob("*.data"))  # one self-contained file
@@ -71,13 +78,22 @@ def test_dynamo_exporter_is_exact_too(tmp_path, tiny_weights, calib_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", TINY_PRESETS)
 def test_dynamo_exporter_on_every_tiny_preset(tmp_path, preset, calib_dir):
-    profile = write_profile(tmp_path / "dynamo.yaml", onnx={"exporter": "dynamo"}, parity={"images": 3, "batch_size": 2})
+    profile = write_profile(
+        tmp_path / "dynamo.yaml", onnx={"exporter": "dynamo"}, parity={"images": 3, "batch_size": 2}
+    )
     _export_and_check(tmp_path, preset, "onnx", calib_dir, profile)
 
 
 def test_fp16_onnx_meets_the_fp16_bar(tmp_path, tiny_weights, calib_dir, small_profile):
-    artifact = export_model(tiny_weights, "onnx", out=tmp_path / "h", profile=small_profile, calib=calib_dir,
-                            fp16=True, crop=(64, 128))
+    artifact = export_model(
+        tiny_weights,
+        "onnx",
+        out=tmp_path / "h",
+        profile=small_profile,
+        calib=calib_dir,
+        fp16=True,
+        crop=(64, 128),
+    )
     meta = artifact.meta
     assert meta.precision == "fp16" and meta.parity.bar.min_agreement == 0.99
     assert 0 < meta.parity.max_abs_diff <= 0.5 and meta.parity.agreement >= 0.99

@@ -21,7 +21,12 @@ FORBIDDEN = {
     "adaptseg.infer": ("adaptseg.export",),
     "adaptseg.export": ("adaptseg.infer",),
     "adaptseg.artifact": (
-        "adaptseg.infer", "adaptseg.export", "adaptseg.cli", "adaptseg.demo", "adaptseg.train", "adaptseg.methods",
+        "adaptseg.infer",
+        "adaptseg.export",
+        "adaptseg.cli",
+        "adaptseg.demo",
+        "adaptseg.train",
+        "adaptseg.methods",
     ),
 }
 
@@ -38,7 +43,11 @@ def imported_names(path: Path, package: str) -> set[str]:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
             names.update({base, *(f"{base}.{alias.name}" for alias in node.names)})
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("adaptseg."):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("adaptseg.")
+        ):
             names.add(node.value)
     return names
 

@@ -20,15 +20,22 @@ from adaptseg.io import write_png
 from tests.export.conftest import write_profile
 
 #: few calibration images and a bar a random-weight model can meet (trained models meet the default)
-SMALL_INT8 = {"precision": "int8", "onnx": {"int8": {"images": 6, "batch_size": 3}},
-              "parity": {"images": 3, "batch_size": 2, "min_agreement": 0.5, "min_miou": 0.3}}
+SMALL_INT8 = {
+    "precision": "int8",
+    "onnx": {"int8": {"images": 6, "batch_size": 3}},
+    "parity": {"images": 3, "batch_size": 2, "min_agreement": 0.5, "min_miou": 0.3},
+}
 
 
 def test_the_int8_profile_and_its_bar():
     profile = load_profile("onnx-int8")
     assert profile.precision == "int8" and profile.onnx.int8.per_channel
     bar = profile.parity.bar("int8")
-    assert bar == DEFAULT_BARS["int8"] and (bar.min_agreement, bar.min_miou, bar.max_abs_diff) == (0.95, 0.90, None)
+    assert bar == DEFAULT_BARS["int8"] and (bar.min_agreement, bar.min_miou, bar.max_abs_diff) == (
+        0.95,
+        0.90,
+        None,
+    )
     assert calibration_count(profile, "onnx", "int8") == 32
     assert calibration_count(load_profile("trt-int8"), "trt", "int8") == 64
     assert calibration_count(profile, "onnx", "fp16") == 0  # --fp16 over an int8 profile calibrates nothing
@@ -39,7 +46,9 @@ def test_int8_onnx_is_quantised_and_records_its_parity(tmp_path, tiny_weights):
     artifact = export_model(tiny_weights, "onnx", out=tmp_path / "a", profile=profile, crop=(32, 64))
 
     assert sorted(p.name for p in artifact.folder.iterdir()) == ["model.json", "model.onnx"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or quantiser leftovers
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".")
+    ] == []  # no staging or quantiser leftovers
     meta = json.loads((artifact.folder / "model.json").read_text())
     assert meta["precision"] == "int8" and meta["exporter"].endswith("+ort-quantize_static")
     assert "QDQ" in meta["exporter_note"] and "6 target crops" in meta["exporter_note"]
@@ -59,7 +68,9 @@ def test_int8_onnx_is_quantised_and_records_its_parity(tmp_path, tiny_weights):
 
 
 def test_below_the_int8_bar_nothing_is_left(tmp_path, tiny_weights):
-    profile = write_profile(tmp_path / "strict.yaml", **{**SMALL_INT8, "parity": {"images": 3, "min_miou": 1.0}})
+    profile = write_profile(
+        tmp_path / "strict.yaml", **{**SMALL_INT8, "parity": {"images": 3, "min_miou": 1.0}}
+    )
     with pytest.raises(ParityError, match=r"mIoU .* \(bar: .*mIoU >= 100\.00%"):
         export_model(tiny_weights, "onnx", out=tmp_path / "a", profile=profile, crop=(32, 64))
     assert list(tmp_path.iterdir()) == [tmp_path / "strict.yaml"]

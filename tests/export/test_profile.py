@@ -27,7 +27,9 @@ def test_parity_bar_per_precision_and_overrides(tmp_path):
     # trained logits (tens) meet the absolute bound; huge logits the float32 relative one
     assert parity.bar("fp32").logit_bound(30.0) == 1e-3
     assert parity.bar("fp32").logit_bound(2e5) == pytest.approx(2.0)
-    custom = load_profile(write_profile(tmp_path / "p.yaml", parity={"min_agreement": 0.5, "max_abs_diff": 2.0}))
+    custom = load_profile(
+        write_profile(tmp_path / "p.yaml", parity={"min_agreement": 0.5, "max_abs_diff": 2.0})
+    )
     assert (custom.parity.bar("fp16").min_agreement, custom.parity.bar("fp16").max_abs_diff) == (0.5, 2.0)
 
 

@@ -21,14 +21,23 @@ def test_builder_settings_follow_the_profile(tmp_path):
     assert fp16.input_shapes == ((1, 3, 128, 256), (4, 3, 128, 256), (8, 3, 128, 256))
     assert fp16.fp16 and not fp16.int8 and fp16.calibration_cache is None
     assert fp16.workspace_bytes == 4 << 30
-    assert fp16.timing_cache is not None and fp16.timing_cache.name == "timing.cache" and "~" not in str(fp16.timing_cache)
+    assert (
+        fp16.timing_cache is not None
+        and fp16.timing_cache.name == "timing.cache"
+        and "~" not in str(fp16.timing_cache)
+    )
 
-    int8_profile = load_profile("trt-int8").tensorrt.model_copy(update={"timing_cache": str(tmp_path / "t.cache")})
+    int8_profile = load_profile("trt-int8").tensorrt.model_copy(
+        update={"timing_cache": str(tmp_path / "t.cache")}
+    )
     a = builder_settings(int8_profile, "int8", (128, 256), weights_sha256="aa")
     b = builder_settings(int8_profile, "int8", (128, 256), weights_sha256="bb")
     assert a.int8 and a.fp16  # layers int8 cannot take fall back to fp16
     assert a.calibration_cache.parent == tmp_path and a.calibration_cache != b.calibration_cache  # per model
-    assert builder_settings(int8_profile.model_copy(update={"timing_cache": ""}), "fp32", (8, 8)).timing_cache is None
+    assert (
+        builder_settings(int8_profile.model_copy(update={"timing_cache": ""}), "fp32", (8, 8)).timing_cache
+        is None
+    )
 
 
 def test_crop_batches_feed_fixed_size_batches_and_cycle_the_last_one():
@@ -59,10 +68,14 @@ def test_center_crop_upscales_small_images_and_cuts_the_centre():
 def test_missing_tensorrt_is_one_line_naming_what_to_install(tmp_path):
     with pytest.raises(TensorRTMissing, match="pip install 'tensorrt>=10'"):
         import_tensorrt()
-    result = CliRunner().invoke(app, ["export", "tiny-deeplabv2", "--format", "trt", "--out", str(tmp_path / "a")])
+    result = CliRunner().invoke(
+        app, ["export", "tiny-deeplabv2", "--format", "trt", "--out", str(tmp_path / "a")]
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: TensorRT is not installed") and "tensorrt" in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("error: TensorRT is not installed") and "tensorrt" in lines[0]
+    )
     assert not (tmp_path / "a").exists()
 
 

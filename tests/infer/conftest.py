@@ -25,7 +25,10 @@ class TinyNet(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+            nn.ReLU(),
             nn.Conv2d(8, num_classes, 1),
         )
 
@@ -59,7 +62,9 @@ def _one_torch_thread():
 def tiny_backend(num_classes: int = 5, seed: int = 0) -> TorchBackend:
     torch.manual_seed(seed)
     return TorchBackend(
-        Deploy(TinyNet(num_classes)), num_classes=num_classes, device="cpu",
+        Deploy(TinyNet(num_classes)),
+        num_classes=num_classes,
+        device="cpu",
         options=BackendOptions(channels_last=False),
     )
 
@@ -108,7 +113,9 @@ def make_cityscapes(root: Path, sizes: list[tuple[int, int]], split: str = "val"
     for i, (h, w) in enumerate(sizes):
         city = ("aachen", "bochum")[i % 2]
         base = f"{city}_{i:06d}_000019"
-        write_png(root / "leftImg8bit" / split / city / f"{base}_leftImg8bit.png", random_image(h, w, seed + i))
+        write_png(
+            root / "leftImg8bit" / split / city / f"{base}_leftImg8bit.png", random_image(h, w, seed + i)
+        )
         labels = rng.choice(label_ids, size=(h, w)).astype(np.uint8)
         write_png(root / "gtFine" / split / city / f"{base}_gtFine_labelIds.png", labels)
         ids.append(f"{city}/{base}")

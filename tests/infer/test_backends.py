@@ -97,11 +97,24 @@ def _fake_artifact(folder):
     folder.mkdir()
     (folder / "model.fake").write_bytes(b"weights")
     classes, palette = class_table(3)
-    meta = ArtifactMeta(name="fake", format="fake", file="model.fake", file_bytes=7,
-                        file_sha256=file_sha256(folder / "model.fake"), precision="fp32", exporter="test",
-                        crop=(32, 48), stride=(16, 24), output_stride=1, num_classes=3, classes=classes,
-                        palette=palette, mean=(0, 0, 0), std=(1, 1, 1),
-                        source=SourceInfo(model="x", preset="x", weights_sha256="0"))
+    meta = ArtifactMeta(
+        name="fake",
+        format="fake",
+        file="model.fake",
+        file_bytes=7,
+        file_sha256=file_sha256(folder / "model.fake"),
+        precision="fp32",
+        exporter="test",
+        crop=(32, 48),
+        stride=(16, 24),
+        output_stride=1,
+        num_classes=3,
+        classes=classes,
+        palette=palette,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        source=SourceInfo(model="x", preset="x", weights_sha256="0"),
+    )
     (folder / "model.json").write_text(meta.model_dump_json())
     return folder
 
@@ -110,7 +123,9 @@ def test_a_missing_adaptseg_module_is_never_reported_as_an_unknown_format(monkey
     """Item 8 of issue 14: a renamed runtime module is an import error, not "unknown format"."""
     from adaptseg.artifact import runtime
 
-    monkeypatch.setattr(runtime, "RUNTIMES", runtime.Registry("artifact runtime", ("adaptseg.artifact.renamed_runtime",)))
+    monkeypatch.setattr(
+        runtime, "RUNTIMES", runtime.Registry("artifact runtime", ("adaptseg.artifact.renamed_runtime",))
+    )
     with pytest.raises(ModuleNotFoundError, match="renamed_runtime"):
         runtime.runtimes()
 

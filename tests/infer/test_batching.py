@@ -47,7 +47,9 @@ def test_probe_keeps_the_least_time_per_crop_and_stops_once_sizes_get_slower():
     while not probe.done:
         n = probe.size
         seen.append(n)
-        slow_first = 3.0 if n not in probe.seconds_per_crop else 1.0  # a one-off set-up cost is not held against n
+        slow_first = (
+            3.0 if n not in probe.seconds_per_crop else 1.0
+        )  # a one-off set-up cost is not held against n
         probe.record(n, per_crop[n] * n * slow_first)
     assert seen == [1, 1, 2, 2, 4, 4]
     assert probe.choice == 2 and probe.size == 2
@@ -68,8 +70,9 @@ def test_probe_ignores_batches_of_other_sizes():
 @pytest.mark.parametrize(("per_crop", "best"), [({1: 4.0, 2: 3.0, 4: 1.0, 8: 1.5}, 4), ({1: 1.0, 2: 1.6}, 1)])
 def test_engine_runs_the_rest_at_the_fastest_size_with_the_same_labels(per_crop, best):
     backend = TimedBackend(lambda n: per_crop.get(n, 10.0) * n)
-    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size="auto",
-                          auto_batch={"max_size": 8}, workers=1)
+    cfg = InferenceConfig(
+        mode="slide", crop=(16, 16), stride=(8, 8), batch_size="auto", auto_batch={"max_size": 8}, workers=1
+    )
     engine = SlidingWindow(backend, cfg)
     engine.clock = backend.clock
     images = [(f"im{i}", random_image(40, 56, seed=i)) for i in range(6)]  # 4×6 = 24 windows each
@@ -85,7 +88,9 @@ def test_engine_runs_the_rest_at_the_fastest_size_with_the_same_labels(per_crop,
     assert crops_after_probe and set(crops_after_probe[:-1]) == {best}  # the last batch may be partial
     assert sum(backend.batches) == 6 * 24  # probing re-ran nothing
 
-    fixed = SlidingWindow(tiny_backend(), InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size=3))
+    fixed = SlidingWindow(
+        tiny_backend(), InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size=3)
+    )
     for label, reference in zip(labels, (p.label() for p in fixed.run(images)), strict=True):
         assert torch.equal(label, reference)
 
@@ -94,7 +99,11 @@ def test_a_number_fixes_the_batch_size():
     cfg = load_preset("minicity", ["batch_size=3"])
     backend = TimedBackend(lambda n: 1.0)
     engine = SlidingWindow(backend, cfg)
-    list(engine.run([("a", random_image(20, 20, 0)), ("b", random_image(20, 20, 1)), ("c", random_image(20, 20, 2))]))
+    list(
+        engine.run(
+            [("a", random_image(20, 20, 0)), ("b", random_image(20, 20, 1)), ("c", random_image(20, 20, 2))]
+        )
+    )
     assert backend.batches == [3] and engine.batch_probe is None
     assert load_preset(None, ["batch_size=auto"]).batch_size == "auto"
     with pytest.raises(Exception, match="batch_size"):
@@ -103,8 +112,14 @@ def test_a_number_fixes_the_batch_size():
 
 def test_a_short_run_settles_on_the_best_size_it_could_time():
     backend = TimedBackend(lambda n: {1: 2.0, 2: 1.5}.get(n, 1.0) * n)
-    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(16, 16), batch_size="auto",
-                          auto_batch={"max_size": 32, "repeats": 1, "memory_mib": 64}, workers=1)
+    cfg = InferenceConfig(
+        mode="slide",
+        crop=(16, 16),
+        stride=(16, 16),
+        batch_size="auto",
+        auto_batch={"max_size": 32, "repeats": 1, "memory_mib": 64},
+        workers=1,
+    )
     engine = SlidingWindow(backend, cfg)
     engine.clock = backend.clock
     list(engine.run([("a", random_image(32, 48, 0))]))  # 6 windows: sizes 1, 2 timed, then 3 left at size 4

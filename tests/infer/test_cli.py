@@ -32,10 +32,27 @@ def folder(tmp_path):
 
 def test_infer_writes_every_kind_and_skips_the_corrupt_image(folder, tmp_path, weights):
     out = tmp_path / "out"
-    result = runner.invoke(app, [
-        "infer", "--model", weights, "--folder", str(folder), "--out", str(out),
-        "--colour", "--overlay", "--confidence", "--preset", "minicity", "--device", "cpu", "--batch-size", "3",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            weights,
+            "--folder",
+            str(folder),
+            "--out",
+            str(out),
+            "--colour",
+            "--overlay",
+            "--confidence",
+            "--preset",
+            "minicity",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "3",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "broken.png" in result.output and "skipped 1" in result.output
     sizes = {"a": (40, 56), "sub/b": (33, 47), "sub/c": (24, 64)}
@@ -57,18 +74,34 @@ def test_infer_writes_every_kind_and_skips_the_corrupt_image(folder, tmp_path, w
 def test_infer_without_problems_exits_zero_and_writes_labels_only(tmp_path, weights):
     root = tmp_path / "images"
     write_png(root / "x.png", random_image(20, 30, 3))
-    result = runner.invoke(app, ["infer", "--model", weights, "--folder", str(root), "--out", str(tmp_path / "o"),
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        ["infer", "--model", weights, "--folder", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "label" / "x.png").is_file() and not (tmp_path / "o" / "colour").exists()
 
 
 def test_infer_bad_input_is_a_one_line_error(tmp_path, weights):
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["infer", "--model", weights, "--folder", str(tmp_path / "empty"), "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["infer", "--model", weights, "--folder", str(tmp_path / "empty"), "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "no images" in result.output
-    result = runner.invoke(app, ["infer", "--model", weights, "--folder", str(tmp_path), "--out", str(tmp_path),
-                                 "--set", "batch_sise=2"])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            weights,
+            "--folder",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+            "--set",
+            "batch_sise=2",
+        ],
+    )
     assert result.exit_code == 2 and "batch_size" in result.output
 
 
@@ -89,8 +122,21 @@ def test_infer_writes_one_output_per_input_when_stems_collide(tmp_path, weights)
     import cv2
 
     (root / "x.jpg").write_bytes(cv2.imencode(".jpg", random_image(22, 30, 4))[1].tobytes())
-    result = runner.invoke(app, ["infer", "--model", weights, "--folder", str(root), "--out", str(tmp_path / "o"),
-                                 "--device", "cpu", "--colour"])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            "--model",
+            weights,
+            "--folder",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+            "--colour",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 2 image(s)" in result.output
     for kind in ("label", "colour"):
@@ -102,8 +148,25 @@ def test_pseudo_label_resumes_after_interruption(tmp_path, weights):
     root = tmp_path / "cs"
     ids = make_cityscapes(root, [(40, 56), (32, 48), (40, 56)], split="train")
     out = tmp_path / "pseudo"
-    args = ["pseudo-label", "--model", weights, "--dataset", "cityscapes", "--root", str(root), "--split", "train",
-            "--out", str(out), "--preset", "minicity", "--topk", "2", "--device", "cpu"]
+    args = [
+        "pseudo-label",
+        "--model",
+        weights,
+        "--dataset",
+        "cityscapes",
+        "--root",
+        str(root),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--preset",
+        "minicity",
+        "--topk",
+        "2",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     store = PseudoLabelStore(out)

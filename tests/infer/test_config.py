@@ -17,16 +17,27 @@ def test_shipped_presets_validate(name):
 
 
 def test_the_issue_presets_exist_and_say_what_the_protocols_say():
-    assert {"cityscapes-whole-1024x512", "cityscapes-slide", "acdc", "darkzurich", "mapillary-half",
-            "minicity"} <= set(available_presets())
+    assert {
+        "cityscapes-whole-1024x512",
+        "cityscapes-slide",
+        "acdc",
+        "darkzurich",
+        "mapillary-half",
+        "minicity",
+    } <= set(available_presets())
     cs = load_preset("cityscapes-whole-1024x512")
     assert (cs.mode, cs.resize, cs.average) == ("whole", (1024, 512), "logits")
     slide = load_preset("cityscapes-slide")
     assert (slide.crop, slide.stride, slide.resize) == ((1024, 1024), (512, 512), (2048, 1024))
     assert load_preset("acdc").resize == (960, 540)
     # each dataset's evaluation protocol comes with its reader's registration (shared/datasets.md §8)
-    expected = {"cityscapes": "cityscapes-whole-1024x512", "acdc": "acdc", "darkzurich": "darkzurich",
-                "Dark_Zurich": "darkzurich", "mapillary": "mapillary-half"}
+    expected = {
+        "cityscapes": "cityscapes-whole-1024x512",
+        "acdc": "acdc",
+        "darkzurich": "darkzurich",
+        "Dark_Zurich": "darkzurich",
+        "mapillary": "mapillary-half",
+    }
     for name, preset in expected.items():
         assert dataset_preset(name) == preset_path(preset) and preset_path(preset).stem == preset
     assert dataset_preset("gta5") is None and dataset_preset("no-such-dataset") is None
@@ -42,7 +53,9 @@ def test_overrides_and_mistakes():
         load_preset(None, ["mode=slide"])
     with pytest.raises(UserError, match="only apply"):
         load_preset(None, ["crop=[8, 8]"])
-    with pytest.raises(UserError, match="unknown inference preset 'no-such-preset'.*choose one of: .*minicity"):
+    with pytest.raises(
+        UserError, match="unknown inference preset 'no-such-preset'.*choose one of: .*minicity"
+    ):
         load_preset("no-such-preset")
     with pytest.raises(UserError, match="nope.yaml: inference preset file not found"):
         load_preset("nope.yaml")

@@ -35,7 +35,12 @@ def reference(predict, image: np.ndarray, cfg: InferenceConfig, pad=MEAN) -> Ten
     variants = [(r, f) for r in cfg.tta.scales for f in ((False, True) if cfg.tta.flip else (False,))]
     for ratio, flip in variants:
         base = cfg.resize or (max(h0, w0), min(h0, w0))
-        if not cfg.upscale and cfg.resize and max(h0, w0) <= max(cfg.resize) and min(h0, w0) <= min(cfg.resize):
+        if (
+            not cfg.upscale
+            and cfg.resize
+            and max(h0, w0) <= max(cfg.resize)
+            and min(h0, w0) <= min(cfg.resize)
+        ):
             base = (max(h0, w0), min(h0, w0))
         scale = (int(base[0] * ratio), int(base[1] * ratio))
         factor = min(max(scale) / max(h0, w0), min(scale) / min(h0, w0))  # mmcv rescale_size
@@ -98,7 +103,13 @@ CONFIGS = {
     "slide-resize": dict(mode="slide", crop=(20, 20), stride=(15, 10), batch_size=4, resize=(48, 32)),
     "whole-native": dict(mode="whole", batch_size=2),
     "whole-resize": dict(mode="whole", batch_size=3, resize=(40, 30), upscale=False),
-    "tta": dict(mode="slide", crop=(24, 32), stride=(16, 20), batch_size=6, tta={"flip": True, "scales": [0.75, 1.0, 1.5]}),
+    "tta": dict(
+        mode="slide",
+        crop=(24, 32),
+        stride=(16, 20),
+        batch_size=6,
+        tta={"flip": True, "scales": [0.75, 1.0, 1.5]},
+    ),
     "tta-whole-probs": dict(mode="whole", average="probs", tta={"flip": True, "scales": [0.5, 1.25]}),
 }
 
@@ -115,7 +126,9 @@ def test_channels_last_models_accumulate_in_their_layout(name):
     from adaptseg.infer.config import BackendOptions
 
     torch.manual_seed(0)
-    backend = TorchBackend(Deploy(TinyNet(5)), num_classes=5, device="cpu", options=BackendOptions(channels_last=True))
+    backend = TorchBackend(
+        Deploy(TinyNet(5)), num_classes=5, device="cpu", options=BackendOptions(channels_last=True)
+    )
     engine = assert_matches_reference(backend, InferenceConfig(**CONFIGS[name]), images(SIZES[:3]))
     assert engine.stats.images == 3
     if name == "slide-gaussian":
@@ -252,7 +265,9 @@ def test_prediction_label_breaks_ties_like_argmax():
 
 def test_released_buffers_serve_later_images_and_cannot_be_read():
     backend = tiny_backend()
-    cfg = InferenceConfig(mode="slide", crop=(16, 16), stride=(8, 8), batch_size=6)  # 2×3 windows: one image a batch
+    cfg = InferenceConfig(
+        mode="slide", crop=(16, 16), stride=(8, 8), batch_size=6
+    )  # 2×3 windows: one image a batch
     engine = SlidingWindow(backend, cfg)
     items = [(f"i{k}", random_image(20, 30, k)) for k in range(3)] + [("other", random_image(25, 30, 9))]
     pointers, labels = [], []
@@ -277,7 +292,9 @@ def test_unreleased_predictions_are_never_overwritten():
     kept = list(SlidingWindow(backend, cfg).run(items))
     assert len({p.output.data_ptr() for p in kept}) == 4
     for pred, item in zip(kept, items, strict=True):
-        torch.testing.assert_close(pred.output, SlidingWindow(backend, cfg).predict_image(item[1]), atol=0, rtol=0)
+        torch.testing.assert_close(
+            pred.output, SlidingWindow(backend, cfg).predict_image(item[1]), atol=0, rtol=0
+        )
 
 
 def test_max_softmax_is_the_top_probability_of_the_divided_logits():

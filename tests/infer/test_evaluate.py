@@ -57,13 +57,32 @@ def test_lower_resolution_inference_is_scored_at_full_resolution(minicity, weigh
 
 def test_eval_cli_with_a_model(minicity, weights, tmp_path):
     out = tmp_path / "report.json"
-    result = CliRunner().invoke(app, [
-        "eval", "--model", weights, "--dataset", "cityscapes", "--root", str(minicity), "--split", "val",
-        "--preset", "minicity", "--json", str(out), "--plots", str(tmp_path / "plots"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            weights,
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(minicity),
+            "--split",
+            "val",
+            "--preset",
+            "minicity",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["n_images"] == 4 and 0 <= report["mIoU"] <= 100 and len(report["per_class"]) == 19
     ds = build_dataset("cityscapes", minicity, "val")
     assert report["pixels"] == sum(int((ds.read_label(i) != IGNORE_INDEX).sum()) for i in range(len(ds)))
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion_matrix.png", "per_class_iou.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_matrix.png",
+        "per_class_iou.png",
+    ]

@@ -25,11 +25,22 @@ def test_shards_are_disjoint_and_cover_the_split_in_order():
 
 
 def _commands(weights: str, root: Path, store: Path, report: Path) -> tuple[list[str], list[str]]:
-    common = ["--model", weights, "--dataset", "cityscapes", "--root", str(root), "--split", "val",
-              "--preset", "minicity"]
-    return ([
-        "pseudo-label", *common, "--out", str(store), "--device", "cpu", "--topk", "2", "--batch-size", "2"],
-        ["eval", *common, "--json", str(report)])
+    common = [
+        "--model",
+        weights,
+        "--dataset",
+        "cityscapes",
+        "--root",
+        str(root),
+        "--split",
+        "val",
+        "--preset",
+        "minicity",
+    ]
+    return (
+        ["pseudo-label", *common, "--out", str(store), "--device", "cpu", "--topk", "2", "--batch-size", "2"],
+        ["eval", *common, "--json", str(report)],
+    )
 
 
 def test_two_processes_write_the_same_store_and_metrics_as_one(tmp_path, weights):
@@ -44,8 +55,16 @@ def test_two_processes_write_the_same_store_and_metrics_as_one(tmp_path, weights
 
     two_store, two_report = tmp_path / "two", tmp_path / "two.json"
     pseudo, evaluate = _commands(weights, root, two_store, two_report)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-           "\x1f".join(pseudo), "\x1f".join(evaluate)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        "\x1f".join(pseudo),
+        "\x1f".join(evaluate),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("wrote 5 pseudo-label(s)") == 1  # rank 0 reports the totals of both ranks
@@ -55,7 +74,9 @@ def test_two_processes_write_the_same_store_and_metrics_as_one(tmp_path, weights
     for image_id in ids:
         for kind, path in one.paths(image_id).items():
             assert path.read_bytes() == two.paths(image_id)[kind].read_bytes(), (kind, image_id)
-    assert json.loads((one_store / "store.json").read_text()) == json.loads((two_store / "store.json").read_text())
+    assert json.loads((one_store / "store.json").read_text()) == json.loads(
+        (two_store / "store.json").read_text()
+    )
     assert not [p for p in two_store.rglob("*") if p.name.startswith(".")]  # no temporary file left behind
 
     metrics = json.loads(one_report.read_text()), json.loads(two_report.read_text())

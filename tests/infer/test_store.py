@@ -113,8 +113,14 @@ def test_bad_ids_and_mismatched_stores_are_user_errors(tmp_path):
 
 
 def _origin(**changes) -> StoreOrigin:
-    facts = dict(model="runs/a", model_sha256="aa", dataset="cityscapes", split="train", preset=None,
-                 inference={"mode": "whole", "tta.flip": False, "tta.scales": [1.0]})
+    facts = dict(
+        model="runs/a",
+        model_sha256="aa",
+        dataset="cityscapes",
+        split="train",
+        preset=None,
+        inference={"mode": "whole", "tta.flip": False, "tta.scales": [1.0]},
+    )
     return StoreOrigin(**{**facts, **changes})
 
 
@@ -139,7 +145,9 @@ def test_a_store_refuses_a_writer_of_another_origin(tmp_path, changes, field):
 
 def test_a_store_accepts_the_same_weights_under_another_path_and_preset_name(tmp_path):
     PseudoLabelStore(tmp_path, origin=_origin()).write("a", random_probs())
-    PseudoLabelStore(tmp_path, origin=_origin(model="/moved/student.safetensors", preset="minicity")).open_for_writing(7)
+    PseudoLabelStore(
+        tmp_path, origin=_origin(model="/moved/student.safetensors", preset="minicity")
+    ).open_for_writing(7)
 
 
 def test_a_store_without_a_record_of_its_origin_is_refused_for_writing(tmp_path):

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from adaptseg.infer.windows import Window, axis_starts, window_counts, window_grid, window_weights
 
 
-def mmseg_grid(h_img: int, w_img: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, ...]]:
+def mmseg_grid(
+    h_img: int, w_img: int, crop: tuple[int, int], stride: tuple[int, int]
+) -> list[tuple[int, ...]]:
     """mmseg EncoderDecoder.slide_inference's loop, verbatim."""
     h_crop, w_crop = crop
     h_stride, w_stride = stride
@@ -47,8 +49,12 @@ def test_grid_is_row_major_windows():
 
 
 @given(
-    h=st.integers(1, 80), w=st.integers(1, 80), ch=st.integers(1, 40), cw=st.integers(1, 40),
-    sh=st.integers(1, 40), sw=st.integers(1, 40),
+    h=st.integers(1, 80),
+    w=st.integers(1, 80),
+    ch=st.integers(1, 40),
+    cw=st.integers(1, 40),
+    sh=st.integers(1, 40),
+    sw=st.integers(1, 40),
 )
 def test_grid_matches_mmseg_and_covers_the_image(h, w, ch, cw, sh, sw):
     sh, sw = min(sh, ch), min(sw, cw)  # a stride beyond the crop leaves gaps (rejected, see below)

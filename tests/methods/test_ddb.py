@@ -40,7 +40,9 @@ CROP = [32, 32]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddb-data")
-    return make_split(root / "source", n=6, size=(32, 48)), make_split(root / "target", n=5, size=(32, 48), seed=1)
+    return make_split(root / "source", n=6, size=(32, 48)), make_split(
+        root / "target", n=5, size=(32, 48), seed=1
+    )
 
 
 def tiny_recipe_dict(data: tuple[Path, Path], iters: int = 2, **top) -> dict:
@@ -52,12 +54,17 @@ def tiny_recipe_dict(data: tuple[Path, Path], iters: int = 2, **top) -> dict:
     recipe["data"] = {
         "source": {**stream, "root": str(source), "pipeline": src_pipe},
         "source_pmd": {**stream, "root": str(source), "pipeline": [*src_pipe, {"photometric": True}]},
-        "target": {**stream, "root": str(target), "labels": False,
-                   "pipeline": [{"random_crop": CROP}, {"flip": 0.5}]},
+        "target": {
+            **stream,
+            "root": str(target),
+            "labels": False,
+            "pipeline": [{"random_crop": CROP}, {"flip": 0.5}],
+        },
     }
     recipe["eval"] = {"every": 0}
-    recipe = deep_merge(recipe, {"schedule": {"iters": iters, "warmup_iters": 1}, "log_every": 1,
-                                 "checkpoint_every": 1000})
+    recipe = deep_merge(
+        recipe, {"schedule": {"iters": iters, "warmup_iters": 1}, "log_every": 1, "checkpoint_every": 1000}
+    )
     return deep_merge(recipe, top)
 
 
@@ -67,8 +74,14 @@ def tiny_recipe(data, **kw) -> Recipe:
 
 def make_ctx(recipe: Recipe, stage: str, run_dir: Path) -> StageContext:
     spec = recipe.stage(stage)
-    return StageContext(stage=spec, recipe=stage_recipe(recipe, spec), run_dir=run_dir, device=torch.device("cpu"),
-                        dist=DistInfo(), stage_names=tuple(s.name for s in recipe.stages))
+    return StageContext(
+        stage=spec,
+        recipe=stage_recipe(recipe, spec),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in recipe.stages),
+    )
 
 
 def make_method(recipe: Recipe, stage: str, run_dir: Path):
@@ -132,7 +145,11 @@ def batch_of(data, n: int = 2, seed: int = 0) -> dict:
             image, label = crop(ds[i].image, ds[i].label, rng)
             images.append(torch.from_numpy(image))
             labels.append(torch.from_numpy(label.astype(np.int64)))
-        out[name] = {"image": torch.stack(images), "label": torch.stack(labels), "id": [str(i) for i in range(n)]}
+        out[name] = {
+            "image": torch.stack(images),
+            "label": torch.stack(labels),
+            "id": [str(i) for i in range(n)],
+        }
     out["source_pmd"] = out["source"]
     del out["target"]["label"]
     return out
@@ -144,7 +161,10 @@ def test_st_student_starts_from_init_and_ema_is_its_copy(tmp_path, data):
     recipe = tiny_recipe(data)
     ckd_student = write_weights(tmp_path / "r1_ckd" / "student.safetensors", seed=5)
     method, specs = make_method(recipe, "r2_st_cu", tmp_path)
-    assert {n: (s.role, s.export) for n, s in specs.items()} == {"student": ("train", "student"), "ema": ("ema", "ema")}
+    assert {n: (s.role, s.export) for n, s in specs.items()} == {
+        "student": ("train", "student"),
+        "ema": ("ema", "ema"),
+    }
     assert same_weights(specs["student"].module, ckd_student)
     assert same_weights(specs["ema"].module.model, ckd_student)
     assert specs["ema"].module.alpha_max == 0.99
@@ -160,7 +180,9 @@ def test_ckd_teachers_are_st_students_and_the_student_starts_fresh(tmp_path, dat
     students = {}
     for rnd in ("r1", "r2"):
         for k, path in enumerate(("cu", "ca")):
-            students[rnd, path] = write_weights(tmp_path / f"{rnd}_st_{path}" / "student.safetensors", 10 * k + len(rnd))
+            students[rnd, path] = write_weights(
+                tmp_path / f"{rnd}_st_{path}" / "student.safetensors", 10 * k + len(rnd)
+            )
             write_weights(tmp_path / f"{rnd}_st_{path}" / "ema.safetensors", 100 + k)
             write_prototypes(tmp_path / f"{rnd}_proto_{path}" / "prototypes.safetensors", k)
     write_weights(tmp_path / "r1_ckd" / "student.safetensors", 7)  # exists, but R2-CKD must not start from it
@@ -168,8 +190,11 @@ def test_ckd_teachers_are_st_students_and_the_student_starts_fresh(tmp_path, dat
     fresh = build_model(TINY)
     for rnd in ("r1", "r2"):
         method, specs = make_method(recipe, f"{rnd}_ckd", tmp_path)
-        assert {n: s.role for n, s in specs.items()} == {"student": "train", "teacher_cu": "frozen",
-                                                         "teacher_ca": "frozen"}
+        assert {n: s.role for n, s in specs.items()} == {
+            "student": "train",
+            "teacher_cu": "frozen",
+            "teacher_ca": "frozen",
+        }
         assert specs["student"].export == "student" and specs["teacher_cu"].export is None
         assert same_weights(specs["student"].module, fresh)
         assert same_weights(specs["teacher_cu"].module, students[rnd, "cu"])
@@ -208,13 +233,23 @@ def test_released_checkpoint_mapping_is_strict(tmp_path, data):
     for path in ("cu", "ca"):
         write_prototypes(tmp_path / f"p_{path}.safetensors", 0)
     base = tiny_recipe_dict(data)
-    ckd = {"name": "ckd", "method": "ddb_ckd",
-           "init_from": {"teacher_cu": {"path": str(tmp_path / "r1_st_cu.pth"), "prefix": "model."},
-                         "teacher_ca": {"path": str(tmp_path / "r1_st_ca.pth"), "prefix": "model."}},
-           "options": {"prototypes": {"cu": str(tmp_path / "p_cu.safetensors"),
-                                      "ca": str(tmp_path / "p_ca.safetensors")}}}
-    r2 = {"name": "r2", "method": "ddb_st", "options": {"path": "ca"},
-          "init_from": {"student": {"path": str(tmp_path / "r1_ckd.pth"), "prefix": "stu_model."}}}
+    ckd = {
+        "name": "ckd",
+        "method": "ddb_ckd",
+        "init_from": {
+            "teacher_cu": {"path": str(tmp_path / "r1_st_cu.pth"), "prefix": "model."},
+            "teacher_ca": {"path": str(tmp_path / "r1_st_ca.pth"), "prefix": "model."},
+        },
+        "options": {
+            "prototypes": {"cu": str(tmp_path / "p_cu.safetensors"), "ca": str(tmp_path / "p_ca.safetensors")}
+        },
+    }
+    r2 = {
+        "name": "r2",
+        "method": "ddb_st",
+        "options": {"path": "ca"},
+        "init_from": {"student": {"path": str(tmp_path / "r1_ckd.pth"), "prefix": "stu_model."}},
+    }
     recipe = validate(Recipe, {**base, "stages": [ckd, r2]})
     _, specs = make_method(recipe, "ckd", tmp_path)
     assert same_weights(specs["teacher_cu"].module, st_model)
@@ -235,8 +270,14 @@ def test_released_checkpoint_mapping_is_strict(tmp_path, data):
 
 def test_ckd_without_teacher_weights_or_with_wrong_prototypes_is_a_user_error(tmp_path, data):
     base = tiny_recipe_dict(data)
-    ckd = {"name": "ckd", "method": "ddb_ckd", "init_from": {"teacher_cu": str(tmp_path / "cu.safetensors")},
-           "options": {"prototypes": {"cu": str(tmp_path / "p.safetensors"), "ca": str(tmp_path / "p.safetensors")}}}
+    ckd = {
+        "name": "ckd",
+        "method": "ddb_ckd",
+        "init_from": {"teacher_cu": str(tmp_path / "cu.safetensors")},
+        "options": {
+            "prototypes": {"cu": str(tmp_path / "p.safetensors"), "ca": str(tmp_path / "p.safetensors")}
+        },
+    }
     write_weights(tmp_path / "cu.safetensors", 0)
     write_prototypes(tmp_path / "p.safetensors", 0, dim=32)
     with pytest.raises(UserError, match="teacher 'ca' has no weights"):
@@ -319,7 +360,7 @@ def test_st_step_mixes_labels_weights_and_images_as_specified(tmp_path, data, pa
     if path == "cu":  # one box of ~40 % per crop, source inside
         for m in masks:
             rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
-            box = m[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            box = m[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
             assert bool(box.all()) and abs(m.float().mean().item() - 0.4) < 0.06
     else:  # class-mix: M is constant on every source label value, ceil(K/2) values pasted
         for m, y in zip(masks, y_s, strict=True):
@@ -357,13 +398,23 @@ def test_blur_quirk_switch(quirks):
     """§3 quirk: under ``quirks: official`` the blur is horizontal-only (1×k), else the 2-D DACS blur."""
     images = _stripes()
     labels = torch.zeros(8, 64, 64, dtype=torch.long)
-    out, _ = ddb.bridge("zero", images, labels, images, torch.Generator().manual_seed(0),
-                        mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                        horizontal_only=ddb.horizontal_only_blur(quirks))
+    out, _ = ddb.bridge(
+        "zero",
+        images,
+        labels,
+        images,
+        torch.Generator().manual_seed(0),
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+        horizontal_only=ddb.horizontal_only_blur(quirks),
+    )
     # a per-pixel colour map keeps rows of the same input colour identical; only a vertical blur mixes them
     pattern = images[0, 0, :, 0]
-    spread = max((out[i, :, pattern == v, :] - out[i, :, pattern == v, :][:, :1]).abs().max().item()
-                 for i in range(8) for v in (-1.0, 0.8))
+    spread = max(
+        (out[i, :, pattern == v, :] - out[i, :, pattern == v, :][:, :1]).abs().max().item()
+        for i in range(8)
+        for v in (-1.0, 0.8)
+    )
     assert torch.allclose(out, out[..., :1].expand_as(out), atol=1e-5)  # still constant along each row
     if quirks == "official":
         assert spread < 1e-4
@@ -387,9 +438,16 @@ def test_quirk_reaches_both_steps(tmp_path, data, quirks):
         it = next(i for i in range(50) if _blurs(method.ctx.generator(i, "bridge", device="cpu"), mode, y_s))
         images = method.targets(batch, it).images
         for horizontal in (True, False):
-            expected, _ = ddb.bridge(mode, x_s, y_s, x_t, method.ctx.generator(it, "bridge", device="cpu"),
-                                     mean=method.ctx.preset.mean, std=method.ctx.preset.std,
-                                     horizontal_only=horizontal)
+            expected, _ = ddb.bridge(
+                mode,
+                x_s,
+                y_s,
+                x_t,
+                method.ctx.generator(it, "bridge", device="cpu"),
+                mean=method.ctx.preset.mean,
+                std=method.ctx.preset.std,
+                horizontal_only=horizontal,
+            )
             assert torch.equal(images, expected) is (horizontal == official), (stage, horizontal)
 
 
@@ -475,7 +533,9 @@ def test_prototype_task_uses_the_st_student_over_the_target_training_pipeline(tm
         for images in batches:
             with torch.no_grad():
                 out = model.forward_features(images)
-            est.update_from_predictions(resize_logits(out["feature"], (32, 32)), resize_logits(out["logits"], (32, 32)))
+            est.update_from_predictions(
+                resize_logits(out["feature"], (32, 32)), resize_logits(out["logits"], (32, 32))
+            )
         expected[name] = est.prototypes
     torch.testing.assert_close(saved["prototypes"], expected["student"])
     assert not torch.allclose(saved["prototypes"], expected["ema"])
@@ -513,6 +573,7 @@ def test_whole_pipeline_runs_and_writes_each_stage_output(tmp_path, data):
     from safetensors.torch import load_file
 
     assert load_file(str(out / "r2_proto_ca" / "prototypes.safetensors"))["prototypes"].shape == (19, 64)
+
     # R2-ST started from the R1-CKD student at a 10× lower lr: 2 small steps away from it, much nearer to
     # it than to the R1-ST student of its path (every stage here is 2 steps from the same seeded init)
     def weights(stage: str) -> torch.Tensor:
@@ -547,13 +608,17 @@ def test_st_and_ckd_run_compiled(tmp_path, data):
     import yaml
 
     recipe = tiny_recipe_dict(data, iters=2, compile=True)
-    st, proto, ckd = (next(s for s in recipe["stages"] if s["name"] == n) for n in ("r1_st_cu", "r1_proto_cu", "r1_ckd"))
+    st, proto, ckd = (
+        next(s for s in recipe["stages"] if s["name"] == n) for n in ("r1_st_cu", "r1_proto_cu", "r1_ckd")
+    )
     ckd["init_from"]["teacher_ca"] = ckd["init_from"]["teacher_cu"]
     ckd["options"]["prototypes"]["ca"] = ckd["options"]["prototypes"]["cu"]
     recipe["stages"] = [st, proto, ckd]
     (tmp_path / "ddb.yaml").write_text(yaml.safe_dump(recipe))
     results = run_recipe(tmp_path / "ddb.yaml", out=tmp_path / "run")
-    assert [(r.name, r.status) for r in results] == [(s, "ran") for s in ("r1_st_cu", "r1_proto_cu", "r1_ckd")]
+    assert [(r.name, r.status) for r in results] == [
+        (s, "ran") for s in ("r1_st_cu", "r1_proto_cu", "r1_ckd")
+    ]
 
 
 @pytest.mark.slow  # three Python processes importing torch: ~20 s idle, up to a minute on a busy 2-core machine
@@ -566,8 +631,18 @@ def test_r1_pipeline_under_torchrun_ddp(tmp_path, data):
     recipe_path = _r1_recipe_file(tmp_path / "ddb.yaml", data, iters=3)
     cli = shutil.which("adaptseg") or str(Path(sys.executable).with_name("adaptseg"))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", cli, "train",
-           str(recipe_path), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        cli,
+        "train",
+        str(recipe_path),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in R1_STAGES:
@@ -575,7 +650,10 @@ def test_r1_pipeline_under_torchrun_ddp(tmp_path, data):
     for stage in ("r1_st_cu", "r1_st_ca", "r1_ckd"):
         payload = torch.load(out / stage / "checkpoint-last.pt", weights_only=True)
         assert payload["sampler"]["world_size"] == 2 and payload["iteration"] == 3
-    assert set(torch.load(out / "r1_st_ca" / "checkpoint-last.pt", weights_only=True)["models"]) == {"student", "ema"}
+    assert set(torch.load(out / "r1_st_ca" / "checkpoint-last.pt", weights_only=True)["models"]) == {
+        "student",
+        "ema",
+    }
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -592,16 +670,32 @@ STAGE_GRAPH = {  # stage: (method, init_from, options that name files)
     "r1_st_ca": ("ddb_st", {}, {"path": "ca"}),
     "r1_proto_cu": ("ddb_prototypes", {"student": "r1_st_cu/student.safetensors"}, {}),
     "r1_proto_ca": ("ddb_prototypes", {"student": "r1_st_ca/student.safetensors"}, {}),
-    "r1_ckd": ("ddb_ckd", {"teacher_cu": "r1_st_cu/student.safetensors", "teacher_ca": "r1_st_ca/student.safetensors"},
-               {"source_stream": "source_pmd", "prototypes": {"cu": "r1_proto_cu/prototypes.safetensors",
-                                                              "ca": "r1_proto_ca/prototypes.safetensors"}}),
+    "r1_ckd": (
+        "ddb_ckd",
+        {"teacher_cu": "r1_st_cu/student.safetensors", "teacher_ca": "r1_st_ca/student.safetensors"},
+        {
+            "source_stream": "source_pmd",
+            "prototypes": {
+                "cu": "r1_proto_cu/prototypes.safetensors",
+                "ca": "r1_proto_ca/prototypes.safetensors",
+            },
+        },
+    ),
     "r2_st_cu": ("ddb_st", {"student": "r1_ckd/student.safetensors"}, {"path": "cu"}),
     "r2_st_ca": ("ddb_st", {"student": "r1_ckd/student.safetensors"}, {"path": "ca"}),
     "r2_proto_cu": ("ddb_prototypes", {"student": "r2_st_cu/student.safetensors"}, {}),
     "r2_proto_ca": ("ddb_prototypes", {"student": "r2_st_ca/student.safetensors"}, {}),
-    "r2_ckd": ("ddb_ckd", {"teacher_cu": "r2_st_cu/student.safetensors", "teacher_ca": "r2_st_ca/student.safetensors"},
-               {"source_stream": "source_pmd", "prototypes": {"cu": "r2_proto_cu/prototypes.safetensors",
-                                                              "ca": "r2_proto_ca/prototypes.safetensors"}}),
+    "r2_ckd": (
+        "ddb_ckd",
+        {"teacher_cu": "r2_st_cu/student.safetensors", "teacher_ca": "r2_st_ca/student.safetensors"},
+        {
+            "source_stream": "source_pmd",
+            "prototypes": {
+                "cu": "r2_proto_cu/prototypes.safetensors",
+                "ca": "r2_proto_ca/prototypes.safetensors",
+            },
+        },
+    ),
 }
 
 
@@ -637,10 +731,22 @@ def test_gta5_cityscapes_hyperparameters_and_lr_factors():
     assert (o.type, o.lr, o.betas, o.weight_decay) == ("adamw", 6e-5, (0.9, 0.999), 0.01)
     assert {k: (v.lr_mult, v.decay_mult) for k, v in o.custom_keys.items()} == {"head": (10.0, 1.0)}
     s = recipe.schedule
-    assert (s.iters, s.power, s.min_lr, s.warmup, s.warmup_iters, s.warmup_ratio) == (40000, 1.0, 0.0, "linear",
-                                                                                       1500, 1e-6)
-    schedule = PolyWarmupSchedule(s.iters, power=s.power, min_lr=s.min_lr, warmup=s.warmup,
-                                  warmup_iters=s.warmup_iters, warmup_ratio=s.warmup_ratio)
+    assert (s.iters, s.power, s.min_lr, s.warmup, s.warmup_iters, s.warmup_ratio) == (
+        40000,
+        1.0,
+        0.0,
+        "linear",
+        1500,
+        1e-6,
+    )
+    schedule = PolyWarmupSchedule(
+        s.iters,
+        power=s.power,
+        min_lr=s.min_lr,
+        warmup=s.warmup,
+        warmup_iters=s.warmup_iters,
+        warmup_ratio=s.warmup_ratio,
+    )
     assert schedule.lr(0, 1.0) == pytest.approx(1e-6, rel=1e-9)
     assert schedule.lr(1500, 1.0) == pytest.approx(0.9625, rel=1e-12)
     assert schedule.lr(39999, 1.0) == pytest.approx(2.5e-5, rel=1e-9)
@@ -650,10 +756,14 @@ def test_gta5_cityscapes_hyperparameters_and_lr_factors():
     for name in ("source", "source_pmd", "target"):
         stream = recipe.data[name]
         assert stream.batch_size == 4
-        assert any(step.get("random_crop") in ([512, 512], {"size": [512, 512], "cat_max_ratio": 0.75})
-                   for step in stream.pipeline)
-    assert recipe.data["source"].pipeline[:2] == [{"resize": [1280, 720]},
-                                                  {"random_crop": {"size": [512, 512], "cat_max_ratio": 0.75}}]
+        assert any(
+            step.get("random_crop") in ([512, 512], {"size": [512, 512], "cat_max_ratio": 0.75})
+            for step in stream.pipeline
+        )
+    assert recipe.data["source"].pipeline[:2] == [
+        {"resize": [1280, 720]},
+        {"random_crop": {"size": [512, 512], "cat_max_ratio": 0.75}},
+    ]
     assert recipe.data["target"].pipeline[0] == {"resize": [1024, 512]} and not recipe.data["target"].labels
     assert recipe.seed == 0 and recipe.eval.every == 4000
 
@@ -673,11 +783,15 @@ def test_full_preset_head_shapes_and_head_lr_groups(full_model):
         logits, feature = full_model.decode_head([torch.rand(1, 2048, 16, 16)])
     assert c5.shape == (1, 2048, 8, 8)  # output stride 8: a 512² crop gives 64² C5 features …
     assert logits.shape == (1, 19, 16, 16) and feature.shape == (1, 256, 16, 16)  # … and 19/256×64² outputs
-    groups = param_groups(named_trainable_parameters({"student": full_model}), _recipe("gta5-cityscapes.yaml").optim)
+    groups = param_groups(
+        named_trainable_parameters({"student": full_model}), _recipe("gta5-cityscapes.yaml").optim
+    )
     assert sorted(g["lr"] for g in groups) == pytest.approx([6e-5, 6e-4])
     head = next(g for g in groups if g["lr"] > 1e-4)
     assert all(n.startswith("decode_head.") for n in head["names"])
-    assert len(head["names"]) == sum(1 for n, _ in full_model.named_parameters() if n.startswith("decode_head."))
+    assert len(head["names"]) == sum(
+        1 for n, _ in full_model.named_parameters() if n.startswith("decode_head.")
+    )
     assert all(g["weight_decay"] == 0.01 for g in groups)
 
 
@@ -689,7 +803,11 @@ def test_multi_source_recipe_concatenates_the_sources():
         assert recipe.data[name].name == "gta5"
         assert [(d.name, d.root) for d in recipe.data[name].concat] == [("synscapes", "data/synscapes")]
         assert recipe.data[name].pipeline == base.data[name].pipeline
-    assert recipe.stages == base.stages and recipe.optim == base.optim and recipe.data["target"] == base.data["target"]
+    assert (
+        recipe.stages == base.stages
+        and recipe.optim == base.optim
+        and recipe.data["target"] == base.data["target"]
+    )
 
 
 def test_multi_target_recipe_concatenates_the_targets():
@@ -710,8 +828,9 @@ def test_multi_target_recipe_concatenates_the_targets():
 def test_concatenated_target_feeds_training_and_prototypes(tmp_path, data):
     """The prototype task reads the concatenated target too (multi-target prototypes, §3)."""
     recipe = tiny_recipe_dict(data)
-    recipe["data"]["target"]["concat"] = [{"name": "cityscapes", "root": str(data[0]), "split": "train",
-                                           "labels": False}]
+    recipe["data"]["target"]["concat"] = [
+        {"name": "cityscapes", "root": str(data[0]), "split": "train", "labels": False}
+    ]
     recipe = validate(Recipe, recipe)
     write_weights(tmp_path / "r1_st_cu" / "student.safetensors", 0)
     from adaptseg.train.pipeline import build_stage_method
@@ -744,12 +863,17 @@ def test_minicity_r1_runs_on_generated_data(tmp_path, monkeypatch):
     assert protos["prototypes"].shape == (19, 64) and int((protos["counts"] > 0).sum()) >= 3
     torch.manual_seed(recipe.seed)
     save_weights(build_model(TINY), tmp_path / "init.safetensors")
-    assert score(recipe, tmp_path / "run" / "r1_ckd" / "student.safetensors") > score(recipe, tmp_path / "init.safetensors") + 5
+    assert (
+        score(recipe, tmp_path / "run" / "r1_ckd" / "student.safetensors")
+        > score(recipe, tmp_path / "init.safetensors") + 5
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("os").environ.get("ADAPTSEG_LONG"),
-                    reason="~20 min on an idle 2-core machine (1000 iterations per stage); set ADAPTSEG_LONG=1")
+@pytest.mark.skipif(
+    not __import__("os").environ.get("ADAPTSEG_LONG"),
+    reason="~20 min on an idle 2-core machine (1000 iterations per stage); set ADAPTSEG_LONG=1",
+)
 def test_minicity_r1_adapts(tmp_path):
     """``train/ddb/minicity.yaml`` R1 against source-only at equal preset, data and iterations (seed 0).
 

@@ -54,7 +54,9 @@ def test_bank_thresholds_before_truncating_then_keeps_the_last_entries():
     label = torch.full((10,), 1)
     conf = torch.arange(1, 11, dtype=torch.float32) / 10  # 0.1 … 1.0
     thr = bank.update(label, conf)
-    assert thr.tolist() == pytest.approx([0.0, 0.2, 0.0])  # on all 10 (before truncation); absent classes stay 0
+    assert thr.tolist() == pytest.approx(
+        [0.0, 0.2, 0.0]
+    )  # on all 10 (before truncation); absent classes stay 0
     assert bank.banks[1].tolist() == pytest.approx([0.6, 0.7, 0.8, 0.9, 1.0])  # then the last 5
     # next update: bank = [0.6 … 1.0, 0.05, 0.15] (7 values), desc index int(5.6) = 5 → 0.15
     thr = bank.update(torch.tensor([1, 1, 0]), torch.tensor([0.05, 0.15, 0.7]))
@@ -133,7 +135,9 @@ def test_fusion_averages_then_thresholds_strictly():
 # --------------------------------------------------------------------------- §7.4 geometry
 def test_crop_and_flip_indices_follow_y1_y2_x1_x2_and_h_w():
     h, w = 10, 12
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     grid = torch.stack([ys, xs])
     g = CropGeometry(size=(h, w), top=2, left=3, crop=(4, 5), flip=True)
     assert g.box == (2, 6, 3, 8)
@@ -152,7 +156,9 @@ def test_warped_whole_image_prediction_matches_the_crop_prediction_of_a_pixelwis
     g = CropGeometry(size=(60, 120), top=9, left=17, crop=(32, 56), flip=True)
     with torch.no_grad():
         crop_prediction = model(warp_to_crop(image, g, align_corners=False)[None])[0]
-        whole = F.interpolate(model(image[None]), size=g.crop, mode="bilinear", align_corners=True)[0]  # to crop size
+        whole = F.interpolate(model(image[None]), size=g.crop, mode="bilinear", align_corners=True)[
+            0
+        ]  # to crop size
         warped = warp_to_crop(whole, g, align_corners=True)
     scale = crop_prediction.abs().max()
     assert warped.shape == crop_prediction.shape
@@ -180,7 +186,9 @@ def test_constant_logits_stay_constant_and_softmax_comes_after_the_warp():
     z[0, 0, 0] = 8.0  # … an asymmetric one does not: logits (4, 2) in the middle → σ(2)
     logit_first = torch.softmax(upsampled_soft_label(z, (1, 3)), 0)[0, 0, 1].item()
     prob_first = upsampled_soft_label(torch.softmax(z, 0), (1, 3))[0, 0, 1].item()
-    assert logit_first == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item()) and logit_first != pytest.approx(prob_first)
+    assert logit_first == pytest.approx(
+        torch.sigmoid(torch.tensor(2.0)).item()
+    ) and logit_first != pytest.approx(prob_first)
 
 
 def test_topk_log_probabilities_interpolate_exactly_as_the_logits():
@@ -235,29 +243,49 @@ def phase1(tmp_path):
     raw = load_recipe(Recipe, RECIPES / "minicity.yaml").model_dump(mode="python")
     recipe = validate(Recipe, raw)
     stage = recipe.stage("phase1").model_copy(update={"init_from": {}})
-    ctx = StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=tmp_path, device=torch.device("cpu"),
-                       dist=DistInfo(), stage_names=tuple(s.name for s in recipe.stages))
+    ctx = StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in recipe.stages),
+    )
     trainer = Trainer(ctx, DecoupleNetPhase1(DecoupleNetPhase1.Options(), ctx))
     trainer.setup_models()
     g = torch.Generator().manual_seed(0)
-    batch = {"source": {"image": torch.randn(2, 3, 64, 112, generator=g),
-                        "label": torch.randint(0, 19, (2, 64, 112), generator=g)},
-             "target": {"image": torch.randn(2, 3, 64, 112, generator=g)}}
+    batch = {
+        "source": {
+            "image": torch.randn(2, 3, 64, 112, generator=g),
+            "label": torch.randint(0, 19, (2, 64, 112), generator=g),
+        },
+        "target": {"image": torch.randn(2, 3, 64, 112, generator=g)},
+    }
     return trainer, batch
 
 
 def reached(modules: dict[str, torch.nn.Module]) -> set[str]:
-    return {name for name, m in modules.items() if any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())}
+    return {
+        name
+        for name, m in modules.items()
+        if any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    }
 
 
 def test_gradient_flow_of_each_phase_1_loss(phase1):
     trainer, batch = phase1
     h = {n: trainer.handles[n].module for n in trainer.handles}
     student = h["student"]
-    parts = {"g_src": h["source_stem"], "g_tgt": torch.nn.ModuleList([student.backbone.conv1, student.backbone.layer1]),
-             "g_share": torch.nn.ModuleList([student.backbone.layer2, student.backbone.layer4]),
-             "head": student.decode_head.aspp_modules, "C": student.decode_head.conv_seg, "C_aux": h["aux"],
-             "D_low": h["d_low"], "D": h["d_out"]}
+    parts = {
+        "g_src": h["source_stem"],
+        "g_tgt": torch.nn.ModuleList([student.backbone.conv1, student.backbone.layer1]),
+        "g_share": torch.nn.ModuleList([student.backbone.layer2, student.backbone.layer4]),
+        "head": student.decode_head.aspp_modules,
+        "C": student.decode_head.conv_seg,
+        "C_aux": h["aux"],
+        "D_low": h["d_low"],
+        "D": h["d_out"],
+    }
     generator, _ = trainer.method.phases(batch, 0)
     assert generator.frozen == ("d_low", "d_out") and generator.optimizers == ("main",)
     with trainer.frozen(generator.frozen):
@@ -272,7 +300,9 @@ def test_gradient_flow_of_each_phase_1_loss(phase1):
     assert flows["sd"] == {"C_aux", "head", "g_share", "g_tgt"}
     assert "g_tgt" not in flows["source_ce"] and {"g_src", "g_share", "head", "C"} <= flows["source_ce"]
     assert flows["adv_out"] == {"g_tgt", "g_share", "head", "C"}
-    assert all("D" not in f and "D_low" not in f for f in flows.values())  # generator losses leave D untouched
+    assert all(
+        "D" not in f and "D_low" not in f for f in flows.values()
+    )  # generator losses leave D untouched
 
 
 def constant_discriminator(d: FCDiscriminator, value: float) -> None:
@@ -325,8 +355,13 @@ def test_class_balanced_weights_and_list_length():
     raw = np.array([1 / np.log(1.01), 1 / np.log(1.51), 1 / np.log(1.51)])
     assert w == pytest.approx(raw / raw.sum())
     assert balanced_list_length(93750) == 753000  # (⌊93750·8/3000⌋ + 1)·3000
-    files = class_balanced_files({0: ["a", "b", "c"], 1: ["d"]}, {"a": [0], "b": [0], "c": [0], "d": [1]}, 50,
-                                 np.random.default_rng(0), sub_epoch=10)
+    files = class_balanced_files(
+        {0: ["a", "b", "c"], 1: ["d"]},
+        {"a": [0], "b": [0], "c": [0], "d": [1]},
+        50,
+        np.random.default_rng(0),
+        sub_epoch=10,
+    )
     assert len(files) == 50 and set(files) <= set("abcd") and "d" in files
 
 
@@ -335,7 +370,9 @@ def test_miou_ignores_the_ignore_label_and_matches_a_numpy_confusion_matrix():
     rng = np.random.default_rng(0)
     target = rng.integers(0, 19, (2, 16, 16)).astype(np.uint8)
     target[:, :4] = 255  # the release's 250 is this project's 255
-    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 19, target.shape)).astype(np.uint8)
+    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 19, target.shape)).astype(
+        np.uint8
+    )
     pred[target == 255] = 0
     cm = ConfusionMatrix(19).update(pred, target)
     valid = target != 255

@@ -51,10 +51,14 @@ def test_every_stage_finishes_with_its_outputs(run):
     run_dir, _, _ = run
     assert all(stage_complete(run_dir / s) for s in STAGES)
     assert (run_dir / "phase1" / "source_stem.safetensors").is_file()  # g_src; C_aux and the Ds are not saved
-    assert sorted(p.name for p in (run_dir / "phase1").glob("*.safetensors")) == ["source_stem.safetensors",
-                                                                                  "student.safetensors"]
+    assert sorted(p.name for p in (run_dir / "phase1").glob("*.safetensors")) == [
+        "source_stem.safetensors",
+        "student.safetensors",
+    ]
     for folder in ("store", "logits"):
-        thresholds = np.load(run_dir / ("soft" if folder == "store" else "soft_f32") / f"{folder}_thresholds_p0.8.npy")
+        thresholds = np.load(
+            run_dir / ("soft" if folder == "store" else "soft_f32") / f"{folder}_thresholds_p0.8.npy"
+        )
         assert thresholds.shape == (19,) and thresholds.min() >= 0 and thresholds.max() <= 1
     assert len(list((run_dir / "soft" / "store" / "topk").rglob("*.npz"))) == 4
     logits = list((run_dir / "soft_f32" / "logits").glob("*_leftImg8bit.npy"))
@@ -76,14 +80,37 @@ def test_compact_soft_labels_take_a_fraction_of_the_float32_bytes(run):
 def test_the_phase_2_student_exports_to_onnx_with_parity_and_evaluates(run, tmp_path):
     run_dir, cache, _ = run
     runner = CliRunner()
-    result = runner.invoke(app, ["export", str(run_dir / "phase2" / "student.safetensors"), "--format", "onnx",
-                                 "--out", str(tmp_path / "onnx")])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(run_dir / "phase2" / "student.safetensors"),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "onnx"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "argmax agreement 100.0000%" in result.output
     artifact = next((tmp_path / "onnx").glob("*.onnx"))
     dataset_root = next(cache.glob("*/cityscapes"))
-    result = runner.invoke(app, ["eval", "--model", str(artifact), "--dataset", "cityscapes", "--root",
-                                 str(dataset_root), "--split", "val", "--json", str(tmp_path / "m.json")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(artifact),
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(dataset_root),
+            "--split",
+            "val",
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mIoU" in (tmp_path / "m.json").read_text()
 
@@ -123,7 +150,9 @@ def test_phase_2_on_a_stage_without_soft_labels_is_one_line(run, monkeypatch, tm
 def test_a_random_crop_in_the_whole_image_stream_is_refused_in_one_line(run, monkeypatch, tmp_path):
     run_dir = phase2_inputs(run, tmp_path)
     before = snapshot(run_dir / "soft")
-    out = train_phase2(run, run_dir, monkeypatch, None, "data.target_full.pipeline=[{random_crop: [64, 112]}]")
+    out = train_phase2(
+        run, run_dir, monkeypatch, None, "data.target_full.pipeline=[{random_crop: [64, 112]}]"
+    )
     line = assert_user_error(out, run[2])
     assert "random_crop" in line and "fixed resize" in line
     assert_unchanged(run_dir / "soft", before)

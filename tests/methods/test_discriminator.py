@@ -9,8 +9,10 @@ from adaptseg.methods.parts.discriminator import FCDiscriminator, lsgan_loss
 def test_five_stride_2_convs_give_raw_scores_at_one_32nd():
     d = FCDiscriminator(19, ndf=8)
     assert [c.out_channels for c in d.convs] == [8, 16, 32, 64] and d.classifier.out_channels == 1
-    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) and c.bias is not None
-               for c in [*d.convs, d.classifier])
+    assert all(
+        c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) and c.bias is not None
+        for c in [*d.convs, d.classifier]
+    )
     with torch.no_grad():
         d.classifier.bias.fill_(-3.0)
         d.classifier.weight.zero_()

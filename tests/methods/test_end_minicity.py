@@ -23,8 +23,13 @@ from adaptseg.train.distributed import DistInfo
 from adaptseg.train.pipeline import run_recipe, stage_complete
 
 RECIPE = Path(__file__).resolve().parents[2] / "train" / "end" / "minicity.yaml"
-TINY = ["minicity.size=[64,128]", "minicity.images=4", "schedule.iters=2", "schedule.warmup_iters=1",
-        "workers=0"]
+TINY = [
+    "minicity.size=[64,128]",
+    "minicity.images=4",
+    "schedule.iters=2",
+    "schedule.warmup_iters=1",
+    "workers=0",
+]
 TEACHERS = ("source", "ddb_cu", "ddb_ca")
 
 
@@ -63,8 +68,14 @@ def stage_task(run_dir: Path, name: str, **options):
     recipe = load_recipe(Recipe, RECIPE, TINY)
     stage = recipe.stage(name)
     stage = stage.model_copy(update={"options": {**stage.options, **options}})
-    ctx = StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=run_dir, device=torch.device("cpu"),
-                       dist=DistInfo(), stage_names=tuple(s.name for s in recipe.stages))
+    ctx = StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in recipe.stages),
+    )
     cls = get_method(stage.method)
     return cls(cls.Options(**stage.options), ctx)
 
@@ -89,14 +100,28 @@ def test_the_student_exports_with_parity_and_evaluates(run, tmp_path):
     run_dir, cache = run
     runner = CliRunner()
     out = tmp_path / fmt
-    result = runner.invoke(app, ["export", str(run_dir / "student" / "student.safetensors"), "--format", fmt,
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["export", str(run_dir / "student" / "student.safetensors"), "--format", fmt, "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "argmax agreement 100.0000%" in result.output
     artifact = next(p for p in out.iterdir() if p.suffix == ".onnx")
-    result = runner.invoke(app, ["eval", "--model", str(artifact), "--dataset", "cityscapes", "--root",
-                                 str(cache / "s0-64x128-n4" / "cityscapes"), "--split", "val",
-                                 "--json", str(tmp_path / "m.json")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(artifact),
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(cache / "s0-64x128-n4" / "cityscapes"),
+            "--split",
+            "val",
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mIoU" in (tmp_path / "m.json").read_text()
 
@@ -109,6 +134,8 @@ def test_assigning_by_iou_on_target_labels_is_refused_unless_asked(run, monkeypa
     teachers = json.loads((run_dir / "teachers" / "teachers.json").read_text())["teachers"]
     with pytest.raises(UserError, match="target labels"):
         task.assignment(teachers, 19)
-    allowed = stage_task(run_dir, "fuse", assign_by_iou={**target, "allow_target_labels": True, "max_images": 1})
+    allowed = stage_task(
+        run_dir, "fuse", assign_by_iou={**target, "allow_target_labels": True, "max_images": 1}
+    )
     assignment, ious = allowed.assignment(teachers, 19)
     assert len(assignment) == 19 and ious.shape == (3, 19)

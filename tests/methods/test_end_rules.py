@@ -129,7 +129,7 @@ def test_assignment_tables_are_checked_and_iou_picks_the_best_teacher_per_class(
 def test_rare_class_weight_is_7_below_64x64_pixels_per_image():
     labels = torch.full((1, 256, 512), 2, dtype=torch.long)
     labels.view(-1)[:4095] = 0
-    labels.view(-1)[4095:4095 + 4096] = 1
+    labels.view(-1)[4095 : 4095 + 4096] = 1
     counts = class_pixel_counts(labels, 3)
     assert counts.tolist() == [4095, 4096, 256 * 512 - 8191]
     assert rare_class_weights(counts, batch_size=1).tolist() == [7.0, 1.0, 1.0]
@@ -162,7 +162,9 @@ def test_weighted_ce_divides_by_the_sum_of_the_labels_weights():
     by_hand = (7 * nll[0, 0, 0, 0] + 1 * nll[0, 1, 0, 1] + 2 * nll[0, 2, 1, 0]) / 10
     assert class_weighted_cross_entropy(logits, labels, w).item() == pytest.approx(by_hand.item(), rel=1e-6)
     per_pixel = weighted_pixel_losses(logits, labels, w)
-    assert per_pixel[0, 1, 1].item() == 0.0 and per_pixel[0, 0, 0].item() == pytest.approx(7 * nll[0, 0, 0, 0].item())
+    assert per_pixel[0, 1, 1].item() == 0.0 and per_pixel[0, 0, 0].item() == pytest.approx(
+        7 * nll[0, 0, 0, 0].item()
+    )
     assert class_weighted_cross_entropy(logits, torch.full_like(labels, 255), w).item() == 0.0
 
 

@@ -19,12 +19,15 @@ def test_random_sized_crop_follows_the_release_formula():
 
 
 def test_a_resized_side_smaller_than_the_crop_is_raised_to_it():
-    geometry = sample_random_sized_crop(100, 400, (64, 112), torch.Generator().manual_seed(0), base_width=150,
-                                        scale_range=(1.0, 1.0))
+    geometry = sample_random_sized_crop(
+        100, 400, (64, 112), torch.Generator().manual_seed(0), base_width=150, scale_range=(1.0, 1.0)
+    )
     assert geometry.size == (64, 150) and geometry.top == 0
 
 
 def test_warp_resizes_then_crops_then_flips():
     x = torch.arange(8.0).view(1, 2, 4)
-    out = warp_to_crop(x, CropGeometry(size=(2, 4), top=1, left=1, crop=(1, 2), flip=True), align_corners=True)
+    out = warp_to_crop(
+        x, CropGeometry(size=(2, 4), top=1, left=1, crop=(1, 2), flip=True), align_corners=True
+    )
     assert out.tolist() == [[[6.0, 5.0]]]

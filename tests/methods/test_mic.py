@@ -23,7 +23,12 @@ from tests.methods import test_atp, test_ddb
 
 def test_defaults_are_the_released_ones():
     options = MICOptions()
-    assert (options.mask_ratio, options.block_size, options.loss_weight, options.augment) == (0.7, 64, 1.0, True)
+    assert (options.mask_ratio, options.block_size, options.loss_weight, options.augment) == (
+        0.7,
+        64,
+        1.0,
+        True,
+    )
 
 
 def test_mask_is_square_blocks_covering_the_mask_ratio_in_expectation():
@@ -63,8 +68,9 @@ def test_loss_is_weighted_ce_on_the_masked_image_and_zero_where_the_quality_weig
     weight = torch.zeros(2, 16, 16)
     weight[0, :4] = 1.0  # only the top rows of image 0 count
     loss = mic.loss(student, PseudoLabelledTarget(images, labels, weight), torch.Generator().manual_seed(3))
-    masked = masked_view(images, torch.Generator().manual_seed(3), MICOptions(block_size=4), mean=(0, 0, 0),
-                         std=(1, 1, 1))
+    masked = masked_view(
+        images, torch.Generator().manual_seed(3), MICOptions(block_size=4), mean=(0, 0, 0), std=(1, 1, 1)
+    )
     per_pixel = torch.nn.functional.cross_entropy(student(masked), labels, reduction="none")
     assert loss.item() == pytest.approx(0.5 * (per_pixel[0, :4].sum() / per_pixel.numel()).item(), rel=1e-5)
 
@@ -79,8 +85,10 @@ def test_loss_is_weighted_ce_on_the_masked_image_and_zero_where_the_quality_weig
 
 # ------------------------------------------------------------------------------ the switch on methods
 def test_ddb_st_adds_the_mic_term_on_the_clean_target_with_q(tmp_path, monkeypatch):
-    data = (test_ddb.make_split(tmp_path / "s", n=3, size=(32, 48)),
-            test_ddb.make_split(tmp_path / "t", n=3, size=(32, 48), seed=1))
+    data = (
+        test_ddb.make_split(tmp_path / "s", n=3, size=(32, 48)),
+        test_ddb.make_split(tmp_path / "t", n=3, size=(32, 48), seed=1),
+    )
     recipe = test_ddb.tiny_recipe_dict(data)
     st = next(s for s in recipe["stages"] if s["name"] == "r1_st_cu")
     st["options"]["mic"] = {"block_size": 8}
@@ -116,23 +124,37 @@ def test_methods_without_the_switch_reject_it(tmp_path):
 
 
 def test_atp_teach_and_propagate_add_mic_on_their_teacher_labelled_target(tmp_path, monkeypatch):
-    roots = {"source": test_atp.make_split(tmp_path / "s", n=2, size=(64, 64), seed=1),
-             "target": test_atp.make_split(tmp_path / "t", n=4, size=(64, 64), seed=2)}
-    stages = [{"name": "teach", "method": "atp_teach", "options": {"mic": {"block_size": 16}}},
-              {"name": "propagate", "method": "atp_propagate", "options": {"proto_start": 0, "mic": {}},
-               "overrides": {"data": {"easy": {"like": "target"}, "hard": {"like": "target"}}}}]
+    roots = {
+        "source": test_atp.make_split(tmp_path / "s", n=2, size=(64, 64), seed=1),
+        "target": test_atp.make_split(tmp_path / "t", n=4, size=(64, 64), seed=2),
+    }
+    stages = [
+        {"name": "teach", "method": "atp_teach", "options": {"mic": {"block_size": 16}}},
+        {
+            "name": "propagate",
+            "method": "atp_propagate",
+            "options": {"proto_start": 0, "mic": {}},
+            "overrides": {"data": {"easy": {"like": "target"}, "hard": {"like": "target"}}},
+        },
+    ]
     recipe = test_atp.recipe_dict(roots, stages)
     images = torch.randn(2, 3, 64, 64)
-    for name, batch in (("teach", {"target": {"image": images}}),
-                        ("propagate", {"easy": {"image": images.flip(-1)}, "hard": {"image": images}})):
+    for name, batch in (
+        ("teach", {"target": {"image": images}}),
+        ("propagate", {"easy": {"image": images.flip(-1)}, "hard": {"image": images}}),
+    ):
         ctx = test_atp.stage_context(tmp_path / "run", recipe, name)
         from adaptseg.methods.base import get_method
 
-        method = test_atp.placed(get_method(ctx.stage.method)(get_method(ctx.stage.method).Options(
-            **ctx.stage.options), ctx))
+        method = test_atp.placed(
+            get_method(ctx.stage.method)(get_method(ctx.stage.method).Options(**ctx.stage.options), ctx)
+        )
         seen = {}
-        monkeypatch.setattr(method.mic, "loss", lambda student, target, gen, seen=seen: seen.setdefault("t", target)
-                            and torch.tensor(1.0))
+        monkeypatch.setattr(
+            method.mic,
+            "loss",
+            lambda student, target, gen, seen=seen: seen.setdefault("t", target) and torch.tensor(1.0),
+        )
         losses = method.step(batch, 0)
         assert "mic" in losses
         target = seen["t"]
@@ -143,4 +165,4 @@ def test_atp_teach_and_propagate_add_mic_on_their_teacher_labelled_target(tmp_pa
             assert float(target.weight) == pytest.approx((confidence >= 0.968).float().mean().item())
         else:  # P: the hard crop's weight map, plcrop rows at 0
             top, bottom = method.plcrop(64)
-            assert (target.weight[:, :top] == 0).all() and (target.weight[:, 64 - bottom:] == 0).all()
+            assert (target.weight[:, :top] == 0).all() and (target.weight[:, 64 - bottom :] == 0).all()

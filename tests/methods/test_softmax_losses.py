@@ -15,7 +15,9 @@ def test_max_squares_of_uniform_logits_is_minus_n_over_k(n, k):
 def test_max_squares_is_lowest_for_one_hot_predictions():
     sharp = torch.full((1, 3, 2, 2), -50.0)
     sharp[:, 0] = 50.0
-    assert max_squares(sharp).item() == pytest.approx(-1.0) and max_squares(sharp) < max_squares(torch.zeros(1, 3, 2, 2))
+    assert max_squares(sharp).item() == pytest.approx(-1.0) and max_squares(sharp) < max_squares(
+        torch.zeros(1, 3, 2, 2)
+    )
 
 
 def test_softmax_l1_is_zero_for_equal_logits_and_the_mean_absolute_difference_otherwise():

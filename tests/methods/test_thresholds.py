@@ -32,7 +32,9 @@ def test_the_median_is_capped_at_0_9_and_python_round_is_half_to_even():
 
 def test_a_class_nobody_predicts_has_threshold_0_and_ignored_pixels_are_not_counted():
     histogram = ClassConfidenceHistogram(3, bins=256)
-    histogram.update(np.array([[0, 255], [0, 2]], dtype=np.uint8), np.array([[10, 250], [20, 30]], dtype=np.uint8))
+    histogram.update(
+        np.array([[0, 255], [0, 2]], dtype=np.uint8), np.array([[10, 250], [20, 30]], dtype=np.uint8)
+    )
     assert histogram.counts.sum() == 3 and histogram.threshold_levels().tolist() == [20, 0, 30]
 
 

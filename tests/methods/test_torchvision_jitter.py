@@ -19,7 +19,9 @@ def test_contrast_blends_with_the_mean_grey_and_saturation_with_the_pixel_grey()
     c = ((contrast - grey(image).mean()) / (image - grey(image).mean())).flatten()
     assert torch.allclose(c, c[0].expand_as(c), atol=1e-4) and 0.5 <= c[0].item() <= 1.5
     grey_image = grey(image).expand(3, -1, -1)
-    assert torch.allclose(jitter_image(grey_image, torch.Generator(), (0.0, 0.0, 0.5, 0.0)), grey_image, atol=1e-3)
+    assert torch.allclose(
+        jitter_image(grey_image, torch.Generator(), (0.0, 0.0, 0.5, 0.0)), grey_image, atol=1e-3
+    )
 
 
 def test_zero_strength_is_the_identity_through_normalisation():

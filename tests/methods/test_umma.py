@@ -27,17 +27,25 @@ ROAD, PERSON, CAR = 0, 11, 13
 
 
 # ------------------------------------------------------------------------------------------- mappings
-@pytest.mark.parametrize(("setting", "sources"), sorted(LABEL_SETS), ids=lambda v: v if isinstance(v, str) else "+".join(v))
+@pytest.mark.parametrize(
+    ("setting", "sources"), sorted(LABEL_SETS), ids=lambda v: v if isinstance(v, str) else "+".join(v)
+)
 def test_every_row_of_the_table_covers_19_classes_with_contiguous_ordered_local_ids(setting, sources):
     sets = label_sets(setting, sources)
     assert set().union(*map(set, sets)) == set(range(19))
     for owned in sets:
         lut = local_lut(owned, setting != "f", void_to_others=False)
-        assert [int(lut[k]) for k in owned] == list(range(1, len(owned) + 1)) if setting != "f" else list(range(19))
+        assert (
+            [int(lut[k]) for k in owned] == list(range(1, len(owned) + 1))
+            if setting != "f"
+            else list(range(19))
+        )
 
 
 def test_n_with_three_sources_gives_synscapes_13_to_16_as_1_to_4_and_the_rest_others():
-    sets = dict(zip(["gta5", "synscapes", "synthia"], label_sets("n", ["gta5", "synscapes", "synthia"]), strict=True))
+    sets = dict(
+        zip(["gta5", "synscapes", "synthia"], label_sets("n", ["gta5", "synscapes", "synthia"]), strict=True)
+    )
     assert sets["gta5"] == tuple(range(11)) and sets["synthia"] == (11, 12, 17, 18)
     label = np.arange(19, dtype=np.uint8)
     mapped = adaptation_target(label, sets["synscapes"], "n")
@@ -55,7 +63,9 @@ def test_the_p_table_follows_the_spec():
 def test_void_is_others_in_stage_0_under_p_and_n_but_stays_ignored_in_stages_1_2_and_in_f():
     owned = label_sets("p", ["synscapes", "gta5"])[0]
     label = torch.tensor([[ROAD, 255, PERSON]])
-    assert stage0_target(label, owned, "p").tolist() == [[1, 0, 0]]  # void → others; person not owned → others
+    assert stage0_target(label, owned, "p").tolist() == [
+        [1, 0, 0]
+    ]  # void → others; person not owned → others
     assert adaptation_target(label, owned, "p").tolist() == [[1, 255, 0]]
     assert stage0_target(label, tuple(range(19)), "f").tolist() == [[ROAD, 255, PERSON]]
 
@@ -110,10 +120,17 @@ class Passthrough(nn.Module):
 
 def test_the_union_model_with_lift_fuses_exactly_as_the_spec_example():
     (gta, p_gta), (syn, p_syn) = lifted_pixel()
-    model = UnionSegmentor([Passthrough(), Passthrough()], [Fixed(p_gta.clamp_min(1e-12).log()), Fixed(p_syn.clamp_min(1e-12).log())], [gta, syn],
-                           others=True, combine="lift")
+    model = UnionSegmentor(
+        [Passthrough(), Passthrough()],
+        [Fixed(p_gta.clamp_min(1e-12).log()), Fixed(p_syn.clamp_min(1e-12).log())],
+        [gta, syn],
+        others=True,
+        combine="lift",
+    )
     probs = model(torch.zeros(1, 3, 1, 1)).exp()[0, :, 0, 0]
-    assert probs[CAR].item() == pytest.approx(0.425) and probs[ROAD].item() == pytest.approx(0.30909, abs=1e-5)
+    assert probs[CAR].item() == pytest.approx(0.425) and probs[ROAD].item() == pytest.approx(
+        0.30909, abs=1e-5
+    )
 
 
 def test_the_union_ensemble_averages_logits_over_owners_only():
@@ -144,8 +161,13 @@ def test_the_step_b_permutation_is_never_the_identity(sources):
 
 def tiny_union(setting="p", sources=("synscapes", "gta5"), backbones=2, **kwargs):
     torch.manual_seed(0)
-    return build_union_model("tiny-deeplabv2", label_sets(setting, list(sources)), others=setting != "f",
-                             backbones=backbones, **kwargs)
+    return build_union_model(
+        "tiny-deeplabv2",
+        label_sets(setting, list(sources)),
+        others=setting != "f",
+        backbones=backbones,
+        **kwargs,
+    )
 
 
 def test_cmc1_is_zero_for_identical_backbones_and_cmc2_is_zero_without_shared_classes():
@@ -161,13 +183,19 @@ def test_cmc1_is_zero_for_identical_backbones_and_cmc2_is_zero_without_shared_cl
 def test_kl_to_the_source_models_is_zero_when_the_final_backbone_is_theirs():
     model = tiny_union(backbones=1).eval()
     sources = nn.ModuleList([copy.deepcopy(model.backbones[0]), copy.deepcopy(model.backbones[0])]).eval()
-    assert L.distillation_loss(model, sources, torch.randn(1, 3, 32, 64)).item() == pytest.approx(0.0, abs=1e-6)
+    assert L.distillation_loss(model, sources, torch.randn(1, 3, 32, 64)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_shared_class_l1_is_the_mean_deviation_from_the_owners_mean_logit():
     syn, gta = label_sets("p", ["synscapes", "gta5"])
-    model = UnionSegmentor([Passthrough()], [Fixed(torch.zeros(1, 16, 1, 1)), Fixed(torch.zeros(1, 16, 1, 1))],
-                           [syn, gta], others=True)
+    model = UnionSegmentor(
+        [Passthrough()],
+        [Fixed(torch.zeros(1, 16, 1, 1)), Fixed(torch.zeros(1, 16, 1, 1))],
+        [syn, gta],
+        others=True,
+    )
     z_syn, z_gta = torch.zeros(1, 16, 1, 1), torch.zeros(1, 16, 1, 1)
     z_syn[0, 1], z_gta[0, 1] = 2.0, 0.0  # road (shared): |2−1| + |0−1| = 2; every other shared class 0
     shared = int((owner_mask([syn, gta]).sum(0) >= 2).sum())
@@ -190,7 +218,10 @@ def test_released_lr_multipliers_count_the_generators_duplicates():
 def test_the_release_input_map_turns_preset_normalisation_into_caffe_mean_subtraction():
     model = tiny_union(backbones=1)
     rgb = torch.rand(1, 3, 4, 4) * 255
-    mean, std = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1), torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1),
+        torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1),
+    )
     caffe = torch.tensor([122.67891434, 116.66876762, 104.00698793]).view(1, 3, 1, 1)
     assert torch.allclose(model.release_input((rgb - mean) / std), rgb - caffe, atol=1e-3)
     # the Caffe-style preset (RGB minus the Caffe mean, std 1) already is the release's convention

@@ -21,8 +21,15 @@ from adaptseg.train.pipeline import run_recipe, stage_complete
 from adaptseg.train.trainer import Trainer
 
 RECIPE = Path(__file__).resolve().parents[2] / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
-TINY = ["minicity.size=[64,128]", "minicity.images=4", "schedule.iters=2", "schedule.warmup_iters=1",
-        "eval.every=2", "eval.max_images=2", "workers=0"]
+TINY = [
+    "minicity.size=[64,128]",
+    "minicity.images=4",
+    "schedule.iters=2",
+    "schedule.warmup_iters=1",
+    "eval.every=2",
+    "eval.max_images=2",
+    "workers=0",
+]
 STAGES = ("s0_synscapes", "s0_gta5", "pl1", "joint", "pl2", "final")
 
 
@@ -69,7 +76,9 @@ def test_the_deployed_model_is_one_module_of_the_final_backbone_and_all_source_h
     source = load_model(run_dir / "s0_gta5" / "student.safetensors").net
     assert source.combine == "lift" and net(torch.zeros(1, 3, 64, 128)).shape == (1, 19, 64, 128)
     # the stage-2 heads started from the stage-1 heads and trained on: not the stage-0 ones
-    assert not torch.equal(net.heads[1].aspp_modules[0].conv.weight, source.heads[0].aspp_modules[0].conv.weight)
+    assert not torch.equal(
+        net.heads[1].aspp_modules[0].conv.weight, source.heads[0].aspp_modules[0].conv.weight
+    )
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -77,14 +86,29 @@ def test_the_deployed_model_exports_with_parity_and_evaluates(run, tmp_path, fmt
     run_dir, cache = run
     runner = CliRunner()
     out = tmp_path / fmt
-    result = runner.invoke(app, ["export", str(run_dir / "final" / "student.safetensors"), "--format", fmt,
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["export", str(run_dir / "final" / "student.safetensors"), "--format", fmt, "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "argmax agreement 100.0000%" in result.output
     dataset_root = cache / "s0-64x128-n4" / "cityscapes"
     artifact = next(p for p in out.iterdir() if p.suffix in (".pt", ".onnx"))
-    result = runner.invoke(app, ["eval", "--model", str(artifact), "--dataset", "cityscapes", "--root",
-                                 str(dataset_root), "--split", "val", "--json", str(tmp_path / "m.json")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(artifact),
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(dataset_root),
+            "--split",
+            "val",
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mIoU" in (tmp_path / "m.json").read_text()
 
@@ -92,8 +116,14 @@ def test_the_deployed_model_exports_with_parity_and_evaluates(run, tmp_path, fmt
 def joint_trainer(run_dir: Path, quirks: str) -> tuple[Trainer, dict]:
     recipe = load_recipe(Recipe, RECIPE, [*TINY, f"quirks={quirks}"])
     stage = recipe.stage("joint")
-    ctx = StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=run_dir, device=torch.device("cpu"),
-                       dist=DistInfo(), stage_names=tuple(s.name for s in recipe.stages))
+    ctx = StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in recipe.stages),
+    )
     trainer = Trainer(ctx, UmmaJoint(UmmaJoint.Options(**stage.options), ctx))
     trainer.setup_models()
     dataset = ctx.open_dataset(ctx.stream_spec("target"))
@@ -126,7 +156,9 @@ def test_phase_c_trains_heads_only_and_phase_d_backbones_only(run, official_run,
     after = grads(model.backbones)
     if quirks == "official":  # torch 1.11 zero_grad: zero tensors, and momentum still moves the backbones
         assert all(g is not None and not g.any() for g in after)
-        assert any(not torch.equal(a, b) for a, b in zip(weights(model.backbones), backbone_weights, strict=True))
+        assert any(
+            not torch.equal(a, b) for a, b in zip(weights(model.backbones), backbone_weights, strict=True)
+        )
     else:
         assert all(g is None for g in after) and all(g is not None for g in backbone_grads)
         assert all(torch.equal(a, b) for a, b in zip(weights(model.backbones), backbone_weights, strict=True))
@@ -144,7 +176,9 @@ def test_the_official_optimiser_carries_the_duplicated_parameter_multipliers(run
     for quirks, expected in (("official", {2.0, 3.0, 4.0, 10.0}), ("intended", {1.0, 10.0})):
         trainer, _ = joint_trainer(official_run if quirks == "official" else run[0], quirks)
         assert {g["lr_mult"] for g in trainer.optimizer.param_groups} == expected
-        assert len(trainer.handles["student"].module.heads[0].aspp_modules) == (2 if quirks == "official" else 4)
+        assert len(trainer.handles["student"].module.heads[0].aspp_modules) == (
+            2 if quirks == "official" else 4
+        )
 
 
 def test_a_random_target_pipeline_is_refused_in_one_line(run):

@@ -87,8 +87,14 @@ def normalised_batch(n: int, size: tuple[int, int], seed: int = 0) -> Tensor:
 def tiny_preset(backbone: dict, decode_head: dict, **fields) -> ModelPreset:
     """An inline tiny preset (for layouts no YAML preset uses at tiny size)."""
     return ModelPreset.model_validate(
-        {"name": "inline", "size": "tiny", "crop": [64, 128], "backbone": backbone, "decode_head": decode_head,
-         **fields}
+        {
+            "name": "inline",
+            "size": "tiny",
+            "crop": [64, 128],
+            "backbone": backbone,
+            "decode_head": decode_head,
+            **fields,
+        }
     )
 
 

@@ -23,7 +23,12 @@ def _meta(name: str, **kw) -> nn.Module:
 # torchvision's documented totals minus the ImageNet classifier (2048·1000+1000 or 512·1000+1000)
 @pytest.mark.parametrize(
     ("depth", "published_total", "fc"),
-    [(18, 11_689_512, 513_000), (34, 21_797_672, 513_000), (50, 25_557_032, 2_049_000), (101, 44_549_160, 2_049_000)],
+    [
+        (18, 11_689_512, 513_000),
+        (34, 21_797_672, 513_000),
+        (50, 25_557_032, 2_049_000),
+        (101, 44_549_160, 2_049_000),
+    ],
 )
 def test_resnet_v1b_parameter_counts_match_torchvision(depth: int, published_total: int, fc: int) -> None:
     assert _params(_meta(f"resnet{depth}_v1b")) == published_total - fc

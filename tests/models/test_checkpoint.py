@@ -25,14 +25,26 @@ TINY_V1B = tiny_preset(
     {"type": "deeplabv2", "dilations": [1, 2]},
 )
 TINY_CAFFE = tiny_preset(
-    {"type": "resnet50_v1b", "base_channels": 4, "stem_channels": 8, "blocks": [1, 1, 1, 1], "style": "caffe",
-     "ceil_mode": True, "contract_dilation": False},
+    {
+        "type": "resnet50_v1b",
+        "base_channels": 4,
+        "stem_channels": 8,
+        "blocks": [1, 1, 1, 1],
+        "style": "caffe",
+        "ceil_mode": True,
+        "contract_dilation": False,
+    },
     {"type": "deeplabv2", "dilations": [1, 2, 3, 4]},
 )
 TINY_DRN = tiny_preset(
     {"type": "drn_d_54", "channels": [4, 4, 4, 4, 8, 8, 8, 8]},
-    {"type": "deeplabv3plus", "channels": 8, "low_level_channels": 4, "decoder_channels": 8,
-     "dilations": [1, 2, 3, 4]},
+    {
+        "type": "deeplabv3plus",
+        "channels": 8,
+        "low_level_channels": 4,
+        "decoder_channels": 8,
+        "dilations": [1, 2, 3, 4],
+    },
 )
 
 
@@ -58,7 +70,11 @@ def _external(model, fmt: str) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------ backbone-only (ImageNet)
 @pytest.mark.parametrize(
     ("fmt", "preset", "classifier"),
-    [("torchvision", TINY_V1B, "fc"), ("mmseg-resnet-v1c", "tiny-deeplabv2", "fc"), ("fyu-drn", TINY_DRN, "fc")],
+    [
+        ("torchvision", TINY_V1B, "fc"),
+        ("mmseg-resnet-v1c", "tiny-deeplabv2", "fc"),
+        ("fyu-drn", TINY_DRN, "fc"),
+    ],
 )
 def test_imagenet_backbone_round_trip(tmp_path, fmt: str, preset, classifier: str) -> None:
     source = seeded_model(preset, seed=1)
@@ -84,7 +100,9 @@ def test_imagenet_backbone_round_trip(tmp_path, fmt: str, preset, classifier: st
 
 def test_old_checkpoints_without_num_batches_tracked_are_not_missing(tmp_path) -> None:
     source = seeded_model("tiny-deeplabv2", seed=1)
-    external = {k: v for k, v in _external(source, "mmseg-resnet-v1c").items() if "num_batches_tracked" not in k}
+    external = {
+        k: v for k, v in _external(source, "mmseg-resnet-v1c").items() if "num_batches_tracked" not in k
+    }
     torch.save({"state_dict": external, "meta": {"mmcv_version": "1.4.7"}}, tmp_path / "v1c.pth")
     report = load_checkpoint(seeded_model("tiny-deeplabv2", seed=2), tmp_path / "v1c.pth", partial=True)
     assert not any("num_batches_tracked" in k for k in report.missing)
@@ -93,8 +111,13 @@ def test_old_checkpoints_without_num_batches_tracked_are_not_missing(tmp_path) -
 # -------------------------------------------------------------------------------------- whole segmentors
 @pytest.mark.parametrize(
     ("fmt", "preset"),
-    [("mmseg-segmentor", "tiny-dlv2red-adapter"), ("mmseg-segmentor", "tiny-deeplabv2"),
-     ("end-deeplabv3plus", TINY_DRN), ("adaptsegnet", TINY_CAFFE), ("adaptseg", "tiny-deeplabv3plus")],
+    [
+        ("mmseg-segmentor", "tiny-dlv2red-adapter"),
+        ("mmseg-segmentor", "tiny-deeplabv2"),
+        ("end-deeplabv3plus", TINY_DRN),
+        ("adaptsegnet", TINY_CAFFE),
+        ("adaptseg", "tiny-deeplabv3plus"),
+    ],
 )
 def test_segmentor_round_trip_is_strict_and_exact(tmp_path, fmt: str, preset) -> None:
     source = seeded_model(preset, seed=1)
@@ -139,7 +162,9 @@ def test_wrapped_models_need_a_prefix_when_there_are_several(tmp_path) -> None:
 
 def test_single_wrapper_and_ddp_module_prefix_are_found_automatically(tmp_path) -> None:
     source = seeded_model("tiny-deeplabv2", seed=1)
-    torch.save({"state_dict": {f"stu_model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "a.pth")
+    torch.save(
+        {"state_dict": {f"stu_model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "a.pth"
+    )
     torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "b.pth")
     for name in ("a.pth", "b.pth"):
         target = seeded_model("tiny-deeplabv2", seed=2)
@@ -163,7 +188,9 @@ def test_missing_key_is_named_and_nothing_is_loaded(tmp_path) -> None:
     torch.save(state, tmp_path / "cut.pth")
     target = seeded_model("tiny-dlv2red-adapter", seed=2)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(UserError, match=r"cut\.pth: 1 model tensors are missing .*decode_head\.bottleneck\.bn\.running_var"):
+    with pytest.raises(
+        UserError, match=r"cut\.pth: 1 model tensors are missing .*decode_head\.bottleneck\.bn\.running_var"
+    ):
         load_checkpoint(target, tmp_path / "cut.pth")
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     report = load_checkpoint(target, tmp_path / "cut.pth", partial=True)
@@ -176,7 +203,9 @@ def test_unexpected_key_is_named(tmp_path) -> None:
     target = seeded_model("tiny-deeplabv2")
     with pytest.raises(UserError, match=r"no place in the model .*decode_head\.extra\.weight"):
         load_checkpoint(target, tmp_path / "extra.pth")
-    assert load_checkpoint(target, tmp_path / "extra.pth", strict=False).unexpected == ["decode_head.extra.weight"]
+    assert load_checkpoint(target, tmp_path / "extra.pth", strict=False).unexpected == [
+        "decode_head.extra.weight"
+    ]
 
 
 def test_other_num_classes_is_a_shape_error_unless_not_strict(tmp_path) -> None:
@@ -186,7 +215,10 @@ def test_other_num_classes_is_a_shape_error_unless_not_strict(tmp_path) -> None:
     with pytest.raises(UserError, match=r"decode_head\.conv_seg\.\w+ \(19, .*\) vs model \(16,.*num_classes"):
         load_checkpoint(target, tmp_path / "19.pth")
     report = load_checkpoint(target, tmp_path / "19.pth", strict=False)
-    assert sorted(k for k, _, _ in report.mismatched) == ["decode_head.conv_seg.bias", "decode_head.conv_seg.weight"]
+    assert sorted(k for k, _, _ in report.mismatched) == [
+        "decode_head.conv_seg.bias",
+        "decode_head.conv_seg.weight",
+    ]
     assert torch.equal(target.backbone.layer1[0].conv1.weight, source.backbone.layer1[0].conv1.weight)
 
 
@@ -228,10 +260,15 @@ def test_pickled_objects_need_trust(tmp_path) -> None:
 
 # --------------------------------------------------------------------------------------------- registry
 def test_key_maps_invert_with_placeholders() -> None:
-    km = KeyMap(renames=(("layer5.conv2d_list.{i}.", "decode_head.aspp_modules.{i}.conv."), ("", "backbone.")),
-                drop=("fc.",))
-    state = {"layer5.conv2d_list.12.bias": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1),
-             "fc.weight": torch.zeros(1)}
+    km = KeyMap(
+        renames=(("layer5.conv2d_list.{i}.", "decode_head.aspp_modules.{i}.conv."), ("", "backbone.")),
+        drop=("fc.",),
+    )
+    state = {
+        "layer5.conv2d_list.12.bias": torch.zeros(1),
+        "layer1.0.conv1.weight": torch.zeros(1),
+        "fc.weight": torch.zeros(1),
+    }
     ours, dropped = km.to_ours(state)
     assert set(ours) == {"decode_head.aspp_modules.12.conv.bias", "backbone.layer1.0.conv1.weight"}
     assert dropped == ["fc.weight"]
@@ -241,11 +278,13 @@ def test_key_maps_invert_with_placeholders() -> None:
 def test_formats_are_pluggable(tmp_path) -> None:
     name = "test-only-layout"
     if name not in list_formats():
-        register_format(CheckpointFormat(
-            name=name,
-            detect=lambda keys: "net.encoder.stem.0.weight" in keys,
-            key_map=KeyMap(renames=(("net.encoder.", "backbone."), ("net.decoder.", "decode_head."))),
-        ))
+        register_format(
+            CheckpointFormat(
+                name=name,
+                detect=lambda keys: "net.encoder.stem.0.weight" in keys,
+                key_map=KeyMap(renames=(("net.encoder.", "backbone."), ("net.decoder.", "decode_head."))),
+            )
+        )
     with pytest.raises(ValueError, match="registered twice"):
         register_format(get_format(name))
     source = seeded_model("tiny-deeplabv2", seed=1)
@@ -257,6 +296,13 @@ def test_formats_are_pluggable(tmp_path) -> None:
 
 
 def test_builtin_formats_are_listed() -> None:
-    assert {"adaptseg", "mmseg-segmentor", "torchvision", "mmseg-resnet-v1c", "fyu-drn", "end-deeplabv3plus",
-            "adaptsegnet"} <= set(list_formats())
+    assert {
+        "adaptseg",
+        "mmseg-segmentor",
+        "torchvision",
+        "mmseg-resnet-v1c",
+        "fyu-drn",
+        "end-deeplabv3plus",
+        "adaptsegnet",
+    } <= set(list_formats())
     assert isinstance(TINY_DRN, ModelPreset)

@@ -32,7 +32,9 @@ def test_deeplabv2_sums_four_dilated_branches_straight_to_logits() -> None:
     with torch.no_grad():
         torch.testing.assert_close(logits, sum(c(feats[-1]) for c in convs))
     assert feature is feats[-1]  # the classic head's feature is the backbone C5
-    assert set(head.state_dict()) == {f"aspp_modules.{i}.conv.{p}" for i in range(4) for p in ("weight", "bias")}
+    assert set(head.state_dict()) == {
+        f"aspp_modules.{i}.conv.{p}" for i in range(4) for p in ("weight", "bias")
+    }
 
 
 def test_deeplabv2_init_is_normal_0_01() -> None:
@@ -59,17 +61,26 @@ def test_adapter_head_structure_matches_ddb() -> None:
     head: DLV2AdapterHead = build_head("dlv2red_adapter", in_channels=R101, num_classes=19)
     convs = [b.conv for b in head.aspp_modules]
     assert [(c.in_channels, c.out_channels, c.dilation, c.padding, c.bias) for c in convs] == [
-        (2048, 128, (6, 6), (6, 6), None), (2048, 128, (12, 12), (12, 12), None)
+        (2048, 128, (6, 6), (6, 6), None),
+        (2048, 128, (12, 12), (12, 12), None),
     ]
-    assert all(isinstance(b.bn, nn.BatchNorm2d) and isinstance(b.activate, nn.ReLU) for b in head.aspp_modules)
+    assert all(
+        isinstance(b.bn, nn.BatchNorm2d) and isinstance(b.activate, nn.ReLU) for b in head.aspp_modules
+    )
     bottleneck = head.bottleneck.conv
     assert (bottleneck.in_channels, bottleneck.out_channels, bottleneck.kernel_size) == (256, 256, (3, 3))
     assert isinstance(head.dropout, nn.Dropout2d) and head.dropout.p == 0.1
-    assert (head.conv_seg.in_channels, head.conv_seg.out_channels, head.conv_seg.kernel_size) == (256, 19, (1, 1))
+    assert (head.conv_seg.in_channels, head.conv_seg.out_channels, head.conv_seg.kernel_size) == (
+        256,
+        19,
+        (1, 1),
+    )
     bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     expected = {f"aspp_modules.{i}.conv.weight" for i in range(2)}
     expected |= {f"aspp_modules.{i}.bn.{k}" for i in range(2) for k in bn}
-    expected |= {"bottleneck.conv.weight", "conv_seg.weight", "conv_seg.bias"} | {f"bottleneck.bn.{k}" for k in bn}
+    expected |= {"bottleneck.conv.weight", "conv_seg.weight", "conv_seg.bias"} | {
+        f"bottleneck.bn.{k}" for k in bn
+    }
     assert set(head.state_dict()) == expected  # mmseg's DLV2AdapterHead names
 
 
@@ -121,13 +132,21 @@ def test_deeplabv3plus_structure_matches_end() -> None:
     assert [dec.last_conv[i].p for i in (3, 7)] == [0.5, 0.1]
     assert dec.last_conv[8].out_channels == 19 and dec.last_conv[8].bias is not None
     keys = set(head.state_dict())
-    assert {"aspp.aspp1.atrous_conv.weight", "aspp.global_avg_pool.1.weight", "aspp.global_avg_pool.2.running_mean",
-            "aspp.bn1.bias", "decoder.bn1.weight", "decoder.last_conv.5.running_var", "decoder.last_conv.8.bias"} <= keys
+    assert {
+        "aspp.aspp1.atrous_conv.weight",
+        "aspp.global_avg_pool.1.weight",
+        "aspp.global_avg_pool.2.running_mean",
+        "aspp.bn1.bias",
+        "decoder.bn1.weight",
+        "decoder.last_conv.5.running_var",
+        "decoder.last_conv.8.bias",
+    } <= keys
 
 
 def test_deeplabv3plus_logits_at_the_low_level_stride() -> None:
-    head = build_head("deeplabv3plus", in_channels=[16, 32, 64, 32], num_classes=5, channels=16,
-                      decoder_channels=8).eval()
+    head = build_head(
+        "deeplabv3plus", in_channels=[16, 32, 64, 32], num_classes=5, channels=16, decoder_channels=8
+    ).eval()
     assert head.output_index == 0
     logits, feature = head(_feats([16, 32, 64, 32], [16, 8, 8, 8]))
     assert logits.shape == (2, 5, 16, 16) and feature.shape == (2, 8, 16, 16)
@@ -141,6 +160,8 @@ def test_deeplabv3plus_image_pool_branch_is_a_broadcast() -> None:
     with torch.no_grad():
         pooled = head.aspp.global_avg_pool(x)
         up = nn.functional.interpolate(pooled, size=(5, 7), mode="bilinear", align_corners=True)
-        manual = torch.cat([head.aspp.aspp1(x), head.aspp.aspp2(x), head.aspp.aspp3(x), head.aspp.aspp4(x), up], 1)
+        manual = torch.cat(
+            [head.aspp.aspp1(x), head.aspp.aspp2(x), head.aspp.aspp3(x), head.aspp.aspp4(x), up], 1
+        )
         manual = head.aspp.relu(head.aspp.bn1(head.aspp.conv1(manual)))
         torch.testing.assert_close(head.aspp(x), manual)

@@ -12,8 +12,17 @@ from adaptseg.models import build_model, list_presets, load_preset
 from adaptseg.models.checkpoint import get_format
 from adaptseg.models.presets import count_parameters, exports_dir, models_dir, print_presets
 
-MINE = ["ddb-dlv2red-adapter-r101", "deeplabv2-128-r101", "deeplabv2-r101", "deeplabv2-r101-caffe",
-        "deeplabv2-r101-v1c", "deeplabv3plus-drn-d54", "tiny-deeplabv2", "tiny-deeplabv3plus", "tiny-dlv2red-adapter"]
+MINE = [
+    "ddb-dlv2red-adapter-r101",
+    "deeplabv2-128-r101",
+    "deeplabv2-r101",
+    "deeplabv2-r101-caffe",
+    "deeplabv2-r101-v1c",
+    "deeplabv3plus-drn-d54",
+    "tiny-deeplabv2",
+    "tiny-deeplabv3plus",
+    "tiny-dlv2red-adapter",
+]
 
 
 def test_presets_are_found_in_the_repo_models_folder() -> None:
@@ -45,7 +54,12 @@ def test_full_presets_have_the_published_parameter_counts() -> None:
         "deeplabv2-r101": 42_500_160 + 4 * (2048 * 19 * 9 + 19),
         "deeplabv2-r101-v1c": 42_519_392 + 4 * (2048 * 19 * 9 + 19),
         "deeplabv2-128-r101": 42_500_160 + 4 * (2048 * 128 * 9 + 128) + 128 * 19 + 19,
-        "ddb-dlv2red-adapter-r101": 42_519_392 + 2 * (2048 * 128 * 9 + 256) + 256 * 256 * 9 + 512 + 256 * 19 + 19,
+        "ddb-dlv2red-adapter-r101": 42_519_392
+        + 2 * (2048 * 128 * 9 + 256)
+        + 256 * 256 * 9
+        + 512
+        + 256 * 19
+        + 19,
     }
     for name, count in expected.items():
         with torch.device("meta"):
@@ -58,7 +72,9 @@ def test_full_presets_have_the_published_parameter_counts() -> None:
 
 
 def test_unknown_preset_suggests_the_nearest() -> None:
-    with pytest.raises(UserError, match="unknown model preset 'tiny-deeplabv3' .*did you mean 'tiny-deeplabv2'"):
+    with pytest.raises(
+        UserError, match="unknown model preset 'tiny-deeplabv3' .*did you mean 'tiny-deeplabv2'"
+    ):
         load_preset("tiny-deeplabv3")
 
 
@@ -74,8 +90,11 @@ def _copy(tmp_path: Path, name: str, replace: tuple[str, str] | None = None) -> 
 
 def test_option_typos_are_one_line_errors_with_the_nearest_option(tmp_path) -> None:
     path = _copy(tmp_path, "tiny-deeplabv2", ("output_stride: 8", "output_strid: 8"))
-    with pytest.raises(UserError, match=r"tiny-deeplabv2.yaml: unknown option 'backbone.output_strid' .*"
-                                        r"did you mean 'backbone.output_stride'"):
+    with pytest.raises(
+        UserError,
+        match=r"tiny-deeplabv2.yaml: unknown option 'backbone.output_strid' .*"
+        r"did you mean 'backbone.output_stride'",
+    ):
         load_preset(path)
     path = _copy(tmp_path, "tiny-deeplabv2", ("type: deeplabv2", "type: deeplab_v2"))
     with pytest.raises(UserError, match="unknown head 'deeplab_v2' in 'decode_head.type'.*'deeplabv2'"):

@@ -57,13 +57,17 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     preset = load_preset(name)
     torch.manual_seed(0)
     model = build_model(name).train()
-    for m in model.modules():  # stochastic regularisers off: a block dropped for the whole batch gets no gradient
+    for (
+        m
+    ) in model.modules():  # stochastic regularisers off: a block dropped for the whole batch gets no gradient
         if isinstance(m, nn.Dropout | nn.Dropout2d) or "droppath" in type(m).__name__.lower():
             m.eval()
     out = model.forward_features(normalised_batch(2, input_size(preset)))
     loss = sum(v.float().square().mean() for v in out.values())
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
     assert not missing, f"no gradient reaches {missing[:5]}"
 
 
@@ -122,8 +126,14 @@ def test_deploy_module_onnx_dynamic_batch(name: str, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            deploy, (image_batch(2, size),), str(path), input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+            deploy,
+            (image_batch(2, size),),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
         )
     assert not list(tmp_path.glob("*.data")), "weights must stay inside the .onnx file"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

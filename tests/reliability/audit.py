@@ -55,13 +55,19 @@ def cli(*args: str | Path) -> Outcome:
     return Outcome(result.exit_code, stdout, stderr)
 
 
-def cli_process(*args: str | Path, cwd: Path | None = None, timeout: float = 300, env: dict | None = None,
-                **popen) -> Outcome:
+def cli_process(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 300, env: dict | None = None, **popen
+) -> Outcome:
     """Run ``python -m adaptseg ARGS`` in a child process (real entry point, real signals)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "adaptseg", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, **popen,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
     )
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
@@ -104,6 +110,9 @@ def assert_unchanged(root: Path, before: dict[str, str]) -> None:
 
 def assert_no_partials(root: Path) -> None:
     """No temporary or half-written file (``*.tmp``, ``*.partial``, ``.*.old`` …) anywhere under ``root``."""
-    left = [p.relative_to(root).as_posix() for p in root.rglob("*")
-            if any(marker in p.name for marker in PARTIAL_MARKERS)]
+    left = [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if any(marker in p.name for marker in PARTIAL_MARKERS)
+    ]
     assert not left, f"partial files left behind: {left}"

@@ -63,7 +63,8 @@ def test_weights_of_another_preset_name_the_option_that_fixes_it(tmp_path, tiny_
     before = snapshot(tiny_weights.parent)
     line = assert_user_error(
         cli("export", tiny_weights, "--format", "onnx", "--arch", "tiny-daformer", "--out", tmp_path / "a"),
-        tiny_weights, "--arch",
+        tiny_weights,
+        "--arch",
     )
     assert "do not fit model preset 'tiny-daformer'" in line and "strict=False" not in line
     assert_unchanged(tiny_weights.parent, before)
@@ -102,7 +103,8 @@ def test_unknown_profile_key_names_the_profile_and_the_nearest_key(tmp_path, tin
     profile = tmp_path / "mine.yaml"
     profile.write_text(yaml.safe_dump({"precison": "fp16"}))
     line = assert_user_error(
-        cli("export", tiny_weights, "--format", "onnx", "--profile", profile, "--out", tmp_path / "a"), profile
+        cli("export", tiny_weights, "--format", "onnx", "--profile", profile, "--out", tmp_path / "a"),
+        profile,
     )
     assert "precision" in line
     assert not (tmp_path / "a").exists()
@@ -129,22 +131,29 @@ def test_out_on_a_folder_of_other_files_is_refused_with_force(tmp_path, tiny_wei
     """Issue 15, defect 1: --force deleted whatever the folder held."""
     out = folder_of_other_files(tmp_path)
     before = snapshot(tmp_path)
-    assert_user_error(cli("export", tiny_weights, "--format", "onnx", "--out", out, "--force", *export_args), out)
+    assert_user_error(
+        cli("export", tiny_weights, "--format", "onnx", "--out", out, "--force", *export_args), out
+    )
     assert_unchanged(tmp_path, before)
 
 
-def test_an_artifact_with_a_file_of_the_users_is_not_replaced(tmp_path, tiny_weights, artifact_copy,
-                                                              export_args):
+def test_an_artifact_with_a_file_of_the_users_is_not_replaced(
+    tmp_path, tiny_weights, artifact_copy, export_args
+):
     folder = artifact_copy("onnx")
     (folder / "README.txt").write_text("my notes about this model")
     before = snapshot(tmp_path)
-    assert_user_error(cli("export", tiny_weights, "--format", "onnx", "--out", folder, "--force", *export_args), folder)
+    assert_user_error(
+        cli("export", tiny_weights, "--format", "onnx", "--out", folder, "--force", *export_args), folder
+    )
     assert_unchanged(tmp_path, before)
 
 
 def test_force_replaces_an_artifact(tmp_path, tiny_weights, artifact_copy, export_args):
     folder = artifact_copy("onnx")
-    line = assert_user_error(cli("export", tiny_weights, "--format", "onnx", "--out", folder, *export_args), folder)
+    line = assert_user_error(
+        cli("export", tiny_weights, "--format", "onnx", "--out", folder, *export_args), folder
+    )
     assert "already exists" in line and "--force" in line
     done = cli("export", tiny_weights, "--format", "onnx", "--out", folder, "--force", *export_args)
     assert done.exit_code == 0, done.stderr
@@ -162,7 +171,16 @@ def test_out_dot_is_the_working_directory(tmp_path, monkeypatch, tiny_weights, e
     monkeypatch.chdir(work)
     before = snapshot(tmp_path)
     line = assert_user_error(
-        cli("export", tiny_weights, "--format", "onnx", "--out", ".", *(["--force"] if force else []), *export_args),
+        cli(
+            "export",
+            tiny_weights,
+            "--format",
+            "onnx",
+            "--out",
+            ".",
+            *(["--force"] if force else []),
+            *export_args,
+        ),
         work,
     )
     assert "working directory" in line
@@ -180,8 +198,9 @@ def test_out_under_a_regular_file(tmp_path, tiny_weights, export_args):
 
 
 # ------------------------------------------------------------------------------------------- faults
-def test_full_disk_during_export_keeps_the_previous_artifact(tmp_path, monkeypatch, tiny_weights,
-                                                             artifact_copy, export_args):
+def test_full_disk_during_export_keeps_the_previous_artifact(
+    tmp_path, monkeypatch, tiny_weights, artifact_copy, export_args
+):
     """Issue 15, defect 6: ENOSPC blamed the ONNX exporter; now the path and the cause, exit 2."""
     import torch.onnx
 
@@ -195,7 +214,8 @@ def test_full_disk_during_export_keeps_the_previous_artifact(tmp_path, monkeypat
     folder = artifact_copy("onnx")
     before = snapshot(tmp_path)
     line = assert_user_error(
-        cli("export", tiny_weights, "--format", "onnx", "--out", folder, "--force", *export_args), "model.onnx"
+        cli("export", tiny_weights, "--format", "onnx", "--out", folder, "--force", *export_args),
+        "model.onnx",
     )
     assert "no space left on device" in line and "free some space" in line and "torch.onnx" not in line
     assert_unchanged(tmp_path, before)
@@ -217,8 +237,9 @@ def test_unwritable_folder_during_export(tmp_path, monkeypatch, tiny_weights, ex
     assert list(tmp_path.iterdir()) == []
 
 
-def test_temporary_folders_of_killed_exports_are_cleaned_and_live_ones_kept(tmp_path, tiny_weights,
-                                                                           artifact_copy, export_args):
+def test_temporary_folders_of_killed_exports_are_cleaned_and_live_ones_kept(
+    tmp_path, tiny_weights, artifact_copy, export_args
+):
     """Issue 15, defect 8: a SIGKILLed export left ``.<name>.*.tmp`` that no later run removed."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -250,7 +271,10 @@ def test_artifact_folders_follow_the_umask(tmp_path, tiny_weights, export_args):
     """Issue 15, defect 8: artifact folders were created 0700 whatever the umask."""
     old = os.umask(0o022)
     try:
-        assert cli("export", tiny_weights, "--format", "onnx", "--out", tmp_path / "a", *export_args).exit_code == 0
+        assert (
+            cli("export", tiny_weights, "--format", "onnx", "--out", tmp_path / "a", *export_args).exit_code
+            == 0
+        )
     finally:
         os.umask(old)
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755
@@ -303,8 +327,20 @@ def test_int8_with_too_few_calibration_images_names_the_folder(tmp_path, calib_d
     before anything is written (issue 20)."""
     before = snapshot(calib_dir)
     out = tmp_path / "int8"
-    outcome = cli("export", TINY, "--format", "onnx", "--profile", "onnx-int8", "--calib", calib_dir,
-                  "--out", out, "--crop", "32x64")
+    outcome = cli(
+        "export",
+        TINY,
+        "--format",
+        "onnx",
+        "--profile",
+        "onnx-int8",
+        "--calib",
+        calib_dir,
+        "--out",
+        out,
+        "--crop",
+        "32x64",
+    )
     line = assert_user_error(outcome, calib_dir)
     assert "other images to check parity on" in line and "fix:" in line
     assert not out.exists()

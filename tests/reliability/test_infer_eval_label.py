@@ -85,8 +85,24 @@ def infer(model: str, folder: Path, out: Path, *extra: str):
 
 
 def pseudo_label(model: str, root: Path, out: Path, *extra: str, split: str = "train"):
-    return cli("pseudo-label", "--model", model, "--dataset", "cityscapes", "--root", root, "--split", split,
-               "--out", out, "--preset", "minicity", "--device", "cpu", *extra)
+    return cli(
+        "pseudo-label",
+        "--model",
+        model,
+        "--dataset",
+        "cityscapes",
+        "--root",
+        root,
+        "--split",
+        split,
+        "--out",
+        out,
+        "--preset",
+        "minicity",
+        "--device",
+        "cpu",
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -98,7 +114,9 @@ def store(tmp_path, models, cityscapes, one_thread) -> Path:
     return out
 
 
-def fail_under(monkeypatch, target: object, name: str, root: Path, error: int, message: str, *, after: int = 0):
+def fail_under(
+    monkeypatch, target: object, name: str, root: Path, error: int, message: str, *, after: int = 0
+):
     """Make ``target.name(path, …)`` raise ``OSError(error)`` for paths under ``root`` (after ``after`` calls)."""
     real = getattr(target, name)
     calls = []
@@ -121,7 +139,10 @@ def test_infer_skips_a_corrupt_image_by_name_and_writes_the_rest(images, tmp_pat
     assert outcome.exit_code == 1 and "Traceback" not in outcome.stderr
     assert "broken.jpg" in outcome.stderr and "skipped 1" in outcome.stderr
     assert "wrote 2 image(s)" in outcome.stdout
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["label/a.png", "label/sub/b.png"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "label/a.png",
+        "label/sub/b.png",
+    ]
     assert_no_partials(out)
 
 
@@ -180,8 +201,9 @@ def test_infer_out_under_a_regular_file(images, tmp_path, models, one_thread):
     ],
     ids=["unwritable", "disk-full", "device-busy"],
 )
-def test_infer_file_system_errors_are_one_line(images, tmp_path, models, monkeypatch, one_thread,
-                                               target, name, error, cause):
+def test_infer_file_system_errors_are_one_line(
+    images, tmp_path, models, monkeypatch, one_thread, target, name, error, cause
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("the user's")
@@ -231,7 +253,9 @@ def test_pseudo_label_resumes_after_an_interrupted_run(tmp_path, models, citysca
     """A full disk on the second image: one line naming the file; after space is freed the run resumes."""
     root, ids = cityscapes
     out = tmp_path / "pseudo"
-    fail_under(monkeypatch, Path, "write_bytes", out / "conf", errno.ENOSPC, "No space left on device", after=1)
+    fail_under(
+        monkeypatch, Path, "write_bytes", out / "conf", errno.ENOSPC, "No space left on device", after=1
+    )
     line = assert_user_error(pseudo_label(models[0], root, out), out / "conf")
     assert "No space left on device" in line and "free some disk space" in line
     assert_no_partials(out)
@@ -309,7 +333,9 @@ def test_pseudo_label_force_refuses_a_folder_that_is_not_a_store(tmp_path, model
 def test_pseudo_label_out_that_is_a_regular_file(tmp_path, models, cityscapes, force):
     out = tmp_path / "labels.txt"
     out.write_text("mine")
-    line = assert_user_error(pseudo_label(models[0], cityscapes[0], out, *(["--force"] if force else [])), out)
+    line = assert_user_error(
+        pseudo_label(models[0], cityscapes[0], out, *(["--force"] if force else [])), out
+    )
     assert "fix:" in line and "remove" not in line
     assert out.read_text() == "mine"
 
@@ -329,8 +355,13 @@ def test_pseudo_label_force_starts_a_store_of_another_model_over(store, models, 
 def _predictions(root: Path, out: Path, split: str = "val") -> None:
     """A trainId PNG at its image's size for every image of the split."""
     for image in sorted((root / "leftImg8bit" / split).rglob("*.png")):
-        h, w = read_label(image.parent.parent.parent.parent / "gtFine" / split / image.parent.name /
-                          image.name.replace("leftImg8bit", "gtFine_labelIds")).shape
+        h, w = read_label(
+            image.parent.parent.parent.parent
+            / "gtFine"
+            / split
+            / image.parent.name
+            / image.name.replace("leftImg8bit", "gtFine_labelIds")
+        ).shape
         write_png(out / f"{image.stem}.png", np.zeros((h, w), np.uint8))
 
 
@@ -342,7 +373,9 @@ def test_eval_blames_a_ground_truth_of_the_wrong_size(tmp_path):
     gt = root / "gtFine" / "val" / city / f"{base}_gtFine_labelIds.png"
     write_png(gt, np.full((16, 24), 7, np.uint8))  # the ground truth, not the prediction, is off
     before = snapshot(tmp_path)
-    line = assert_user_error(cli("eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root), gt)
+    line = assert_user_error(
+        cli("eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root), gt
+    )
     assert "ground truth is 24x16" in line and "data check" in line
     assert str(tmp_path / "pred") not in line.split(" — ")[0]
     assert_unchanged(tmp_path, before)
@@ -354,7 +387,9 @@ def test_eval_model_blames_a_ground_truth_of_the_wrong_size(tmp_path, models, on
     city, base = ids[0].split("/")
     gt = root / "gtFine" / "val" / city / f"{base}_gtFine_labelIds.png"
     write_png(gt, np.full((20, 28), 7, np.uint8))
-    outcome = cli("eval", "--model", models[0], "--dataset", "cityscapes", "--root", root, "--preset", "minicity")
+    outcome = cli(
+        "eval", "--model", models[0], "--dataset", "cityscapes", "--root", root, "--preset", "minicity"
+    )
     line = assert_user_error(outcome, gt)
     assert "ground truth is 28x20" in line
 
@@ -365,7 +400,9 @@ def test_eval_still_blames_a_prediction_of_the_wrong_size(tmp_path):
     _predictions(root, tmp_path / "pred")
     bad = sorted((tmp_path / "pred").iterdir())[0]
     write_png(bad, np.zeros((10, 10), np.uint8))
-    line = assert_user_error(cli("eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root), bad)
+    line = assert_user_error(
+        cli("eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root), bad
+    )
     assert "prediction is 10x10" in line
 
 
@@ -373,8 +410,12 @@ def test_eval_on_a_missing_split_folder(tmp_path):
     root = tmp_path / "cs"
     make_cityscapes(root, SIZES[:1], split="val")
     (tmp_path / "pred").mkdir()
-    line = assert_user_error(cli("eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root,
-                                 "--split", "test"), root)
+    line = assert_user_error(
+        cli(
+            "eval", "--pred", tmp_path / "pred", "--dataset", "cityscapes", "--root", root, "--split", "test"
+        ),
+        root,
+    )
     assert "test" in line and "fix:" in line
 
 
@@ -382,8 +423,10 @@ def test_eval_pred_folder_that_is_a_file(tmp_path):
     root = tmp_path / "cs"
     make_cityscapes(root, SIZES[:1], split="val")
     (tmp_path / "pred.png").write_bytes(b"x")
-    line = assert_user_error(cli("eval", "--pred", tmp_path / "pred.png", "--dataset", "cityscapes", "--root", root),
-                             tmp_path / "pred.png")
+    line = assert_user_error(
+        cli("eval", "--pred", tmp_path / "pred.png", "--dataset", "cityscapes", "--root", root),
+        tmp_path / "pred.png",
+    )
     assert "is a file, not a folder" in line
 
 
@@ -396,8 +439,18 @@ def test_data_minicity_rejects_a_bad_size(tmp_path):
 def test_data_minicity_out_under_a_regular_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("mine")
-    outcome = cli("data", "minicity", "--out", blocker / "mc", "--images", "1", "--size", "32x64",
-                  "--domains", "cityscapes")
+    outcome = cli(
+        "data",
+        "minicity",
+        "--out",
+        blocker / "mc",
+        "--images",
+        "1",
+        "--size",
+        "32x64",
+        "--domains",
+        "cityscapes",
+    )
     line = assert_user_error(outcome, blocker / "mc")
     assert "Not a directory" in line and ".partial" not in line
     assert blocker.read_text() == "mine"

@@ -61,14 +61,20 @@ def with_unknown_value(root: Path, value: int = 200) -> Path:
 def train(recipe: Path, out: Path, *args: str) -> Outcome:
     """``adaptseg train``; its progress lines ("stage 'source' … on cpu") are left out of stderr."""
     outcome = cli("train", recipe, "--out", out, *args)
-    return replace(outcome, stderr="".join(
-        line for line in outcome.stderr.splitlines(keepends=True) if not line.startswith("stage '")))
+    return replace(
+        outcome,
+        stderr="".join(
+            line for line in outcome.stderr.splitlines(keepends=True) if not line.startswith("stage '")
+        ),
+    )
 
 
 def assert_unchanged_but_lock(run: Path, before: dict[str, str]) -> None:
     """Nothing in the run folder changed, except the lock file (a run records itself there while it holds it)."""
     after = snapshot(run)
-    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {k: v for k, v in before.items() if k != LOCK_NAME}
+    assert {k: v for k, v in after.items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
 
 
 def logged_iterations(run: Path) -> list[int]:
@@ -105,8 +111,13 @@ def test_rgb_label_in_a_palette_dataset_with_two_workers(tmp_path):
         write_palette_png(root / "labels" / f"{i:05d}.png", np.full((32, 48), 7, np.uint8))
     broken = root / "labels" / "00002.png"
     cv2.imwrite(str(broken), rgb(9, (32, 48)))  # a colour image where GTA5 ships palette indices
-    recipe = tiny_recipe(tmp_path / "r.yaml", root, iters=4, workers=2,
-                         extra={"data": {"source": {"name": "gta5", "split": "all"}}})
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml",
+        root,
+        iters=4,
+        workers=2,
+        extra={"data": {"source": {"name": "gta5", "split": "all"}}},
+    )
     line = assert_user_error(train(recipe, tmp_path / "run"), broken)
     assert "palette" in line and "fix:" in line and len(line) < 400
 
@@ -183,15 +194,20 @@ def test_set_on_a_missing_key_names_the_override(tmp_path, data):
 
 def test_set_with_a_wrong_type_names_the_override(tmp_path, data):
     recipe = tiny_recipe(tmp_path / "r.yaml", data)
-    line = assert_user_error(train(recipe, tmp_path / "run", "--set", "schedule.iters=many"),
-                             "--set schedule.iters=many", "schedule.iters")
+    line = assert_user_error(
+        train(recipe, tmp_path / "run", "--set", "schedule.iters=many"),
+        "--set schedule.iters=many",
+        "schedule.iters",
+    )
     assert "bad value" in line
 
 
 def test_set_on_a_missing_method_option_names_the_override(tmp_path, data):
     recipe = tiny_recipe(tmp_path / "r.yaml", data)
-    assert_user_error(train(recipe, tmp_path / "run", "--set", "stages.0.options.no_such_option=1"),
-                      "--set stages.0.options.no_such_option=1")
+    assert_user_error(
+        train(recipe, tmp_path / "run", "--set", "stages.0.options.no_such_option=1"),
+        "--set stages.0.options.no_such_option=1",
+    )
 
 
 def test_missing_extends_parent_names_the_recipe_that_asked(tmp_path, data):
@@ -280,7 +296,9 @@ def test_truncated_checkpoint_is_named_and_kept(tmp_path, data):
 
 
 def test_resume_without_a_checkpoint_starts_the_stage(tmp_path, data):
-    outcome = cli("train", tiny_recipe(tmp_path / "r.yaml", data, iters=2), "--out", tmp_path / "run", "--resume")
+    outcome = cli(
+        "train", tiny_recipe(tmp_path / "r.yaml", data, iters=2), "--out", tmp_path / "run", "--resume"
+    )
     assert outcome.exit_code == 0, outcome.stderr
     assert "stage 'source': no checkpoint to resume, starting it" in outcome.stderr
     assert (tmp_path / "run" / "source" / "DONE").is_file()
@@ -290,10 +308,19 @@ CLI = [sys.executable, "-m", "adaptseg", "train"]
 
 
 def _start(recipe: Path, run: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([*CLI, str(recipe), "--out", str(run)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [*CLI, str(recipe), "--out", str(run)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextlib.contextmanager
@@ -356,16 +383,22 @@ def test_a_forked_child_of_a_killed_holder_does_not_keep_the_folder(tmp_path):
     """Data-loading workers are forked: they must not inherit the run lock and hold it after a SIGKILL."""
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import os, sys, time\n"
-            "from adaptseg.train.run_lock import run_dir_lock\n"
-            f"with run_dir_lock({str(run)!r}):\n"
-            "    child = os.fork()\n"
-            "    if child == 0:\n"
-            "        time.sleep(60); os._exit(0)\n"  # a worker that outlives its parent
-            "    print(child, flush=True); time.sleep(60)\n"
-        )],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys, time\n"
+                "from adaptseg.train.run_lock import run_dir_lock\n"
+                f"with run_dir_lock({str(run)!r}):\n"
+                "    child = os.fork()\n"
+                "    if child == 0:\n"
+                "        time.sleep(60); os._exit(0)\n"  # a worker that outlives its parent
+                "    print(child, flush=True); time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     child = None
     try:

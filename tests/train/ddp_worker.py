@@ -30,8 +30,14 @@ def main(recipe_path: str, out: str) -> None:
     init_distributed(info, device)
     recipe = load_recipe(Recipe, recipe_path)
     stage = recipe.stages[0]
-    ctx = StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=Path(out), device=device, dist=info,
-                       stage_names=(stage.name,))
+    ctx = StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=Path(out),
+        device=device,
+        dist=info,
+        stage_names=(stage.name,),
+    )
     trainer = Trainer(ctx, build_stage_method(recipe, stage, ctx, None))
     trainer.train()
     trainer.export()

@@ -12,11 +12,19 @@ from tests.train.tiny import make_context, recipe_dict
 
 
 def test_stage_overrides_and_iters_apply_to_that_stage_only(tmp_path):
-    data = recipe_dict(tmp_path, stages=[
-        {"name": "r1", "method": "source_only"},
-        {"name": "r2", "method": "source_only", "iters": 3, "init_from": "r1/student.safetensors",
-         "overrides": {"optim": {"lr": 1e-4}, "amp": "bf16"}},
-    ])
+    data = recipe_dict(
+        tmp_path,
+        stages=[
+            {"name": "r1", "method": "source_only"},
+            {
+                "name": "r2",
+                "method": "source_only",
+                "iters": 3,
+                "init_from": "r1/student.safetensors",
+                "overrides": {"optim": {"lr": 1e-4}, "amp": "bf16"},
+            },
+        ],
+    )
     recipe = validate(Recipe, data)
     r1, r2 = (stage_recipe(recipe, s) for s in recipe.stages)
     assert (r1.optim.lr, r1.schedule.iters, r1.amp) == (0.01, 6, "auto")
@@ -31,8 +39,12 @@ def test_recipe_errors_are_one_line_user_errors(tmp_path):
     dup = recipe_dict(tmp_path, stages=[{"name": "a", "method": "source_only"}, {"name": "a", "method": "x"}])
     with pytest.raises(UserError, match="used twice"):
         validate(Recipe, dup)
-    recipe = validate(Recipe, recipe_dict(tmp_path, stages=[
-        {"name": "a", "method": "source_only", "overrides": {"optim": {"typ": "sgd"}}}]))
+    recipe = validate(
+        Recipe,
+        recipe_dict(
+            tmp_path, stages=[{"name": "a", "method": "source_only", "overrides": {"optim": {"typ": "sgd"}}}]
+        ),
+    )
     with pytest.raises(UserError, match="stage 'a' overrides.*did you mean 'optim.type'"):
         stage_recipe(recipe, recipe.stages[0], source="r.yaml")
     with pytest.raises(UserError, match="no stage 'b'"):

@@ -36,8 +36,12 @@ def test_ranks_get_disjoint_samples_covering_each_epoch():
     assert sorted(taken[0] + taken[1]) == sorted(list(range(10)) * 2)
     # one process with batch 4 sees the same positions as two processes with batch 2
     single = [sampler.index(p) for it in range(5) for p in sampler.positions(it, 0, 1, 4)]
-    assert single == [i for it in range(5) for r in (0, 1)
-                      for i in [sampler.index(p) for p in sampler.positions(it, r, world, batch)]]
+    assert single == [
+        i
+        for it in range(5)
+        for r in (0, 1)
+        for i in [sampler.index(p) for p in sampler.positions(it, r, world, batch)]
+    ]
 
 
 def test_batches_are_a_function_of_seed_and_iteration(data):
@@ -76,8 +80,13 @@ def test_id_lists_restrict_a_split(data, tmp_path):
 
 def test_samples_of_different_sizes_need_a_crop(data):
     reader = open_dataset("cityscapes", str(data), "train")
-    stream = TrainStream("source", reader, with_normalize([{"resize": {"scale": [48, 32], "ratio_range": [0.5, 2.0]}}],
-                                                          (0, 0, 0), (1, 1, 1)), 2, 0)
+    stream = TrainStream(
+        "source",
+        reader,
+        with_normalize([{"resize": {"scale": [48, 32], "ratio_range": [0.5, 2.0]}}], (0, 0, 0), (1, 1, 1)),
+        2,
+        0,
+    )
     with pytest.raises(UserError, match="differ in size"):
         for it in range(5):
             stream.batch(it, 0, 1)
@@ -88,14 +97,26 @@ def test_concat_reads_several_datasets_as_one(tmp_path, data):
     from tests.train.tiny import make_context
 
     other = make_split(tmp_path / "other", n=3, seed=9)
-    ctx = make_context(tmp_path, data, extra={"data": {"source": {"concat": [
-        {"name": "cityscapes", "root": str(other), "split": "train"}]}}})
+    ctx = make_context(
+        tmp_path,
+        data,
+        extra={
+            "data": {"source": {"concat": [{"name": "cityscapes", "root": str(other), "split": "train"}]}}
+        },
+    )
     reader = ctx.open_dataset(ctx.recipe.data["source"])
     assert isinstance(reader, ConcatReader) and len(reader) == 6 + 3 and reader.name == "cityscapes"
-    first, extra = open_dataset("cityscapes", str(data), "train"), open_dataset("cityscapes", str(other), "train")
+    first, extra = (
+        open_dataset("cityscapes", str(data), "train"),
+        open_dataset("cityscapes", str(other), "train"),
+    )
     assert [e.image_path for e in reader.entries] == [e.image_path for e in first.entries + extra.entries]
-    assert np.array_equal(reader[7].image, extra[1].image) and np.array_equal(reader.read_label(2), first[2].label)
+    assert np.array_equal(reader[7].image, extra[1].image) and np.array_equal(
+        reader.read_label(2), first[2].label
+    )
     with pytest.raises(IndexError):
         reader[9]
     stream = TrainStream("source", reader, with_normalize(PIPE, (0, 0, 0), (1, 1, 1)), 9, 0)
-    assert sorted(stream.batch(0, 0, 1)["id"]) == sorted(e.id for e in reader.entries)  # one epoch = both sets
+    assert sorted(stream.batch(0, 0, 1)["id"]) == sorted(
+        e.id for e in reader.entries
+    )  # one epoch = both sets

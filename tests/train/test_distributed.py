@@ -14,11 +14,17 @@ from adaptseg.train.trainer import Trainer
 from tests.train.tiny import TwoView, band_net, make_context, make_split, tiny_recipe
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-SETTINGS = dict(iters=4, checkpoint_every=2, log_every=1, stages=[{"name": "source", "method": "test_two_view"}])
+SETTINGS = dict(
+    iters=4, checkpoint_every=2, log_every=1, stages=[{"name": "source", "method": "test_two_view"}]
+)
 
 
 def _batch(size: int) -> dict:
-    return {"data": {"source": {"batch_size": size, "pipeline": [{"random_crop": {"size": [16, 16]}}, {"flip": 0.5}]}}}
+    return {
+        "data": {
+            "source": {"batch_size": size, "pipeline": [{"random_crop": {"size": [16, 16]}}, {"flip": 0.5}]}
+        }
+    }
 
 
 @pytest.mark.slow  # three Python processes importing torch: ~15 s idle, ~40 s on a busy 2-core machine
@@ -26,8 +32,16 @@ def test_ddp_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     data = make_split(tmp_path / "data", n=8)
     recipe = tiny_recipe(tmp_path / "r.yaml", data, extra=_batch(2), **SETTINGS)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-           str(recipe), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        str(recipe),
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

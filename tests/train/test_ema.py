@@ -50,7 +50,9 @@ def test_parameters_only_leaves_buffers_untouched():
     student = _net()
     teacher = EMATeacher(student)
     student.train()(torch.randn(2, 3, 5, 5) * 3 + 1)  # student BN running stats move
-    before = {k: v.clone() for k, v in teacher.model.state_dict().items() if "running" in k or "num_batches" in k}
+    before = {
+        k: v.clone() for k, v in teacher.model.state_dict().items() if "running" in k or "num_batches" in k
+    }
     teacher.update(student, 5)
     after = teacher.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -49,8 +49,12 @@ def test_constant_model_scores_the_hand_computed_miou(val):
 
 def test_training_logs_eval_miou_every_n_iterations(tmp_path, val):
     data = make_split(tmp_path / "train", n=4)
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=4, eval={
-        "every": 2, "dataset": {"name": "cityscapes", "root": str(val), "split": "val"}})
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml",
+        data,
+        iters=4,
+        eval={"every": 2, "dataset": {"name": "cityscapes", "root": str(val), "split": "val"}},
+    )
     run_recipe(recipe, out=tmp_path / "run")
     scalars = read_scalars(tmp_path / "run" / "source" / "scalars.csv")
     assert [i for i, _ in scalars["eval/mIoU19"]] == [2, 4]

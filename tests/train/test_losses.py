@@ -28,7 +28,9 @@ def test_valid_pixels_matches_torch_and_all_pixels_keeps_ignored_in_denominator(
     target = torch.randint(0, 5, (2, 7, 9))
     target[0, :2] = 255
     ref = F.cross_entropy(logits, target, ignore_index=255)
-    assert cross_entropy(logits, target, normalize="valid_pixels").item() == pytest.approx(ref.item(), rel=1e-6)
+    assert cross_entropy(logits, target, normalize="valid_pixels").item() == pytest.approx(
+        ref.item(), rel=1e-6
+    )
     valid = (target != 255).sum().item()
     expected = ref.item() * valid / target.numel()
     assert cross_entropy(logits, target, normalize="all_pixels").item() == pytest.approx(expected, rel=1e-6)

@@ -25,8 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def st_recipe(tmp_path: Path, iters: int, **top) -> Path:
     """``ddb_st`` (cut path) on the tiny band scenes with ``mic`` on and ``rcs`` on the source stream."""
-    data = (make_split(tmp_path / "source", n=6, size=(32, 48)),
-            make_split(tmp_path / "target", n=5, size=(32, 48), seed=1))
+    data = (
+        make_split(tmp_path / "source", n=6, size=(32, 48)),
+        make_split(tmp_path / "target", n=5, size=(32, 48), seed=1),
+    )
     recipe = tiny_recipe_dict(data, iters=iters, workers=0, **top)
     stage = next(s for s in recipe["stages"] if s["name"] == "r1_st_cu")
     # a low threshold gives the untrained teacher's labels a weight q > 0, so the MIC term trains
@@ -41,8 +43,9 @@ def st_recipe(tmp_path: Path, iters: int, **top) -> Path:
 
 def test_sigkill_then_resume_is_bit_exact_with_mic_rcs_bf16_channels_last(tmp_path):
     iters = 12
-    recipe = st_recipe(tmp_path, iters, amp="bf16", channels_last=True, deterministic=True, checkpoint_every=3,
-                       log_every=1)
+    recipe = st_recipe(
+        tmp_path, iters, amp="bf16", channels_last=True, deterministic=True, checkpoint_every=3, log_every=1
+    )
     run_recipe(recipe, out=tmp_path / "full")
 
     killed = tmp_path / "killed"
@@ -79,8 +82,18 @@ def test_mic_and_rcs_under_torchrun_ddp(tmp_path):
     recipe = st_recipe(tmp_path, 3)
     cli = shutil.which("adaptseg") or str(Path(sys.executable).with_name("adaptseg"))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", cli, "train",
-           str(recipe), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        cli,
+        "train",
+        str(recipe),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((out / "r1_st_cu" / "DONE").read_text())["outputs"]

@@ -23,15 +23,19 @@ def test_source_only_gap_on_minicity(tmp_path, monkeypatch):
     target = read_scalars(tmp_path / "run" / "source" / "scalars.csv")["eval/mIoU19"][-1][1]
 
     preset = load_preset("tiny-deeplabv2")
+
     def score(model, dataset) -> float:
         return evaluate_segmentor(model, dataset, mean=preset.mean, std=preset.std).miou
 
     # chance: the untrained network on the target
-    cityscapes_val = build_dataset("cityscapes", tmp_path / "cache" / "s0-128x256-ndefault" / "cityscapes", "val")
+    cityscapes_val = build_dataset(
+        "cityscapes", tmp_path / "cache" / "s0-128x256-ndefault" / "cityscapes", "val"
+    )
     chance = score(build_model(preset), cityscapes_val)
     # its own domain: GTA5-like scenes it has never seen (another generator seed)
-    unseen = build_dataset("gta5", generate(tmp_path / "unseen", seed=1, images=60, domains=["gta5"],
-                                            progress=False)["gta5"])
+    unseen = build_dataset(
+        "gta5", generate(tmp_path / "unseen", seed=1, images=60, domains=["gta5"], progress=False)["gta5"]
+    )
     student = build_model(preset)
     load_weights(student, tmp_path / "run" / "source" / "student.safetensors")
     source = score(student, unseen)

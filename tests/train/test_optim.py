@@ -52,7 +52,9 @@ def test_key_order_is_longest_first():
 
 
 def test_ddb_decays_everything_and_sgd_settings():
-    cfg = OptimSection(type="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4, custom_keys={"head": {"lr_mult": 10}})
+    cfg = OptimSection(
+        type="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4, custom_keys={"head": {"lr_mult": 10}}
+    )
     opt = build_optimizer(Net(), cfg)
     assert isinstance(opt, torch.optim.SGD)
     got = _by_name(opt)
@@ -72,7 +74,9 @@ def test_groups_are_merged_and_every_trainable_param_is_in_exactly_one():
 
 def test_adam_is_torch_adam_with_l2_decay_and_its_own_betas():
     """DecoupleNet's discriminators (decouplenet.md §4): Adam lr 1e-4, betas (0.9, 0.99), not AdamW."""
-    optimizer = build_optimizer(Net(), OptimSection(type="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3))
+    optimizer = build_optimizer(
+        Net(), OptimSection(type="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3)
+    )
     assert type(optimizer) is torch.optim.Adam
     assert optimizer.defaults["betas"] == (0.9, 0.99) and optimizer.param_groups[0]["weight_decay"] == 1e-3
     param = next(p for g in optimizer.param_groups for p in g["params"])

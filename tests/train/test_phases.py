@@ -29,7 +29,12 @@ from tests.train.tiny import make_split, recipe_dict, tiny_recipe
 from tests.train.toy_phases import Adversarial, FrozenHead
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import tests.train.toy_phases; from adaptseg.cli.app import main; main()", "train"]
+CLI = [
+    sys.executable,
+    "-c",
+    "import tests.train.toy_phases; from adaptseg.cli.app import main; main()",
+    "train",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,14 @@ def data(tmp_path_factory):
 def trainer_for(method_cls: type[Method], data, run_dir: Path, **top) -> Trainer:
     recipe = validate(Recipe, recipe_dict(data, **top))
     stage = recipe.stages[0]
-    ctx = StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=run_dir, device=torch.device("cpu"),
-                       dist=DistInfo(), stage_names=(stage.name,))
+    ctx = StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=(stage.name,),
+    )
     trainer = Trainer(ctx, method_cls(method_cls.Options(), ctx))
     trainer.setup_models()
     return trainer
@@ -52,7 +63,9 @@ def batch(data):
 
     ds = build_dataset("cityscapes", data, "train")
     mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-    images = torch.stack([(torch.from_numpy(ds[i].image).permute(2, 0, 1).float() - mean) / 58.0 for i in range(2)])
+    images = torch.stack(
+        [(torch.from_numpy(ds[i].image).permute(2, 0, 1).float() - mean) / 58.0 for i in range(2)]
+    )
     labels = torch.stack([torch.from_numpy(ds[i].label.astype("int64")) for i in range(2)])
     return {"source": {"image": images, "label": labels, "id": ["0", "1"]}}
 
@@ -150,13 +163,25 @@ def test_a_loss_name_repeated_by_unnamed_phases_is_refused(tmp_path, data):
 def test_two_optimiser_method_resumes_bit_exactly_after_sigkill(tmp_path, data):
     iters = 12
     extra = {"stages": [{"name": "adv", "method": "test_adversarial"}]}
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=iters, checkpoint_every=3, log_every=1,
-                         deterministic=True, extra=extra)
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml",
+        data,
+        iters=iters,
+        checkpoint_every=3,
+        log_every=1,
+        deterministic=True,
+        extra=extra,
+    )
     run_recipe(recipe, out=tmp_path / "full")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, str(recipe), "--out", str(killed)], env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*CLI, str(recipe), "--out", str(killed)],
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_for_checkpoint(proc, killed / "adv" / "checkpoint-last.pt")
         proc.send_signal(signal.SIGKILL)
@@ -166,8 +191,16 @@ def test_two_optimiser_method_resumes_bit_exactly_after_sigkill(tmp_path, data):
     assert 0 < checkpoint["iteration"] < iters and set(checkpoint["optimizers"]) == {"student", "disc"}
     assert [r.status for r in run_recipe(recipe, out=killed, resume=True)] == ["resumed"]
     for name in ("student", "disc"):
-        full, again = load_file(tmp_path / "full" / "adv" / f"{name}.safetensors"), load_file(killed / "adv" / f"{name}.safetensors")
+        full, again = (
+            load_file(tmp_path / "full" / "adv" / f"{name}.safetensors"),
+            load_file(killed / "adv" / f"{name}.safetensors"),
+        )
         assert full.keys() == again.keys() and all(torch.equal(full[k], again[k]) for k in full), name
-    a, b = read_scalars(tmp_path / "full" / "adv" / "scalars.csv"), read_scalars(killed / "adv" / "scalars.csv")
-    assert a["loss/disc/d"] == b["loss/disc/d"] and [i for i, _ in b["loss/seg/ce"]] == list(range(1, iters + 1))
+    a, b = (
+        read_scalars(tmp_path / "full" / "adv" / "scalars.csv"),
+        read_scalars(killed / "adv" / "scalars.csv"),
+    )
+    assert a["loss/disc/d"] == b["loss/disc/d"] and [i for i, _ in b["loss/seg/ce"]] == list(
+        range(1, iters + 1)
+    )
     assert "lr/student/0" in a and "lr/disc/0" in a  # one lr column per optimiser group

@@ -14,11 +14,18 @@ from adaptseg.train.logger import read_scalars
 from adaptseg.train.pipeline import run_recipe, stage_complete
 from tests.train.tiny import MICRO_PRESET, make_split, tiny_recipe
 
-TWO_STAGES = {"stages": [
-    {"name": "source", "method": "source_only", "iters": 4},
-    {"name": "finetune", "method": "source_only", "iters": 2, "init_from": "source/student.safetensors",
-     "overrides": {"optim": {"lr": 0.001}}},
-]}
+TWO_STAGES = {
+    "stages": [
+        {"name": "source", "method": "source_only", "iters": 4},
+        {
+            "name": "finetune",
+            "method": "source_only",
+            "iters": 2,
+            "init_from": "source/student.safetensors",
+            "overrides": {"optim": {"lr": 0.001}},
+        },
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +49,7 @@ def test_two_stages_run_in_order_then_skip(tmp_path, data):
     assert max(i for i, _ in read_scalars(out / "source" / "scalars.csv")["loss/ce"]) == 4
     lrs = dict(read_scalars(out / "finetune" / "scalars.csv")["lr/0"])
     assert set(lrs) == {2} and lrs[2] < 1e-3
+
     # finetune started from source's student: 2 small steps away from it, far from a fresh init
     def flat(path=None):
         model = build_model(MICRO_PRESET)
@@ -49,7 +57,10 @@ def test_two_stages_run_in_order_then_skip(tmp_path, data):
             load_weights(model, path)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    source, finetune = flat(out / "source" / "student.safetensors"), flat(out / "finetune" / "student.safetensors")
+    source, finetune = (
+        flat(out / "source" / "student.safetensors"),
+        flat(out / "finetune" / "student.safetensors"),
+    )
     assert (finetune - source).norm() < 0.1 * (flat() - source).norm()
     # re-running skips both; --stage re-runs nothing that is complete
     assert [r.status for r in run_recipe(recipe, out=out)] == ["skipped", "skipped"]
@@ -60,10 +71,14 @@ def test_two_stages_run_in_order_then_skip(tmp_path, data):
 
 
 def test_task_stage_writes_files_from_earlier_outputs(tmp_path, data):
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, stages=[
-        {"name": "source", "method": "source_only", "iters": 2},
-        {"name": "count", "method": "test_count_weights", "init_from": "source/student.safetensors"},
-    ])
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml",
+        data,
+        stages=[
+            {"name": "source", "method": "source_only", "iters": 2},
+            {"name": "count", "method": "test_count_weights", "init_from": "source/student.safetensors"},
+        ],
+    )
     results = run_recipe(recipe, out=tmp_path / "run")
     assert [(r.name, r.status, r.outputs[-1]) for r in results][1] == ("count", "ran", "count.json")
     written = json.loads((tmp_path / "run" / "count" / "count.json").read_text())
@@ -96,8 +111,11 @@ def test_cli_train_reports_recipe_errors_in_one_line(tmp_path, data):
     typo = tiny_recipe(tmp_path / "typo.yaml", data, stages=[{"name": "source", "method": "source_onyl"}])
     result = runner.invoke(app, ["train", str(typo), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "did you mean 'source_only'" in result.output
-    bad_option = tiny_recipe(tmp_path / "opt.yaml", data, stages=[
-        {"name": "source", "method": "source_only", "options": {"loss_normalise": "all_pixels"}}])
+    bad_option = tiny_recipe(
+        tmp_path / "opt.yaml",
+        data,
+        stages=[{"name": "source", "method": "source_only", "options": {"loss_normalise": "all_pixels"}}],
+    )
     result = runner.invoke(app, ["train", str(bad_option), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "did you mean 'loss_normalize'" in result.output
     result = runner.invoke(app, ["train", str(recipe), "--stage", "nope", "--out", str(tmp_path / "o")])
@@ -106,7 +124,9 @@ def test_cli_train_reports_recipe_errors_in_one_line(tmp_path, data):
 
 def test_cli_train_runs_a_recipe(tmp_path, data):
     recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=2)
-    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(tmp_path / "o"), "--set", "log_every=1"])
+    result = CliRunner().invoke(
+        app, ["train", str(recipe), "--out", str(tmp_path / "o"), "--set", "log_every=1"]
+    )
     assert result.exit_code == 0, result.output
     assert stage_complete(tmp_path / "o" / "source")
     state = torch.load(tmp_path / "o" / "source" / "checkpoint-last.pt", weights_only=True)

@@ -19,7 +19,8 @@ class Probe(SourceOnly):
         x = batch["source"]["image"]
         logits = self.models["student"](x)
         self.seen = {
-            "input_channels_last": x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
+            "input_channels_last": x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous(),
             "logits_dtype": logits.dtype,
             "label_dtype": batch["source"]["label"].dtype,
         }
@@ -52,12 +53,20 @@ def test_auto_switches_are_off_on_cpu_and_fp16_needs_cuda(data):
         resolve_switches(recipe, torch.device("cpu"))
     recipe = validate(Recipe, recipe_dict(data, compile={"mode": "max-autotune"}))
     assert resolve_switches(recipe, torch.device("cpu")).compile == {
-        "backend": "inductor", "mode": "max-autotune", "fullgraph": False, "dynamic": False}
+        "backend": "inductor",
+        "mode": "max-autotune",
+        "fullgraph": False,
+        "dynamic": False,
+    }
 
 
 def test_fp32_eager_baseline(tmp_path, data):
     trainer, method = _train(tmp_path, data)
-    assert method.seen == {"input_channels_last": False, "logits_dtype": torch.float32, "label_dtype": torch.int64}
+    assert method.seen == {
+        "input_channels_last": False,
+        "logits_dtype": torch.float32,
+        "label_dtype": torch.int64,
+    }
     assert trainer.scaler is None
 
 
@@ -78,8 +87,9 @@ def test_channels_last_models_and_batches(tmp_path, data):
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     # same numbers as NCHW up to float rounding
     eager, _ = _train(tmp_path / "eager", data)
-    assert torch.allclose(_params(eager.handles["student"].module), _params(trainer.handles["student"].module),
-                          atol=1e-5)
+    assert torch.allclose(
+        _params(eager.handles["student"].module), _params(trainer.handles["student"].module), atol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -91,5 +101,6 @@ def test_compile_trains_and_matches_eager(tmp_path, data):
     wrapped = trainer.handles["student"]._wrapped
     assert wrapped._compiled_call_impl is not None  # nn.Module.compile() in place
     eager, _ = _train(tmp_path / "eager", data, iters=3)
-    assert torch.allclose(_params(eager.handles["student"].module), _params(trainer.handles["student"].module),
-                          atol=1e-4)
+    assert torch.allclose(
+        _params(eager.handles["student"].module), _params(trainer.handles["student"].module), atol=1e-4
+    )

@@ -15,8 +15,11 @@ from adaptseg.train.pipeline import check_recipe, run_recipe, stage_complete
 
 TRAIN = Path(__file__).resolve().parents[2] / "train"
 #: every recipe under train/ (bases start with "_"; other YAML there, e.g. inference presets, has no stages)
-RECIPES = sorted(p for p in TRAIN.rglob("*.yaml")
-                 if not p.name.startswith("_") and "_base" not in p.parts and "stages" in load_yaml(p))
+RECIPES = sorted(
+    p
+    for p in TRAIN.rglob("*.yaml")
+    if not p.name.startswith("_") and "_base" not in p.parts and "stages" in load_yaml(p)
+)
 
 
 def test_the_source_only_recipes_exist():
@@ -43,12 +46,23 @@ def test_recipe_is_valid(path):
 def test_daformer_and_deeplabv2_hyperparameters():
     daformer = stage_recipe(r := load_recipe(Recipe, TRAIN / "source_only/gta5-cityscapes.yaml"), r.stages[0])
     assert (daformer.optim.type, daformer.optim.lr, daformer.optim.weight_decay) == ("adamw", 6e-5, 0.01)
-    assert daformer.optim.custom_keys["head"].lr_mult == 10 and daformer.optim.custom_keys["norm"].decay_mult == 0
+    assert (
+        daformer.optim.custom_keys["head"].lr_mult == 10
+        and daformer.optim.custom_keys["norm"].decay_mult == 0
+    )
     s = daformer.schedule
     assert (s.iters, s.power, s.warmup, s.warmup_iters, s.warmup_ratio) == (40000, 1.0, "linear", 1500, 1e-6)
-    assert daformer.data["source"].batch_size == 2 and daformer.stages[0].options["loss_normalize"] == "all_pixels"
+    assert (
+        daformer.data["source"].batch_size == 2
+        and daformer.stages[0].options["loss_normalize"] == "all_pixels"
+    )
     dlv2 = load_recipe(Recipe, TRAIN / "source_only/gta5-cityscapes-dlv2.yaml")
-    assert (dlv2.optim.type, dlv2.optim.lr, dlv2.optim.momentum, dlv2.optim.weight_decay) == ("sgd", 2.5e-4, 0.9, 5e-4)
+    assert (dlv2.optim.type, dlv2.optim.lr, dlv2.optim.momentum, dlv2.optim.weight_decay) == (
+        "sgd",
+        2.5e-4,
+        0.9,
+        5e-4,
+    )
     assert (dlv2.schedule.iters, dlv2.schedule.power, dlv2.schedule.warmup) == (80000, 0.9, None)
     assert dlv2.stages[0].options == {"loss_normalize": "valid_pixels", "align_corners": True}
     assert load_recipe(Recipe, TRAIN / "source_only/synthia-cityscapes.yaml").eval.protocol == 16
@@ -56,8 +70,14 @@ def test_daformer_and_deeplabv2_hyperparameters():
 
 def test_minicity_recipe_runs_on_a_fresh_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTSEG_MINICITY", str(tmp_path / "cache"))  # nothing generated yet
-    overrides = ["minicity.size=[64,128]", "minicity.images=4", "schedule.iters=2", "schedule.warmup_iters=1",
-                 "eval.every=2", "workers=0"]
+    overrides = [
+        "minicity.size=[64,128]",
+        "minicity.images=4",
+        "schedule.iters=2",
+        "schedule.warmup_iters=1",
+        "eval.every=2",
+        "workers=0",
+    ]
     run_recipe(TRAIN / "source_only/minicity-gta5.yaml", overrides, out=tmp_path / "run")
     assert stage_complete(tmp_path / "run" / "source")
     assert (tmp_path / "cache" / "s0-64x128-n4" / "gta5" / "minicity.json").is_file()

@@ -36,8 +36,9 @@ def _wait_for_checkpoint(proc: subprocess.Popen, path, timeout: float = 300.0) -
 def train_until_killed(recipe, out, stage: str) -> int:
     """``adaptseg train RECIPE --out OUT`` in a child process, SIGKILLed once ``stage`` wrote a checkpoint;
     returns the checkpoint's iteration."""
-    proc = subprocess.Popen([*CLI, str(recipe), "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*CLI, str(recipe), "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_checkpoint(proc, out / stage / "checkpoint-last.pt")
         proc.send_signal(signal.SIGKILL)
@@ -50,7 +51,9 @@ def train_until_killed(recipe, out, stage: str) -> int:
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
     data = make_split(tmp_path / "data", n=6)
     iters = 16
-    recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=iters, checkpoint_every=4, log_every=1, deterministic=True)
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml", data, iters=iters, checkpoint_every=4, log_every=1, deterministic=True
+    )
     run_recipe(recipe, out=tmp_path / "full")  # uninterrupted, in this process
 
     killed = tmp_path / "killed"
@@ -62,8 +65,13 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path):
     full = load_file(tmp_path / "full" / "source" / "student.safetensors")
     again = load_file(killed / "source" / "student.safetensors")
     assert full.keys() == again.keys()
-    assert all(torch.equal(full[k], again[k]) for k in full), "resumed weights differ from the uninterrupted run"
+    assert all(torch.equal(full[k], again[k]) for k in full), (
+        "resumed weights differ from the uninterrupted run"
+    )
     # the log reads as one run: every iteration once, with the same losses
-    a, b = read_scalars(tmp_path / "full" / "source" / "scalars.csv"), read_scalars(killed / "source" / "scalars.csv")
+    a, b = (
+        read_scalars(tmp_path / "full" / "source" / "scalars.csv"),
+        read_scalars(killed / "source" / "scalars.csv"),
+    )
     assert [i for i, _ in b["loss/ce"]] == list(range(1, iters + 1))
     assert a["loss/ce"] == b["loss/ce"]

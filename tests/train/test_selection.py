@@ -25,7 +25,9 @@ def data(tmp_path_factory):
 
 
 def evaluation(data, **switches) -> dict:
-    return {"eval": {"every": 1, "dataset": {"name": "cityscapes", "root": str(data), "split": "val"}, **switches}}
+    return {
+        "eval": {"every": 1, "dataset": {"name": "cityscapes", "root": str(data), "split": "val"}, **switches}
+    }
 
 
 def test_select_best_exports_the_best_evaluated_student_and_says_so(tmp_path, data):
@@ -36,7 +38,10 @@ def test_select_best_exports_the_best_evaluated_student_and_says_so(tmp_path, da
     assert record["selected_with_target_labels"] is True and record["model"] == "student"
     history = {h["iteration"]: h["mIoU"] for h in record["history"]}
     assert list(history) == [1, 2, 3, 4]
-    assert record["best_mIoU"] == max(history.values()) and history[record["best_iteration"]] == record["best_mIoU"]
+    assert (
+        record["best_mIoU"] == max(history.values())
+        and history[record["best_iteration"]] == record["best_mIoU"]
+    )
     # the figures are the ones the evaluation hook logs
     logged = dict(read_scalars(stage / "scalars.csv")["eval/mIoU19"])
     assert logged == pytest.approx(history)
@@ -79,5 +84,9 @@ def test_best_keeps_the_first_of_equal_scores_and_survives_a_checkpoint():
     assert best.consider(30, 39.0, model) is False
     restored = BestOnVal()
     restored.load_state_dict(best.state_dict())
-    assert (restored.iteration, restored.miou, restored.history) == (10, 40.0, [(10, 40.0), (20, 40.0), (30, 39.0)])
+    assert (restored.iteration, restored.miou, restored.history) == (
+        10,
+        40.0,
+        [(10, 40.0), (20, 40.0), (30, 39.0)],
+    )
     assert all(torch.equal(restored.weights[k], kept[k]) for k in kept)

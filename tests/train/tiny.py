@@ -18,11 +18,18 @@ from adaptseg.io import write_png
 MICRO_PRESET = Path(__file__).with_name("micro-deeplabv2.yaml")
 
 # labelId: (trainId, RGB)
-CLASSES = {23: (10, (70, 130, 180)), 11: (2, (90, 90, 90)), 21: (8, (60, 140, 40)), 7: (0, (128, 64, 128)),
-           26: (13, (10, 10, 150))}
+CLASSES = {
+    23: (10, (70, 130, 180)),
+    11: (2, (90, 90, 90)),
+    21: (8, (60, 140, 40)),
+    7: (0, (128, 64, 128)),
+    26: (13, (10, 10, 150)),
+}
 
 
-def make_split(root: Path, n: int = 8, size: tuple[int, int] = (32, 48), split: str = "train", seed: int = 0) -> Path:
+def make_split(
+    root: Path, n: int = 8, size: tuple[int, int] = (32, 48), split: str = "train", seed: int = 0
+) -> Path:
     """Write ``leftImg8bit/<split>`` and ``gtFine/<split>`` with ``n`` band scenes; returns ``root``."""
     rng = np.random.default_rng(seed)
     h, w = size
@@ -30,18 +37,21 @@ def make_split(root: Path, n: int = 8, size: tuple[int, int] = (32, 48), split: 
         label = np.empty((h, w), np.uint8)
         cuts = np.sort(rng.integers(h // 6, h - h // 6, 3))
         label[: cuts[0]] = 23
-        label[cuts[0]: cuts[1]] = 11
-        label[cuts[1]: cuts[2]] = 21
-        label[cuts[2]:] = 7
+        label[cuts[0] : cuts[1]] = 11
+        label[cuts[1] : cuts[2]] = 21
+        label[cuts[2] :] = 7
         x0 = int(rng.integers(0, w // 2))
-        label[max(cuts[2] - 3, 0): min(cuts[2] + 4, h), x0: x0 + w // 4] = 26
+        label[max(cuts[2] - 3, 0) : min(cuts[2] + 4, h), x0 : x0 + w // 4] = 26
         image = np.zeros((h, w, 3), np.float32)
         for label_id, (_, colour) in CLASSES.items():
             image[label == label_id] = colour
         image += rng.normal(0, 12, image.shape)
         city = ("aachen", "bremen")[i % 2]
         stem = f"{city}_{i:06d}_000019"
-        write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", np.clip(image, 0, 255).astype(np.uint8))
+        write_png(
+            root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+            np.clip(image, 0, 255).astype(np.uint8),
+        )
         write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label)
     return root
 
@@ -52,12 +62,20 @@ def tiny_recipe(path: Path, data_root: Path, *, iters: int = 6, extra: dict | No
         "model": {"preset": str(MICRO_PRESET)},
         "data": {
             "source": {
-                "name": "cityscapes", "root": str(data_root), "split": "train", "batch_size": 2,
+                "name": "cityscapes",
+                "root": str(data_root),
+                "split": "train",
+                "batch_size": 2,
                 "pipeline": [{"random_crop": {"size": [32, 32]}}, {"flip": 0.5}],
             }
         },
-        "optim": {"type": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
-                  "custom_keys": {"head": {"lr_mult": 10.0}}},
+        "optim": {
+            "type": "sgd",
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "custom_keys": {"head": {"lr_mult": 10.0}},
+        },
         "schedule": {"iters": iters, "power": 0.9},
         "stages": [{"name": "source", "method": "source_only"}],
         "device": "cpu",
@@ -97,8 +115,14 @@ def make_context(run_dir: Path, data_root: Path, **top):
 
     recipe = validate(Recipe, recipe_dict(data_root, **top))
     stage = recipe.stages[0]
-    return StageContext(stage=stage, recipe=stage_recipe(recipe, stage), run_dir=run_dir, device=torch.device("cpu"),
-                        dist=DistInfo(), stage_names=tuple(s.name for s in recipe.stages))
+    return StageContext(
+        stage=stage,
+        recipe=stage_recipe(recipe, stage),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in recipe.stages),
+    )
 
 
 def band_net(num_classes: int = 19):
@@ -143,7 +167,9 @@ def _register_test_methods():
             student = self.models["student"]
             return {
                 "ce": cross_entropy(student(x), y, normalize="all_pixels"),
-                "ce_flip": cross_entropy(student.features(x.flip(-1))["logits"], y.flip(-1), normalize="all_pixels"),
+                "ce_flip": cross_entropy(
+                    student.features(x.flip(-1))["logits"], y.flip(-1), normalize="all_pixels"
+                ),
             }
 
     @register_method("test_count_weights")

@@ -20,7 +20,9 @@ class Discriminator(nn.Module):
     def __init__(self, num_classes: int = 19):
         super().__init__()
         torch.manual_seed(1)
-        self.net = nn.Sequential(nn.Conv2d(num_classes, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(8, 1, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(num_classes, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(8, 1, 1)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -37,12 +39,16 @@ def _register():
         find_unused_parameters = True
 
         def build_models(self):
-            return {"student": ModelSpec(band_net(), "train", export="student"),
-                    "disc": ModelSpec(Discriminator(), "train", export="disc")}
+            return {
+                "student": ModelSpec(band_net(), "train", export="student"),
+                "disc": ModelSpec(Discriminator(), "train", export="disc"),
+            }
 
         def optimizers(self, models):
-            return {"student": OptimizerSpec(("student",)),
-                    "disc": OptimizerSpec(("disc",), optim=OptimSection(type="adamw", lr=1e-3), scheduled=False)}
+            return {
+                "student": OptimizerSpec(("student",)),
+                "disc": OptimizerSpec(("disc",), optim=OptimSection(type="adamw", lr=1e-3), scheduled=False),
+            }
 
         def phases(self, batch, it):
             x, y = batch["source"]["image"], batch["source"]["label"]
@@ -56,10 +62,15 @@ def _register():
                 return {"ce": cross_entropy(logits, y, normalize="all_pixels"), "adv": 0.01 * fool}
 
             def discriminator():
-                return {"d": ((disc(cache["probs"].flip(-1))) ** 2).mean() + ((disc(cache["probs"]) - 1) ** 2).mean()}
+                return {
+                    "d": ((disc(cache["probs"].flip(-1))) ** 2).mean()
+                    + ((disc(cache["probs"]) - 1) ** 2).mean()
+                }
 
-            return [Phase(segmentor, optimizers=("student",), frozen=("disc",), name="seg"),
-                    Phase(discriminator, optimizers=("disc",), name="disc")]
+            return [
+                Phase(segmentor, optimizers=("student",), frozen=("disc",), name="seg"),
+                Phase(discriminator, optimizers=("disc",), name="disc"),
+            ]
 
     @register_method("test_frozen_head")
     class FrozenHead(Method):

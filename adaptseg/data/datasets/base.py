@@ -343,9 +343,18 @@ class SegDataset(ABC):
         what = f"label value(s) {values} are not in the {encoding.name} label map"
         check = f"`adaptseg data check {self.name} {self.root} --split {self.split}`"
         if self.strict_labels:
-            raise UserError(what, path=path, fix=f"repair or remove the file ({check} lists every such file), "
-                            "or drop --strict to read these pixels as ignore")
+            raise UserError(
+                what,
+                path=path,
+                fix=f"repair or remove the file ({check} lists every such file), "
+                "or drop --strict to read these pixels as ignore",
+            )
         if path not in self._warned_values:
             self._warned_values.add(path)
-            log.warning("%s: %s; these pixels are read as ignore (255) — %s lists every such file, "
-                        "--strict stops on them", path, what, check)
+            log.warning(
+                "%s: %s; these pixels are read as ignore (255) — %s lists every such file, "
+                "--strict stops on them",
+                path,
+                what,
+                check,
+            )

@@ -41,8 +41,15 @@ VERSION = 1
 SOURCE_SCENE = SceneConfig()
 CITY_SCENE = SceneConfig(ego_hood=True)
 #: SYNTHIA-RAND-like: a higher viewpoint with a wider lens; no terrain, trucks or trains.
-SYNTHIA_SCENE = SceneConfig(cam_height=(2.5, 5.0), horizon=(0.2, 0.34), focal=(0.5, 0.65), yaw=0.15,
-                            terrain=False, trucks=False, trains=False)
+SYNTHIA_SCENE = SceneConfig(
+    cam_height=(2.5, 5.0),
+    horizon=(0.2, 0.34),
+    focal=(0.5, 0.65),
+    yaw=0.15,
+    terrain=False,
+    trucks=False,
+    trains=False,
+)
 
 
 @dataclass(frozen=True)
@@ -68,23 +75,52 @@ class DomainSpec:
 _TARGET = photo_like(PHOTO_STRENGTH)
 
 SPECS: dict[str, DomainSpec] = {
-    "gta5": DomainSpec("gta5", SOURCE_SCENE, GTA, (SplitSpec("all", 500),),
-                       lambda root, sp, i, s: layouts.write_gta5(root, i, s)),
-    "synthia": DomainSpec("synthia", SYNTHIA_SCENE, SYNTHIA, (SplitSpec("all", 400),),
-                          lambda root, sp, i, s: layouts.write_synthia(root, i, s)),
-    "synscapes": DomainSpec("synscapes", SOURCE_SCENE, SYNSCAPES, (SplitSpec("all", 400),),
-                            lambda root, sp, i, s: layouts.write_synscapes(root, i, s)),
-    "cityscapes": DomainSpec("cityscapes", CITY_SCENE, _TARGET, (SplitSpec("train", 300), SplitSpec("val", 60)),
-                             lambda root, sp, i, s: layouts.write_cityscapes(root, sp.split, i, s)),
+    "gta5": DomainSpec(
+        "gta5",
+        SOURCE_SCENE,
+        GTA,
+        (SplitSpec("all", 500),),
+        lambda root, sp, i, s: layouts.write_gta5(root, i, s),
+    ),
+    "synthia": DomainSpec(
+        "synthia",
+        SYNTHIA_SCENE,
+        SYNTHIA,
+        (SplitSpec("all", 400),),
+        lambda root, sp, i, s: layouts.write_synthia(root, i, s),
+    ),
+    "synscapes": DomainSpec(
+        "synscapes",
+        SOURCE_SCENE,
+        SYNSCAPES,
+        (SplitSpec("all", 400),),
+        lambda root, sp, i, s: layouts.write_synscapes(root, i, s),
+    ),
+    "cityscapes": DomainSpec(
+        "cityscapes",
+        CITY_SCENE,
+        _TARGET,
+        (SplitSpec("train", 300), SplitSpec("val", 60)),
+        lambda root, sp, i, s: layouts.write_cityscapes(root, sp.split, i, s),
+    ),
     "acdc": DomainSpec(
-        "acdc", SOURCE_SCENE, _TARGET,
-        tuple(SplitSpec(split, n, cond) for cond in ("fog", "night", "rain", "snow")
-              for split, n in (("train", 60), ("val", 15))),
+        "acdc",
+        SOURCE_SCENE,
+        _TARGET,
+        tuple(
+            SplitSpec(split, n, cond)
+            for cond in ("fog", "night", "rain", "snow")
+            for split, n in (("train", 60), ("val", 15))
+        ),
         lambda root, sp, i, s: layouts.write_acdc(root, sp.condition or "", sp.split, i, s),
     ),
-    "darkzurich": DomainSpec("darkzurich", SOURCE_SCENE, _TARGET,
-                             (SplitSpec("train", 120, "darkzurich"), SplitSpec("val", 30, "darkzurich")),
-                             lambda root, sp, i, s: layouts.write_darkzurich(root, sp.split, i, s)),
+    "darkzurich": DomainSpec(
+        "darkzurich",
+        SOURCE_SCENE,
+        _TARGET,
+        (SplitSpec("train", 120, "darkzurich"), SplitSpec("val", 30, "darkzurich")),
+        lambda root, sp, i, s: layouts.write_darkzurich(root, sp.split, i, s),
+    ),
 }
 
 
@@ -117,8 +153,11 @@ def _init_worker() -> None:
 def _prepare_root(out: Path, domain: str) -> tuple[Path, Path]:
     root, staging = out / domain, out / f".{domain}.partial"
     if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / MARKER).is_file())):
-        raise UserError(f"{root} exists and was not written by MiniCity",
-                        path=root, fix="choose another --out folder, or move that folder away")
+        raise UserError(
+            f"{root} exists and was not written by MiniCity",
+            path=root,
+            fix="choose another --out folder, or move that folder away",
+        )
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -164,29 +203,47 @@ def generate(
         workers = min(2, os.cpu_count() or 1) if total >= 64 else 1
     roots = {d: _prepare_root(out, d) for d in wanted}  # fail before writing anything
     # spawn, not fork: forking a process whose OpenCV/BLAS threads hold locks can deadlock the children
-    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-            if workers > 1 else None)
+    pool = (
+        ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        )
+        if workers > 1
+        else None
+    )
     written: dict[str, Path] = {}
     try:
         for domain in wanted:
             started = time.perf_counter()
             root, staging = roots[domain]
             counts = _counts(SPECS[domain], images)
-            jobs = [(domain, staging, sp, range(i, min(i + 16, n)), seed, (height, width))
-                    for sp, n in counts for i in range(0, n, 16)]
+            jobs = [
+                (domain, staging, sp, range(i, min(i + 16, n)), seed, (height, width))
+                for sp, n in counts
+                for i in range(0, n, 16)
+            ]
             done = sum(pool.map(_write_chunk, jobs) if pool else map(_write_chunk, jobs))
-            write_json_atomic(staging / MARKER, {
-                "generator": "adaptseg MiniCity", "version": VERSION, "domain": domain, "seed": seed,
-                "size": [height, width],
-                "splits": [{"split": sp.split, "condition": sp.condition, "images": n} for sp, n in counts],
-            })
+            write_json_atomic(
+                staging / MARKER,
+                {
+                    "generator": "adaptseg MiniCity",
+                    "version": VERSION,
+                    "domain": domain,
+                    "seed": seed,
+                    "size": [height, width],
+                    "splits": [
+                        {"split": sp.split, "condition": sp.condition, "images": n} for sp, n in counts
+                    ],
+                },
+            )
             if root.exists():
                 shutil.rmtree(root)
             os.replace(staging, root)
             written[domain] = root
             if progress:
-                print(f"minicity: {domain:10s} {done:5d} images  {time.perf_counter() - started:5.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"minicity: {domain:10s} {done:5d} images  {time.perf_counter() - started:5.1f} s",
+                    file=sys.stderr,
+                )
     finally:
         if pool is not None:
             pool.shutdown()

@@ -206,8 +206,18 @@ class Canvas:
         if len(self._rows) >= 65535:
             raise RuntimeError("too many surfaces in one scene")
         coeffs = self.camera.plane(normal, d)
-        self._rows.append((int(label), int(material), float(variant), int(instance), bool(lane_mark),
-                           coeffs, tuple(normal), tuple(params)))
+        self._rows.append(
+            (
+                int(label),
+                int(material),
+                float(variant),
+                int(instance),
+                bool(lane_mark),
+                coeffs,
+                tuple(normal),
+                tuple(params),
+            )
+        )
         return len(self._rows) - 1
 
     def polygon(self, pts: np.ndarray, sid: int, target: np.ndarray | None = None) -> bool:
@@ -235,16 +245,36 @@ class Canvas:
         xz = np.asarray(xz, dtype=np.float64)
         return self.polygon(np.stack([xz[:, 0], np.zeros(len(xz)), xz[:, 1]], axis=1), sid, target)
 
-    def ground_surface(self, label: int, material: int, variant: float = 0.0, *,
-                       params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
-                       lane_mark: bool = False, instance: int = 0) -> int:
+    def ground_surface(
+        self,
+        label: int,
+        material: int,
+        variant: float = 0.0,
+        *,
+        params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        lane_mark: bool = False,
+        instance: int = 0,
+    ) -> int:
         """A surface on the ground plane Y = 0."""
-        return self.surface(label, material, normal=(0.0, 1.0, 0.0), d=0.0, variant=variant,
-                            params=params, lane_mark=lane_mark, instance=instance)
+        return self.surface(
+            label,
+            material,
+            normal=(0.0, 1.0, 0.0),
+            d=0.0,
+            variant=variant,
+            params=params,
+            lane_mark=lane_mark,
+            instance=instance,
+        )
 
     def box(
         self,
-        x0: float, x1: float, y0: float, y1: float, z0: float, z1: float,
+        x0: float,
+        x1: float,
+        y0: float,
+        y1: float,
+        z0: float,
+        z1: float,
         label: int,
         material: int,
         variant: float = 0.0,
@@ -252,8 +282,18 @@ class Canvas:
         params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
     ) -> dict[str, int]:
         """Draw the faces of an axis-aligned box that face the camera; returns face name → surface id."""
-        corners = np.array([(x0, y0, z0), (x0, y0, z1), (x0, y1, z1), (x0, y1, z0),
-                            (x1, y0, z0), (x1, y0, z1), (x1, y1, z1), (x1, y1, z0)])
+        corners = np.array(
+            [
+                (x0, y0, z0),
+                (x0, y0, z1),
+                (x0, y1, z1),
+                (x0, y1, z0),
+                (x1, y0, z0),
+                (x1, y0, z1),
+                (x1, y1, z1),
+                (x1, y1, z0),
+            ]
+        )
         pc = corners @ self._rot_t + self._offset
         drawn: dict[str, int] = {}
         for name, normal, d, index in (
@@ -265,41 +305,65 @@ class Canvas:
         ):
             if not self.camera.faces_camera(normal, d):
                 continue
-            sid = self.surface(label, material, normal=normal, d=d, variant=variant, instance=instance, params=params)
+            sid = self.surface(
+                label, material, normal=normal, d=d, variant=variant, instance=instance, params=params
+            )
             if self._fill(pc[index], sid):
                 drawn[name] = sid
         return drawn
 
-    def frontal(self, z: float, label: int, material: int, variant: float = 0.0, instance: int = 0,
-                params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> int:
+    def frontal(
+        self,
+        z: float,
+        label: int,
+        material: int,
+        variant: float = 0.0,
+        instance: int = 0,
+        params: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+    ) -> int:
         """A surface on the plane Z = z facing the camera (people, bikes, signs, tree crowns)."""
-        return self.surface(label, material, normal=(0.0, 0.0, -1.0), d=-z, variant=variant,
-                            instance=instance, params=params)
+        return self.surface(
+            label, material, normal=(0.0, 0.0, -1.0), d=-z, variant=variant, instance=instance, params=params
+        )
 
     def quad_xy(self, z: float, corners: list[tuple[float, float]], sid: int) -> bool:
         """Fill a convex polygon given by (X, Y) corners on the plane Z = z."""
         pts = np.array([(x, y, z) for x, y in corners], dtype=np.float64)
         return self.polygon(pts, sid)
 
-    def ellipse_xy(self, z: float, cx: float, cy: float, rx: float, ry: float, sid: int, segments: int = 14) -> bool:
+    def ellipse_xy(
+        self, z: float, cx: float, cy: float, rx: float, ry: float, sid: int, segments: int = 14
+    ) -> bool:
         """Fill an ellipse on the plane Z = z."""
         pts = _unit_circle(segments) * (rx, ry, 0.0) + (cx, cy, z)
         return self.polygon(pts, sid)
 
-    def bar_xy(self, z: float, p: tuple[float, float], q: tuple[float, float], width: float, sid: int) -> bool:
+    def bar_xy(
+        self, z: float, p: tuple[float, float], q: tuple[float, float], width: float, sid: int
+    ) -> bool:
         """Fill a straight bar of ``width`` metres from p to q on the plane Z = z."""
         dx, dy = q[0] - p[0], q[1] - p[1]
         n = math.hypot(dx, dy) or 1.0
         ox, oy = -dy / n * width / 2, dx / n * width / 2
-        return self.quad_xy(z, [(p[0] + ox, p[1] + oy), (q[0] + ox, q[1] + oy),
-                                (q[0] - ox, q[1] - oy), (p[0] - ox, p[1] - oy)], sid)
+        return self.quad_xy(
+            z,
+            [(p[0] + ox, p[1] + oy), (q[0] + ox, q[1] + oy), (q[0] - ox, q[1] - oy), (p[0] - ox, p[1] - oy)],
+            sid,
+        )
 
-    def ring_xy(self, z: float, cx: float, cy: float, r: float, width: float, sid: int, segments: int = 12) -> None:
+    def ring_xy(
+        self, z: float, cx: float, cy: float, r: float, width: float, sid: int, segments: int = 12
+    ) -> None:
         """Draw a ring (a wheel) on the plane Z = z as short bars."""
         t = np.linspace(0.0, 2.0 * math.pi, segments + 1)
         for a, b in zip(t[:-1], t[1:], strict=True):
-            self.bar_xy(z, (cx + r * math.cos(a), cy + r * math.sin(a)),
-                        (cx + r * math.cos(b), cy + r * math.sin(b)), width, sid)
+            self.bar_xy(
+                z,
+                (cx + r * math.cos(a), cy + r * math.sin(a)),
+                (cx + r * math.cos(b), cy + r * math.sin(b)),
+                width,
+                sid,
+            )
 
     def add_light(self, x: float, y: float, z: float, kind: int) -> None:
         """Remember a light source (world position; kind 0 street lamp, 1 headlight) for night renders."""

@@ -19,7 +19,9 @@ Rng = np.random.Generator
 # --- shadows --------------------------------------------------------------------------------------
 
 
-def cast_shadow(cv: Canvas, sun: np.ndarray, x0: float, x1: float, z0: float, z1: float, height: float) -> None:
+def cast_shadow(
+    cv: Canvas, sun: np.ndarray, x0: float, x1: float, z0: float, z1: float, height: float
+) -> None:
     """Mark the ground shadow of a box (footprint and its top moved along the sun's rays)."""
     if sun[1] <= 0.05 or height <= 0 or min(z0, z1) > 80.0:  # far shadows are a pixel or less
         return
@@ -41,8 +43,17 @@ def tree(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, scale: fl
     crown_r = rng.uniform(1.4, 3.0) * scale
     crown_y = trunk_h + crown_r * rng.uniform(0.6, 0.9)
     cast_shadow(cv, sun, x - crown_r * 0.8, x + crown_r * 0.8, z - crown_r * 0.5, z + crown_r * 0.5, crown_y)
-    cv.box(x - trunk_w / 2, x + trunk_w / 2, 0.0, crown_y, z - trunk_w / 2, z + trunk_w / 2,
-           LabelId.VEGETATION, Material.TRUNK, rng.random())
+    cv.box(
+        x - trunk_w / 2,
+        x + trunk_w / 2,
+        0.0,
+        crown_y,
+        z - trunk_w / 2,
+        z + trunk_w / 2,
+        LabelId.VEGETATION,
+        Material.TRUNK,
+        rng.random(),
+    )
     sid = cv.frontal(z - 0.1, LabelId.VEGETATION, Material.FOLIAGE, inst_var)
     pixels = cv.camera.focal * crown_r / max(z, 1.0)  # crown radius on screen
     segments = 14 if pixels > 6 else 8
@@ -88,21 +99,41 @@ def static_object(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray) -> 
 def pole(cv: Canvas, rng: Rng, x: float, z: float, height: float, width: float, sun: np.ndarray) -> None:
     """A plain square pole (bollards, sign and light poles)."""
     cast_shadow(cv, sun, x - width / 2, x + width / 2, z - width / 2, z + width / 2, height)
-    cv.box(x - width / 2, x + width / 2, 0.0, height, z - width / 2, z + width / 2,
-           LabelId.POLE, Material.POLE, rng.random())
+    cv.box(
+        x - width / 2,
+        x + width / 2,
+        0.0,
+        height,
+        z - width / 2,
+        z + width / 2,
+        LabelId.POLE,
+        Material.POLE,
+        rng.random(),
+    )
 
 
 def traffic_light_head(cv: Canvas, rng: Rng, x: float, y: float, z: float, facing: bool) -> None:
     """A traffic light housing with three lamps (one lit) centred at (x, y); ``facing`` the camera or not."""
     w, h, d = 0.32, 0.9, 0.25
-    cv.box(x - w / 2, x + w / 2, y - h / 2, y + h / 2, z, z + d, LabelId.TRAFFIC_LIGHT, Material.TL_HOUSING,
-           rng.random())
+    cv.box(
+        x - w / 2,
+        x + w / 2,
+        y - h / 2,
+        y + h / 2,
+        z,
+        z + d,
+        LabelId.TRAFFIC_LIGHT,
+        Material.TL_HOUSING,
+        rng.random(),
+    )
     if not facing:
         return
     inst_state = int(rng.integers(0, 3))  # 0 red, 1 amber, 2 green
     for k in range(3):
         lit = 1.0 if k == inst_state else 0.0
-        sid = cv.frontal(z - 0.01, LabelId.TRAFFIC_LIGHT, Material.TL_LAMP, k / 6 + 0.01, params=(lit, 0, 0, 0))
+        sid = cv.frontal(
+            z - 0.01, LabelId.TRAFFIC_LIGHT, Material.TL_LAMP, k / 6 + 0.01, params=(lit, 0, 0, 0)
+        )
         cv.ellipse_xy(z - 0.01, x, y + (1 - k) * 0.28, 0.11, 0.11, sid, segments=10)
         if lit:
             cv.add_light(x, y + (1 - k) * 0.28, z, 3 + k)
@@ -120,7 +151,9 @@ def traffic_sign(cv: Canvas, rng: Rng, x: float, y: float, z: float, facing: boo
     elif shape == 1:
         cv.quad_xy(z, [(x - r, y - 0.6 * r), (x + r, y - 0.6 * r), (x, y + r)], sid)
     elif shape == 2:
-        cv.quad_xy(z, [(x - r, y - r * 0.8), (x + r, y - r * 0.8), (x + r, y + r * 0.8), (x - r, y + r * 0.8)], sid)
+        cv.quad_xy(
+            z, [(x - r, y - r * 0.8), (x + r, y - r * 0.8), (x + r, y + r * 0.8), (x - r, y + r * 0.8)], sid
+        )
     else:
         cv.quad_xy(z, [(x, y - r), (x + r, y), (x, y + r), (x - r, y)], sid)
 
@@ -135,7 +168,9 @@ def sign_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray) -> None
         traffic_sign(cv, rng, x, h - 1.1, z - 0.06, facing)
 
 
-def traffic_light_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, arm_to: float | None = None) -> None:
+def traffic_light_pole(
+    cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, arm_to: float | None = None
+) -> None:
     """A traffic-light pole; with ``arm_to`` a mast arm reaches over the road to that X with a hanging light."""
     h = rng.uniform(2.8, 3.6)
     facing = rng.random() < 0.8
@@ -143,7 +178,9 @@ def traffic_light_pole(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray
         mast_h = rng.uniform(5.5, 6.5)
         pole(cv, rng, x, z, mast_h, 0.2, sun)
         lo, hi = min(x, arm_to), max(x, arm_to)
-        cv.box(lo, hi, mast_h - 0.3, mast_h - 0.15, z - 0.08, z + 0.08, LabelId.POLE, Material.POLE, rng.random())
+        cv.box(
+            lo, hi, mast_h - 0.3, mast_h - 0.15, z - 0.08, z + 0.08, LabelId.POLE, Material.POLE, rng.random()
+        )
         traffic_light_head(cv, rng, arm_to, mast_h - 0.8, z - 0.15, True)
         traffic_light_head(cv, rng, x, h - 0.1, z - 0.25, facing)
         return
@@ -169,7 +206,9 @@ def street_lamp(cv: Canvas, rng: Rng, x: float, z: float, toward: float, sun: np
 # --- vehicles --------------------------------------------------------------------------------------
 
 
-def _wheel_disc(cv: Canvas, label: int, instance: int, side_x: float, y: float, z: float, r: float, outward: float) -> None:
+def _wheel_disc(
+    cv: Canvas, label: int, instance: int, side_x: float, y: float, z: float, r: float, outward: float
+) -> None:
     """A wheel seen from the side, on the plane X = side_x (outward = -1 for a left face, +1 for right)."""
     normal = (outward, 0.0, 0.0)
     if not cv.camera.faces_camera(normal, outward * side_x):
@@ -180,8 +219,9 @@ def _wheel_disc(cv: Canvas, label: int, instance: int, side_x: float, y: float, 
     cv.polygon(pts, sid)
 
 
-def _end_lights(cv: Canvas, label: int, instance: int, x0: float, x1: float, zf: float, y0: float, y1: float,
-                front: bool) -> None:
+def _end_lights(
+    cv: Canvas, label: int, instance: int, x0: float, x1: float, zf: float, y0: float, y1: float, front: bool
+) -> None:
     """Head- or taillights on the end face at Z = zf of a vehicle spanning x0..x1."""
     material = Material.HEADLIGHT if front else Material.TAILLIGHT
     w = min(0.3, (x1 - x0) * 0.16)
@@ -211,7 +251,9 @@ def car(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray)
         for az in (z0 + 0.85, z1 - 0.85):
             for wx0, wx1 in ((x0 + 0.02, x0 + 0.25), (x1 - 0.25, x1 - 0.02)):
                 cv.box(wx0, wx1, 0.0, 2 * r, az - r, az + r, LabelId.CAR, Material.TIRE, 0.5, inst)
-    cv.box(x0, x1, 0.0 if not detail else 0.28, body_top, z0, z1, LabelId.CAR, Material.CAR_PAINT, variant, inst)
+    cv.box(
+        x0, x1, 0.0 if not detail else 0.28, body_top, z0, z1, LabelId.CAR, Material.CAR_PAINT, variant, inst
+    )
     if van:
         c0, c1 = z0, z1
     elif heading > 0:
@@ -219,12 +261,24 @@ def car(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray)
     else:
         c0, c1 = z0 + 0.22 * length, z1 - 0.3 * length
     inset = width * 0.07
-    faces = cv.box(x0 + inset, x1 - inset, body_top, height, c0, c1, LabelId.CAR, Material.GLASS, variant, inst)
+    faces = cv.box(
+        x0 + inset, x1 - inset, body_top, height, c0, c1, LabelId.CAR, Material.GLASS, variant, inst
+    )
     if "top" in faces:  # the roof is painted, not glass
-        roof = cv.surface(LabelId.CAR, Material.CAR_PAINT, normal=(0.0, 1.0, 0.0), d=height, variant=variant,
-                          instance=inst)
-        cv.polygon(np.array([(x0 + inset, height, c0), (x1 - inset, height, c0), (x1 - inset, height, c1),
-                             (x0 + inset, height, c1)]), roof)
+        roof = cv.surface(
+            LabelId.CAR, Material.CAR_PAINT, normal=(0.0, 1.0, 0.0), d=height, variant=variant, instance=inst
+        )
+        cv.polygon(
+            np.array(
+                [
+                    (x0 + inset, height, c0),
+                    (x1 - inset, height, c0),
+                    (x1 - inset, height, c1),
+                    (x0 + inset, height, c1),
+                ]
+            ),
+            roof,
+        )
     if detail:
         for az in (z0 + 0.85, z1 - 0.85):
             _wheel_disc(cv, LabelId.CAR, inst, x0 - 0.01, r, az, r, -1.0)
@@ -243,8 +297,18 @@ def crossing_car(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray) -> N
     x0, x1, z0, z1 = x - length / 2, x + length / 2, z, z + width
     cast_shadow(cv, sun, x0, x1, z0, z1, height * 0.7)
     cv.box(x0, x1, 0.28, body_top, z0, z1, LabelId.CAR, Material.CAR_PAINT, variant, inst)
-    cv.box(x0 + 0.25 * length, x1 - 0.25 * length, body_top, height, z0 + 0.12, z1 - 0.12,
-           LabelId.CAR, Material.GLASS, variant, inst)
+    cv.box(
+        x0 + 0.25 * length,
+        x1 - 0.25 * length,
+        body_top,
+        height,
+        z0 + 0.12,
+        z1 - 0.12,
+        LabelId.CAR,
+        Material.GLASS,
+        variant,
+        inst,
+    )
     sid = cv.frontal(z0 - 0.01, LabelId.CAR, Material.TIRE, 0.5, inst)
     for ax in (x0 + 0.85, x1 - 0.85):
         cv.ellipse_xy(z0 - 0.01, ax, 0.31, 0.31, 0.31, sid, segments=12)
@@ -265,25 +329,78 @@ def truck(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarra
             cv.box(wx0, wx1, 0.0, 2 * r, az - r, az + r, LabelId.TRUCK, Material.TIRE, 0.5, inst)
     cab_var, cargo_var = rng.random(), rng.random()
     if heading > 0:
-        cv.box(x0 + 0.05, x1 - 0.05, 0.5, cab_h, z + cargo_len + 0.3, z + length, LabelId.TRUCK,
-               Material.TRUCK_PAINT, cab_var, inst)
+        cv.box(
+            x0 + 0.05,
+            x1 - 0.05,
+            0.5,
+            cab_h,
+            z + cargo_len + 0.3,
+            z + length,
+            LabelId.TRUCK,
+            Material.TRUCK_PAINT,
+            cab_var,
+            inst,
+        )
         cv.box(x0, x1, 0.55, cargo_h, z, z + cargo_len, LabelId.TRUCK, Material.TRUCK_PAINT, cargo_var, inst)
         _end_lights(cv, LabelId.TRUCK, inst, x0, x1, z, 0.6, 0.8, front=False)
     else:
-        cv.box(x0, x1, 0.55, cargo_h, z + cab_len + 0.3, z + length, LabelId.TRUCK, Material.TRUCK_PAINT,
-               cargo_var, inst)
-        cv.box(x0 + 0.05, x1 - 0.05, 0.5, cab_h, z, z + cab_len, LabelId.TRUCK, Material.TRUCK_PAINT, cab_var, inst)
+        cv.box(
+            x0,
+            x1,
+            0.55,
+            cargo_h,
+            z + cab_len + 0.3,
+            z + length,
+            LabelId.TRUCK,
+            Material.TRUCK_PAINT,
+            cargo_var,
+            inst,
+        )
+        cv.box(
+            x0 + 0.05,
+            x1 - 0.05,
+            0.5,
+            cab_h,
+            z,
+            z + cab_len,
+            LabelId.TRUCK,
+            Material.TRUCK_PAINT,
+            cab_var,
+            inst,
+        )
         sid = cv.frontal(z - 0.01, LabelId.TRUCK, Material.GLASS, cab_var, inst)
-        cv.quad_xy(z - 0.01, [(x0 + 0.2, cab_h * 0.55), (x1 - 0.2, cab_h * 0.55), (x1 - 0.2, cab_h - 0.2),
-                              (x0 + 0.2, cab_h - 0.2)], sid)
+        cv.quad_xy(
+            z - 0.01,
+            [
+                (x0 + 0.2, cab_h * 0.55),
+                (x1 - 0.2, cab_h * 0.55),
+                (x1 - 0.2, cab_h - 0.2),
+                (x0 + 0.2, cab_h - 0.2),
+            ],
+            sid,
+        )
         _end_lights(cv, LabelId.TRUCK, inst, x0, x1, z, 0.7, 0.9, front=True)
     for az in (z + 1.0, z + length - 1.2):
         _wheel_disc(cv, LabelId.TRUCK, inst, x0 - 0.01, r, az, r, -1.0)
         _wheel_disc(cv, LabelId.TRUCK, inst, x1 + 0.01, r, az, r, 1.0)
 
 
-def _long_vehicle(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray, *, label: int,
-                  material: int, length: float, width: float, height: float, floor: float, wheel_r: float) -> int:
+def _long_vehicle(
+    cv: Canvas,
+    rng: Rng,
+    x: float,
+    z: float,
+    heading: int,
+    sun: np.ndarray,
+    *,
+    label: int,
+    material: int,
+    length: float,
+    width: float,
+    height: float,
+    floor: float,
+    wheel_r: float,
+) -> int:
     """A bus or tram body with a band of side windows (drawn by the renderer from ``params``)."""
     inst = cv.new_instance()
     x0, x1 = x - width / 2, x + width / 2
@@ -302,17 +419,42 @@ def _long_vehicle(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: n
 
 def bus(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray) -> None:
     """A city bus (12 m)."""
-    _long_vehicle(cv, rng, x, z, heading, sun, label=LabelId.BUS, material=Material.BUS_PAINT,
-                  length=rng.uniform(10.5, 13.0), width=2.55, height=rng.uniform(2.95, 3.25), floor=0.3,
-                  wheel_r=0.5)
+    _long_vehicle(
+        cv,
+        rng,
+        x,
+        z,
+        heading,
+        sun,
+        label=LabelId.BUS,
+        material=Material.BUS_PAINT,
+        length=rng.uniform(10.5, 13.0),
+        width=2.55,
+        height=rng.uniform(2.95, 3.25),
+        floor=0.3,
+        wheel_r=0.5,
+    )
 
 
 def tram(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray) -> None:
     """A tram (Cityscapes 'train') with a pantograph on its roof."""
     height = rng.uniform(3.3, 3.6)
     length = rng.uniform(22.0, 32.0)
-    inst = _long_vehicle(cv, rng, x, z, heading, sun, label=LabelId.TRAIN, material=Material.TRAM_PAINT,
-                         length=length, width=2.4, height=height, floor=0.25, wheel_r=0.35)
+    inst = _long_vehicle(
+        cv,
+        rng,
+        x,
+        z,
+        heading,
+        sun,
+        label=LabelId.TRAIN,
+        material=Material.TRAM_PAINT,
+        length=length,
+        width=2.4,
+        height=height,
+        floor=0.25,
+        wheel_r=0.35,
+    )
     pz = z + length * rng.uniform(0.3, 0.6)
     sid = cv.frontal(pz, LabelId.TRAIN, Material.POLE, 0.3, inst)
     cv.bar_xy(pz, (x - 0.5, height), (x, height + 0.9), 0.06, sid)
@@ -322,10 +464,22 @@ def tram(cv: Canvas, rng: Rng, x: float, z: float, heading: int, sun: np.ndarray
 # --- people and two-wheelers ---------------------------------------------------------------------
 
 
-def person(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, label: int = LabelId.PERSON,
-           height: float | None = None) -> None:
+def person(
+    cv: Canvas,
+    rng: Rng,
+    x: float,
+    z: float,
+    sun: np.ndarray,
+    *,
+    label: int = LabelId.PERSON,
+    height: float | None = None,
+) -> None:
     """A pedestrian seen from the front or back on the plane Z = z (legs, torso, arms, head)."""
-    h = height if height is not None else (rng.uniform(1.0, 1.35) if rng.random() < 0.08 else rng.uniform(1.55, 1.92))
+    h = (
+        height
+        if height is not None
+        else (rng.uniform(1.0, 1.35) if rng.random() < 0.08 else rng.uniform(1.55, 1.92))
+    )
     inst = cv.new_instance()
     cast_shadow(cv, sun, x - 0.18 * h, x + 0.18 * h, z - 0.1, z + 0.1, h)
     top, bottom, skin, hair = rng.random(), rng.random(), rng.random(), rng.random()
@@ -333,11 +487,22 @@ def person(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, label: 
     stride = rng.uniform(0.0, 0.13) * h
     hip = 0.48 * h
     if cv.pixels(h, z) < 8:  # a few pixels tall: a silhouette is enough
-        cv.quad_xy(z, [(x - 0.07 * h - stride / 2, 0.0), (x + 0.07 * h + stride / 2, 0.0),
-                       (x + 0.1 * h, hip), (x - 0.1 * h, hip)], legs)
+        cv.quad_xy(
+            z,
+            [
+                (x - 0.07 * h - stride / 2, 0.0),
+                (x + 0.07 * h + stride / 2, 0.0),
+                (x + 0.1 * h, hip),
+                (x - 0.1 * h, hip),
+            ],
+            legs,
+        )
         torso = cv.frontal(z - 0.01, label, Material.CLOTHES, top, inst)
-        cv.quad_xy(z - 0.01, [(x - 0.12 * h, hip), (x + 0.12 * h, hip), (x + 0.13 * h, 0.82 * h),
-                              (x - 0.13 * h, 0.82 * h)], torso)
+        cv.quad_xy(
+            z - 0.01,
+            [(x - 0.12 * h, hip), (x + 0.12 * h, hip), (x + 0.13 * h, 0.82 * h), (x - 0.13 * h, 0.82 * h)],
+            torso,
+        )
         head = cv.frontal(z - 0.01, label, Material.HAIR if rng.random() < 0.5 else Material.SKIN, hair, inst)
         cv.ellipse_xy(z - 0.01, x, 0.905 * h, 0.06 * h, 0.07 * h, head, segments=8)
         return
@@ -345,8 +510,16 @@ def person(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, label: 
     cv.bar_xy(z, (x + 0.045 * h, hip), (x + 0.045 * h + stride * rng.uniform(0.3, 1.0), 0.0), 0.085 * h, legs)
     torso = cv.frontal(z - 0.01, label, Material.CLOTHES, top, inst)
     coat = rng.uniform(0.0, 0.12) * h
-    cv.quad_xy(z - 0.01, [(x - 0.11 * h, hip - coat), (x + 0.11 * h, hip - coat), (x + 0.125 * h, 0.8 * h),
-                          (x - 0.125 * h, 0.8 * h)], torso)
+    cv.quad_xy(
+        z - 0.01,
+        [
+            (x - 0.11 * h, hip - coat),
+            (x + 0.11 * h, hip - coat),
+            (x + 0.125 * h, 0.8 * h),
+            (x - 0.125 * h, 0.8 * h),
+        ],
+        torso,
+    )
     swing = rng.uniform(-0.05, 0.05) * h
     cv.bar_xy(z - 0.02, (x - 0.135 * h, 0.79 * h), (x - 0.16 * h + swing, 0.5 * h), 0.06 * h, torso)
     cv.bar_xy(z - 0.02, (x + 0.135 * h, 0.79 * h), (x + 0.16 * h - swing, 0.5 * h), 0.06 * h, torso)
@@ -364,7 +537,9 @@ def _rider_body(cv: Canvas, rng: Rng, x: float, z: float, seat: float, lean: flo
     top, hair = rng.random(), rng.random()
     torso = cv.frontal(z, LabelId.RIDER, Material.CLOTHES, top, inst)
     shoulder = seat + 0.55
-    cv.quad_xy(z, [(x - 0.17, seat), (x + 0.17, seat), (x + 0.2 + lean, shoulder), (x - 0.2 + lean, shoulder)], torso)
+    cv.quad_xy(
+        z, [(x - 0.17, seat), (x + 0.17, seat), (x + 0.2 + lean, shoulder), (x - 0.2 + lean, shoulder)], torso
+    )
     cv.bar_xy(z - 0.01, (x - 0.2 + lean, shoulder - 0.03), (x - 0.28, seat + 0.15), 0.09, torso)
     cv.bar_xy(z - 0.01, (x + 0.2 + lean, shoulder - 0.03), (x + 0.28, seat + 0.15), 0.09, torso)
     head = cv.frontal(z - 0.01, LabelId.RIDER, Material.HAIR, hair, inst)
@@ -397,8 +572,9 @@ def cyclist_rear(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, m
     _rider_body(cv, rng, x, z, seat, rng.uniform(-0.04, 0.04), inst_rider)
 
 
-def bike_side(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, motor: bool, rider: bool,
-              direction: int) -> None:
+def bike_side(
+    cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, motor: bool, rider: bool, direction: int
+) -> None:
     """A bicycle or motorcycle seen from the side on the plane Z = z, optionally ridden."""
     bike_label = LabelId.MOTORCYCLE if motor else LabelId.BICYCLE
     inst = cv.new_instance()
@@ -410,7 +586,11 @@ def bike_side(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, moto
         tire = cv.frontal(z, bike_label, Material.TIRE, 0.5, inst)
         for wx in (x - 0.7, x + 0.7):
             cv.ellipse_xy(z, wx, 0.31, 0.31, 0.31, tire, segments=12)
-        cv.quad_xy(z - 0.01, [(x - 0.6 * d, 0.45), (x + 0.5 * d, 0.4), (x + 0.45 * d, 0.95), (x - 0.5 * d, 0.85)], bike)
+        cv.quad_xy(
+            z - 0.01,
+            [(x - 0.6 * d, 0.45), (x + 0.5 * d, 0.4), (x + 0.45 * d, 0.95), (x - 0.5 * d, 0.85)],
+            bike,
+        )
         cv.bar_xy(z - 0.01, (x + 0.5 * d, 0.95), (x + 0.7 * d, 0.31), 0.07, bike)
         seat, hand = 0.85, (x + 0.5 * d, 1.05)
     else:
@@ -420,7 +600,14 @@ def bike_side(cv: Canvas, rng: Rng, x: float, z: float, sun: np.ndarray, *, moto
         pedal, saddle, head = (x, 0.3), (x - 0.15 * d, 0.9), (x + 0.38 * d, 0.95)
         cv.ring_xy(z, rear[0], r, r, 0.06, bike, segments)
         cv.ring_xy(z, front[0], r, r, 0.06, bike, segments)
-        for p, q in ((rear, pedal), (pedal, saddle), (pedal, head), (saddle, head), (head, front), (rear, saddle)):
+        for p, q in (
+            (rear, pedal),
+            (pedal, saddle),
+            (pedal, head),
+            (saddle, head),
+            (head, front),
+            (rear, saddle),
+        ):
             cv.bar_xy(z - 0.01, p, q, 0.05, bike)
         cv.bar_xy(z - 0.01, head, (head[0] + 0.05 * d, 1.08), 0.05, bike)
         seat, hand = 0.95, (head[0] + 0.05 * d, 1.06)

@@ -23,8 +23,15 @@ from adaptseg.data.minicity.styles import PALETTE_SIZE, Style
 
 CONDITIONS = ("fog", "night", "rain", "snow")
 
-_GROUND_MATERIALS = (Material.GROUND, Material.ROAD, Material.PAINT, Material.SIDEWALK, Material.CURB,
-                     Material.TERRAIN, Material.RAIL)
+_GROUND_MATERIALS = (
+    Material.GROUND,
+    Material.ROAD,
+    Material.PAINT,
+    Material.SIDEWALK,
+    Material.CURB,
+    Material.TERRAIN,
+    Material.RAIL,
+)
 _TEX = 256
 
 
@@ -87,7 +94,9 @@ def _world_texture(tex: np.ndarray, u: np.ndarray, v: np.ndarray, density: float
     return cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
-def _screen_texture(tex: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+def _screen_texture(
+    tex: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, scale: float = 1.0
+) -> np.ndarray:
     h, w = shape
     oy, ox = rng.integers(0, _TEX, size=2)
     my = np.broadcast_to(np.mod(np.arange(h) * scale + oy, _TEX).astype(np.float32)[:, None], (h, w))
@@ -189,8 +198,11 @@ class _Renderer:
         if m.any():
             cx, cy, r, shape = (params[m][:, i] for i in range(4))
             dx, dy = (p.X[m] - cx) / r, (p.Y[m] - cy) / r
-            dist = np.where(shape == 2, np.maximum(np.abs(dx), np.abs(dy) / 0.8),
-                            np.where(shape == 3, np.abs(dx) + np.abs(dy), np.hypot(dx, dy)))
+            dist = np.where(
+                shape == 2,
+                np.maximum(np.abs(dx), np.abs(dy) / 0.8),
+                np.where(shape == 3, np.abs(dx) + np.abs(dy), np.hypot(dx, dy)),
+            )
             k = np.minimum((t.variant[self.ids[m]] * PALETTE_SIZE).astype(np.int64), PALETTE_SIZE - 1)
             border_colour = np.where((k == 3)[:, None], st.colors[Material.SIGN, 0], np.float32(0.92))
             sub = albedo[m]
@@ -257,15 +269,34 @@ class _Renderer:
         smear = cv2.GaussianBlur(colour, (0, 0), sigmaX=0.6 * self.px_scale, sigmaY=5.0 * self.px_scale)
         wet = colour * 0.65 + smear * (0.2 + 0.35 * puddles[..., None])
         colour = np.where(ground[..., None], wet, colour)
-        return self._streaks(colour, rng, count=int(180 * self.h * self.w / 32768), length=(5, 14),
-                             value=(0.55, 0.85), alpha=0.35)
+        return self._streaks(
+            colour,
+            rng,
+            count=int(180 * self.h * self.w / 32768),
+            length=(5, 14),
+            value=(0.55, 0.85),
+            alpha=0.35,
+        )
 
-    def _streaks(self, colour: np.ndarray, rng: np.random.Generator, *, count: int, length: tuple[int, int],
-                 value: tuple[float, float], alpha: float) -> np.ndarray:
+    def _streaks(
+        self,
+        colour: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        count: int,
+        length: tuple[int, int],
+        value: tuple[float, float],
+        alpha: float,
+    ) -> np.ndarray:
         overlay = np.zeros((self.h, self.w), np.float32)
         slant = rng.uniform(-0.3, 0.3)
-        for x, y, n, val in zip(rng.uniform(0, self.w, count), rng.uniform(-10, self.h, count),
-                                rng.uniform(*length, count) * self.px_scale, rng.uniform(*value, count), strict=True):
+        for x, y, n, val in zip(
+            rng.uniform(0, self.w, count),
+            rng.uniform(-10, self.h, count),
+            rng.uniform(*length, count) * self.px_scale,
+            rng.uniform(*value, count),
+            strict=True,
+        ):
             cv2.line(overlay, (int(x), int(y)), (int(x + slant * n), int(y + n)), float(val), 1, cv2.LINE_AA)
         overlay = _blur(overlay, 0.5 * self.px_scale)[..., None]
         return colour * (1.0 - alpha * overlay) + alpha * overlay * 0.9
@@ -273,22 +304,39 @@ class _Renderer:
     def snow(self, colour: np.ndarray, shade: np.ndarray) -> np.ndarray:
         rng, p, t = self.rng, self.p, self.t
         bias_by_material = np.full(len(Material), -1.0, np.float32)
-        for mat, b in ((Material.TERRAIN, 0.9), (Material.GROUND, 0.9), (Material.SIDEWALK, 0.55),
-                       (Material.CURB, 0.6), (Material.ROAD, -0.05), (Material.PAINT, -0.05),
-                       (Material.RAIL, 0.0), (Material.FOLIAGE, -0.15)):
+        for mat, b in (
+            (Material.TERRAIN, 0.9),
+            (Material.GROUND, 0.9),
+            (Material.SIDEWALK, 0.55),
+            (Material.CURB, 0.6),
+            (Material.ROAD, -0.05),
+            (Material.PAINT, -0.05),
+            (Material.RAIL, 0.0),
+            (Material.FOLIAGE, -0.15),
+        ):
             bias_by_material[mat] = b
         bias = bias_by_material[self.mat]
         roofs = (t.normal[self.ids][..., 1] > 0.5) & ~self.mask(*_GROUND_MATERIALS)
         bias = np.where(roofs, 0.8, bias)
-        noise = _world_texture(self.coarse, p.u, p.v, 2.0) * 0.35 + _world_texture(self.medium, p.u, p.v, 5.0) * 0.25
+        noise = (
+            _world_texture(self.coarse, p.u, p.v, 2.0) * 0.35
+            + _world_texture(self.medium, p.u, p.v, 5.0) * 0.25
+        )
         cover = np.clip((noise + bias) * 2.5, 0.0, 1.0)[..., None]
         snow = np.float32(0.93) * np.array([0.97, 0.98, 1.0], np.float32) * (0.85 + 0.15 * shade[..., None])
         colour = colour * (1.0 - cover) + snow * cover
         flakes = np.zeros((self.h, self.w), np.float32)
         count = int(350 * self.h * self.w / 32768)
-        for x, y, r, val in zip(rng.uniform(0, self.w, count), rng.uniform(0, self.h, count),
-                                rng.uniform(0.5, 1.6, count) * self.px_scale, rng.uniform(0.5, 1.0, count), strict=True):
-            cv2.circle(flakes, (int(x * 16), int(y * 16)), max(1, int(r * 16)), float(val), -1, cv2.LINE_AA, 4)
+        for x, y, r, val in zip(
+            rng.uniform(0, self.w, count),
+            rng.uniform(0, self.h, count),
+            rng.uniform(0.5, 1.6, count) * self.px_scale,
+            rng.uniform(0.5, 1.0, count),
+            strict=True,
+        ):
+            cv2.circle(
+                flakes, (int(x * 16), int(y * 16)), max(1, int(r * 16)), float(val), -1, cv2.LINE_AA, 4
+            )
         flakes = _blur(flakes, 0.4 * self.px_scale)[..., None]
         return colour * (1.0 - 0.8 * flakes) + 0.8 * flakes * 0.95
 
@@ -304,7 +352,7 @@ class _Renderer:
                 d2 = (p.X - x) ** 2 + (p.Y - y) ** 2 * 0.5 + (p.Z - z) ** 2
                 light += rng.uniform(0.7, 1.2) * lamp_colour * np.exp(-d2 / (2.0 * 5.0**2))[..., None]
             elif kind == 1:  # headlights light the road ahead of the car
-                d2 = ((p.X - x) ** 2 + (p.Z - (z - 7.0)) ** 2 * 0.3 + p.Y**2)
+                d2 = (p.X - x) ** 2 + (p.Z - (z - 7.0)) ** 2 * 0.3 + p.Y**2
                 light += 0.5 * np.exp(-d2 / (2.0 * 2.5**2))[..., None]
         colour = albedo * light
         sky = self.mat == Material.SKY
@@ -342,14 +390,18 @@ class _Renderer:
         if st.gamma != 1.0:
             colour = colour**st.gamma
         if st.vignette > 0:
-            r2 = ((self.p.cols - self.w / 2) / (self.w / 2)) ** 2 * 0.6 + ((self.p.rows - self.h / 2) / (self.h / 2)) ** 2 * 0.4
+            r2 = ((self.p.cols - self.w / 2) / (self.w / 2)) ** 2 * 0.6 + (
+                (self.p.rows - self.h / 2) / (self.h / 2)
+            ) ** 2 * 0.4
             colour = colour * (1.0 - st.vignette * 0.5 * r2)[..., None]
         colour = _blur(colour.astype(np.float32), (st.blur + extra_blur) * self.px_scale)
         noise = st.noise + extra_noise
         if noise > 0:
             colour = colour + noise * rng.standard_normal((self.h, self.w, 1), dtype=np.float32)
         if st.chroma_noise + extra_noise > 0:
-            colour = colour + (st.chroma_noise + extra_noise * 0.5) * rng.standard_normal(colour.shape, dtype=np.float32)
+            colour = colour + (st.chroma_noise + extra_noise * 0.5) * rng.standard_normal(
+                colour.shape, dtype=np.float32
+            )
         return np.clip(colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def run(self) -> np.ndarray:

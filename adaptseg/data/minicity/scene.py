@@ -138,8 +138,22 @@ def _sample_street(rng: Rng, cfg: SceneConfig) -> _Street:
         z0 = rng.uniform(14.0, 45.0)
         if end is None or z0 + 30 < end:
             cross = (z0, z0 + rng.uniform(9.0, 15.0))
-    return _Street(lane_w, left, right, lines, same_centres, oncoming_centres, park_l, park_r,
-                   lawn[0], lawn[1], walks[0], walks[1], cross, end)
+    return _Street(
+        lane_w,
+        left,
+        right,
+        lines,
+        same_centres,
+        oncoming_centres,
+        park_l,
+        park_r,
+        lawn[0],
+        lawn[1],
+        walks[0],
+        walks[1],
+        cross,
+        end,
+    )
 
 
 def _sample_camera(rng: Rng, size: tuple[int, int], cfg: SceneConfig) -> Camera:
@@ -158,8 +172,13 @@ def _sample_camera(rng: Rng, size: tuple[int, int], cfg: SceneConfig) -> Camera:
 def _sample_sun(rng: Rng) -> np.ndarray:
     elevation = math.radians(rng.uniform(25.0, 65.0))
     azimuth = rng.uniform(0.0, 2.0 * math.pi)
-    return np.array([math.cos(elevation) * math.sin(azimuth), math.sin(elevation),
-                     math.cos(elevation) * math.cos(azimuth)])
+    return np.array(
+        [
+            math.cos(elevation) * math.sin(azimuth),
+            math.sin(elevation),
+            math.cos(elevation) * math.cos(azimuth),
+        ]
+    )
 
 
 class _Builder:
@@ -180,8 +199,17 @@ class _Builder:
         """Queue an object whose nearest point is at (x, z) for far-to-near drawing."""
         self.objects.append((math.hypot(x, max(z, 0.0)), draw))
 
-    def ground_strip(self, x0: float, x1: float, z0: float, z1: float, label: int, material: int,
-                     variant: float | None = None, **kw) -> None:
+    def ground_strip(
+        self,
+        x0: float,
+        x1: float,
+        z0: float,
+        z1: float,
+        label: int,
+        material: int,
+        variant: float | None = None,
+        **kw,
+    ) -> None:
         sid = self.cv.ground_surface(label, material, self.rng.random() if variant is None else variant, **kw)
         self.cv.ground([(x0, z0), (x1, z0), (x1, z1), (x0, z1)], sid)
 
@@ -228,12 +256,15 @@ class _Builder:
                 z1 = min(z + dash, z_end) if dashed else z_end
                 segs = [(z, z1)]
                 if st.cross is not None:
-                    segs = [(a, min(b, st.cross[0] - 5.0)) for a, b in segs if a < st.cross[0] - 5.0] + \
-                           [(max(a, st.cross[1] + 1.0), b) for a, b in segs if b > st.cross[1] + 1.0]
+                    segs = [(a, min(b, st.cross[0] - 5.0)) for a, b in segs if a < st.cross[0] - 5.0] + [
+                        (max(a, st.cross[1] + 1.0), b) for a, b in segs if b > st.cross[1] + 1.0
+                    ]
                 for a, b in segs:
                     if b > a:
-                        self.cv.ground([(x - width / 2, a), (x + width / 2, a), (x + width / 2, b),
-                                        (x - width / 2, b)], paint)
+                        self.cv.ground(
+                            [(x - width / 2, a), (x + width / 2, a), (x + width / 2, b), (x - width / 2, b)],
+                            paint,
+                        )
                 if not dashed:
                     break
                 z = z1 + gap
@@ -242,18 +273,31 @@ class _Builder:
             if rng.random() < 0.7:  # zebra crossing
                 x = st.road_left + 0.3
                 while x + 0.5 < st.road_right:
-                    self.cv.ground([(x, z0 - 4.0), (x + 0.5, z0 - 4.0), (x + 0.5, z0 - 1.0), (x, z0 - 1.0)], paint)
+                    self.cv.ground(
+                        [(x, z0 - 4.0), (x + 0.5, z0 - 4.0), (x + 0.5, z0 - 1.0), (x, z0 - 1.0)], paint
+                    )
                     x += 1.0
-            stop = [(st.road_left, z0 - 5.5), (st.road_right, z0 - 5.5), (st.road_right, z0 - 5.1),
-                    (st.road_left, z0 - 5.1)]
+            stop = [
+                (st.road_left, z0 - 5.5),
+                (st.road_right, z0 - 5.5),
+                (st.road_right, z0 - 5.1),
+                (st.road_left, z0 - 5.1),
+            ]
             self.cv.ground(stop, paint)
         if self.feature == "tram" and self.cfg.trains:
             rail = self.cv.ground_surface(LabelId.ROAD, Material.RAIL, rng.random())
             x = self.tram_lane()
             for off in (-0.72, 0.72):
                 for r in (off - 0.04, off + 0.04):
-                    self.cv.ground([(x + r - 0.03, 0.2), (x + r + 0.03, 0.2), (x + r + 0.03, st.z_stop),
-                                    (x + r - 0.03, st.z_stop)], rail)
+                    self.cv.ground(
+                        [
+                            (x + r - 0.03, 0.2),
+                            (x + r + 0.03, 0.2),
+                            (x + r + 0.03, st.z_stop),
+                            (x + r - 0.03, st.z_stop),
+                        ],
+                        rail,
+                    )
 
     def tram_lane(self) -> float:
         st = self.street
@@ -262,9 +306,16 @@ class _Builder:
     # -- buildings and lots --------------------------------------------------------------------------
     def building(self, x0: float, x1: float, z0: float, z1: float, height: float) -> None:
         rng = self.rng
-        params = (rng.uniform(2.2, 3.6), rng.uniform(2.8, 3.6), rng.uniform(0.35, 0.65), rng.uniform(0.4, 0.65))
+        params = (
+            rng.uniform(2.2, 3.6),
+            rng.uniform(2.8, 3.6),
+            rng.uniform(0.35, 0.65),
+            rng.uniform(0.4, 0.65),
+        )
         obj.cast_shadow(self.cv, self.sun, x0, x1, z0, z1, height)
-        self.cv.box(x0, x1, 0.0, height, z0, z1, LabelId.BUILDING, Material.FACADE, rng.random(), params=params)
+        self.cv.box(
+            x0, x1, 0.0, height, z0, z1, LabelId.BUILDING, Material.FACADE, rng.random(), params=params
+        )
 
     def background(self) -> None:
         """Far buildings behind the lots (seen through gaps) and the T-junction facade."""
@@ -319,8 +370,11 @@ class _Builder:
             if setback > 0 or kind in ("park", "open"):
                 ground_x = sorted((lot, lot + side * 40.0))
                 if kind == "open" or not cfg.terrain:
-                    label, mat = (LabelId.SIDEWALK, Material.SIDEWALK) if rng.random() < 0.6 else (
-                        LabelId.GROUND, Material.GROUND)
+                    label, mat = (
+                        (LabelId.SIDEWALK, Material.SIDEWALK)
+                        if rng.random() < 0.6
+                        else (LabelId.GROUND, Material.GROUND)
+                    )
                 else:
                     label, mat = LabelId.TERRAIN, Material.TERRAIN
                 self.ground_strip(ground_x[0], ground_x[1], z0, z1, label, mat)
@@ -335,17 +389,28 @@ class _Builder:
                 for _ in range(int(rng.integers(1, 4))):
                     tx = front + side * rng.uniform(2.0, 12.0)
                     tz = rng.uniform(z0, z1)
-                    self.place(tx, tz, lambda tx=tx, tz=tz: obj.tree(self.cv, self.rng, tx, tz, self.sun,
-                                                                      scale=self.rng.uniform(0.9, 1.5)))
+                    self.place(
+                        tx,
+                        tz,
+                        lambda tx=tx, tz=tz: obj.tree(
+                            self.cv, self.rng, tx, tz, self.sun, scale=self.rng.uniform(0.9, 1.5)
+                        ),
+                    )
             xs = sorted((lot, lot + side * 0.3))
             if kind == "wall":
-                self.place(xs[0], z0, lambda xs=xs, z0=z0, z1=z1: obj.wall(self.cv, self.rng, *xs, z0, z1, self.sun))
+                self.place(
+                    xs[0], z0, lambda xs=xs, z0=z0, z1=z1: obj.wall(self.cv, self.rng, *xs, z0, z1, self.sun)
+                )
             elif kind == "fence":
                 fx = sorted((lot, lot + side * 0.05))
-                self.place(fx[0], z0, lambda fx=fx, z0=z0, z1=z1: obj.fence(self.cv, self.rng, *fx, z0, z1, self.sun))
+                self.place(
+                    fx[0], z0, lambda fx=fx, z0=z0, z1=z1: obj.fence(self.cv, self.rng, *fx, z0, z1, self.sun)
+                )
             elif kind == "park" and rng.random() < 0.4:
                 hx = sorted((lot + side * 0.2, lot + side * 1.0))
-                self.place(hx[0], z0, lambda hx=hx, z0=z0, z1=z1: obj.hedge(self.cv, self.rng, *hx, z0, z1, self.sun))
+                self.place(
+                    hx[0], z0, lambda hx=hx, z0=z0, z1=z1: obj.hedge(self.cv, self.rng, *hx, z0, z1, self.sun)
+                )
         # buildings on one side never hide each other's near parts when drawn far to near
         for b in sorted(buildings, key=lambda b: -b[2]):
             self.building(*b)
@@ -375,20 +440,28 @@ class _Builder:
                 sx = lot - side * rng.uniform(0.4, 1.2)
                 sz = rng.uniform(4.0, 50.0)
                 if self.free_z(sz, sz + 1.0):
-                    self.place(sx, sz, lambda sx=sx, sz=sz: obj.static_object(self.cv, self.rng, sx, sz, self.sun))
+                    self.place(
+                        sx, sz, lambda sx=sx, sz=sz: obj.static_object(self.cv, self.rng, sx, sz, self.sun)
+                    )
         if st.cross is not None:
             z0 = st.cross[0] - 1.5
             rx = st.road_right + 0.5
             arm = rng.random() < 0.5
-            self.place(rx, z0, lambda: obj.traffic_light_pole(
-                self.cv, self.rng, rx, z0, self.sun,
-                arm_to=(st.same_dir_lanes[0] if arm else None)))
+            self.place(
+                rx,
+                z0,
+                lambda: obj.traffic_light_pole(
+                    self.cv, self.rng, rx, z0, self.sun, arm_to=(st.same_dir_lanes[0] if arm else None)
+                ),
+            )
             lx = st.road_left - 0.5
             self.place(lx, z0, lambda: obj.traffic_light_pole(self.cv, self.rng, lx, z0, self.sun))
             fz = st.cross[1] + 1.5
             for fx in (st.road_left - 0.5, st.road_right + 0.5):
                 if rng.random() < 0.7:
-                    self.place(fx, fz, lambda fx=fx: obj.traffic_light_pole(self.cv, self.rng, fx, fz, self.sun))
+                    self.place(
+                        fx, fz, lambda fx=fx: obj.traffic_light_pole(self.cv, self.rng, fx, fz, self.sun)
+                    )
 
     def _pole_fn(self, kind: int, x: float, z: float, toward: float) -> Callable[[], None]:
         cv, rng, sun = self.cv, self.rng, self.sun
@@ -437,7 +510,9 @@ class _Builder:
         if feature == "truck" and not cfg.trucks:
             feature = "car"
         if feature in ("tram", "bus", "truck", "car"):
-            lane = self.tram_lane() if feature == "tram" else rng.choice(st.same_dir_lanes + st.oncoming_lanes)
+            lane = (
+                self.tram_lane() if feature == "tram" else rng.choice(st.same_dir_lanes + st.oncoming_lanes)
+            )
             heading = -1 if lane in st.oncoming_lanes else 1
             z = rng.uniform(10.0, 30.0) if feature != "car" else rng.uniform(7.0, 20.0)
             if st.cross is not None and st.cross[0] - 8 < z < st.cross[1] + 2:
@@ -500,33 +575,63 @@ class _Builder:
                 for k in range(int(rng.integers(1, 4))):
                     bz = z + k * 0.7
                     if self.free_z(bz, bz + 0.2):
-                        self.place(x, bz, lambda x=x, bz=bz: obj.bike_side(
-                            self.cv, self.rng, x, bz, self.sun, motor=self.rng.random() < 0.2, rider=False,
-                            direction=int(self.rng.choice([-1, 1]))))
+                        self.place(
+                            x,
+                            bz,
+                            lambda x=x, bz=bz: obj.bike_side(
+                                self.cv,
+                                self.rng,
+                                x,
+                                bz,
+                                self.sun,
+                                motor=self.rng.random() < 0.2,
+                                rider=False,
+                                direction=int(self.rng.choice([-1, 1])),
+                            ),
+                        )
         if rng.random() < 0.45 * busy + (0.5 if self.feature == "motorcycle" else 0.0):  # cyclist on the road
             x = st.road_right - rng.uniform(0.7, 1.4) - (2.2 if st.parking_right else 0.0)
             z = rng.uniform(5.0, 35.0)
-            self.place(x, z, lambda: obj.cyclist_rear(self.cv, self.rng, x, z, self.sun,
-                                                      motor=self.rng.random() < 0.25))
+            self.place(
+                x,
+                z,
+                lambda: obj.cyclist_rear(self.cv, self.rng, x, z, self.sun, motor=self.rng.random() < 0.25),
+            )
         if st.cross is not None:
             z0 = st.cross[0] - 2.5
             for _ in range(int(rng.poisson(1.5 * busy))):
                 x = rng.uniform(st.road_left, st.road_right)
-                self.place(x, z0, lambda x=x: obj.person(self.cv, self.rng, x, z0 + self.rng.uniform(-1, 1), self.sun))
+                self.place(
+                    x,
+                    z0,
+                    lambda x=x: obj.person(self.cv, self.rng, x, z0 + self.rng.uniform(-1, 1), self.sun),
+                )
             if rng.random() < 0.35:
                 zc = st.cross[0] + rng.uniform(1.0, 4.0)
                 xc = rng.uniform(-15.0, 15.0)
-                self.place(xc, zc, lambda: obj.bike_side(self.cv, self.rng, xc, zc, self.sun,
-                                                         motor=self.rng.random() < 0.4, rider=True,
-                                                         direction=int(self.rng.choice([-1, 1]))))
+                self.place(
+                    xc,
+                    zc,
+                    lambda: obj.bike_side(
+                        self.cv,
+                        self.rng,
+                        xc,
+                        zc,
+                        self.sun,
+                        motor=self.rng.random() < 0.4,
+                        rider=True,
+                        direction=int(self.rng.choice([-1, 1])),
+                    ),
+                )
 
     def ego_hood(self) -> None:
         """The recording car's bonnet at the bottom of the image (Cityscapes 'ego vehicle', ignored)."""
         import cv2
 
         h, w = self.camera.height, self.camera.width
-        sid = self.cv.surface(LabelId.EGO_VEHICLE, Material.EGO, normal=(0.0, 0.0, -1.0), d=-1.2,
-                              variant=self.rng.random())
+        sid = self.cv.surface(
+            LabelId.EGO_VEHICLE, Material.EGO, normal=(0.0, 0.0, -1.0), d=-1.2, variant=self.rng.random()
+        )
         top = h * (1.0 - self.rng.uniform(0.05, 0.09))
         center = (int(w / 2 * 16), int((top + h * 0.5) * 16))
         axes = (int(w * 0.75 * 16), int(h * 0.5 * 16))
@@ -545,11 +650,14 @@ class _Builder:
         if self.cfg.ego_hood:
             self.ego_hood()
         lights = np.array(self.cv.lights, dtype=np.float32).reshape(-1, 4)
-        return Scene(self.camera, self.cv.ids, self.cv.table(), self.cv.shadow, self.sun, lights, (self.feature,))
+        return Scene(
+            self.camera, self.cv.ids, self.cv.table(), self.cv.shadow, self.sun, lights, (self.feature,)
+        )
 
 
-def sample_scene(rng: np.random.Generator, size: tuple[int, int], config: SceneConfig = SceneConfig(),
-                 index: int = 0) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, size: tuple[int, int], config: SceneConfig = SceneConfig(), index: int = 0
+) -> Scene:
     """Lay out one random street scene of ``size`` = (h, w) pixels.
 
     ``index`` picks the featured rare vehicle (``FEATURES[index % 4]``), so consecutive images cycle

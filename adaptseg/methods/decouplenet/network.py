@@ -25,12 +25,18 @@ STEM_PARTS = ("stem", "conv1", "bn1", "relu", "maxpool", "layer1")
 def check_decouplable(model: nn.Module, preset: str) -> None:
     """A one-line error unless ``model`` is a ResNet segmentor whose head has a feature before its classifier."""
     backbone, head = getattr(model, "backbone", None), getattr(model, "decode_head", None)
-    if backbone is None or not all(hasattr(backbone, part) for part in (*STEM_PARTS, "layer2", "layer3", "layer4")):
-        raise UserError(f"DecoupleNet decouples a ResNet's stem and layer1; preset '{preset}' has no ResNet backbone",
-                        fix="use a ResNet DeepLab-v2 preset such as deeplabv2-128-r101")
+    if backbone is None or not all(
+        hasattr(backbone, part) for part in (*STEM_PARTS, "layer2", "layer3", "layer4")
+    ):
+        raise UserError(
+            f"DecoupleNet decouples a ResNet's stem and layer1; preset '{preset}' has no ResNet backbone",
+            fix="use a ResNet DeepLab-v2 preset such as deeplabv2-128-r101",
+        )
     if getattr(head, "conv_seg", None) is None:
-        raise UserError(f"DecoupleNet's auxiliary classifier reads the head feature; preset '{preset}' has none",
-                        fix="set decode_head.channels (deeplabv2-128-r101: 128)")
+        raise UserError(
+            f"DecoupleNet's auxiliary classifier reads the head feature; preset '{preset}' has none",
+            fix="set decode_head.channels (deeplabv2-128-r101: 128)",
+        )
 
 
 def low_level_features(parts: nn.Module, x: Tensor) -> Tensor:

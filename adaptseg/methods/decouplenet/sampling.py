@@ -34,8 +34,13 @@ def balanced_list_length(iterations: int, batch: int = BATCH, sub_epoch: int = S
     return (iterations * batch // sub_epoch + 1) * sub_epoch
 
 
-def class_balanced_files(label_to_file: Mapping[int, Sequence[str]], file_to_label: Mapping[str, Sequence[int]],
-                         length: int, rng: np.random.Generator, sub_epoch: int = SUB_EPOCH) -> list[str]:
+def class_balanced_files(
+    label_to_file: Mapping[int, Sequence[str]],
+    file_to_label: Mapping[str, Sequence[int]],
+    length: int,
+    rng: np.random.Generator,
+    sub_epoch: int = SUB_EPOCH,
+) -> list[str]:
     """``length`` file names drawn by the rule of the module docstring."""
     classes = sorted(c for c, files in label_to_file.items() if files)
     if not classes:

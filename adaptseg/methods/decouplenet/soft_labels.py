@@ -54,8 +54,9 @@ def logits_file(folder: Path, image_path: Path) -> Path:
     return folder / f"{Path(image_path).stem}.npy"
 
 
-def offline_thresholds(maps: Iterable[tuple[Tensor, Tensor]], num_classes: int,
-                       percentile: float = SD_PERCENTILE) -> np.ndarray:
+def offline_thresholds(
+    maps: Iterable[tuple[Tensor, Tensor]], num_classes: int, percentile: float = SD_PERCENTILE
+) -> np.ndarray:
     """Per-class thresholds from ``(argmax, max-probability)`` maps pooled over a split (module docstring)."""
     pooled: list[list[Tensor]] = [[] for _ in range(num_classes)]
     for label, confidence in maps:
@@ -63,8 +64,10 @@ def offline_thresholds(maps: Iterable[tuple[Tensor, Tensor]], num_classes: int,
         for c in label.unique().tolist():
             if 0 <= c < num_classes:
                 pooled[c].append(confidence[label == c])
-    return np.array([descending_percentile(torch.cat(values), percentile).item() if values else 0.0
-                     for values in pooled], dtype=np.float32)
+    return np.array(
+        [descending_percentile(torch.cat(values), percentile).item() if values else 0.0 for values in pooled],
+        dtype=np.float32,
+    )
 
 
 def save_thresholds(path: Path, thresholds: np.ndarray) -> None:
@@ -91,8 +94,13 @@ def topk_logits(classes: np.ndarray, probs: np.ndarray, num_classes: int) -> Ten
 class SoftLabels:
     """A soft-label stage's output, read per image as C×h×w logits (either form) with its thresholds."""
 
-    def __init__(self, stage_dir: Path, image_paths: dict[str, Path], num_classes: int,
-                 percentile: float = SD_PERCENTILE):
+    def __init__(
+        self,
+        stage_dir: Path,
+        image_paths: dict[str, Path],
+        num_classes: int,
+        percentile: float = SD_PERCENTILE,
+    ):
         from adaptseg.infer.store import PseudoLabelStore
 
         self.num_classes = num_classes
@@ -101,23 +109,35 @@ class SoftLabels:
             self.form, folder = "topk", stage_dir / STORE_DIR
             self.store = PseudoLabelStore(folder)
             if not self.store.topk:
-                raise UserError("this pseudo-label store keeps no soft labels (topk 0)", path=folder,
-                                fix="run the decouplenet_soft_labels stage again (delete its folder first)")
+                raise UserError(
+                    "this pseudo-label store keeps no soft labels (topk 0)",
+                    path=folder,
+                    fix="run the decouplenet_soft_labels stage again (delete its folder first)",
+                )
         elif (stage_dir / LOGITS_DIR).is_dir():
             self.form, folder = "float32", stage_dir / LOGITS_DIR
         else:
-            raise UserError("no soft labels here (neither store/ nor logits/)", path=stage_dir,
-                            fix="point options.soft_labels at a decouplenet_soft_labels stage")
+            raise UserError(
+                "no soft labels here (neither store/ nor logits/)",
+                path=stage_dir,
+                fix="point options.soft_labels at a decouplenet_soft_labels stage",
+            )
         self.folder = folder
         file = thresholds_path(folder, percentile)
         try:
             self.thresholds = torch.from_numpy(np.load(file)).float()
         except (OSError, ValueError) as exc:
-            raise UserError(f"unreadable thresholds file ({exc})", path=file,
-                            fix="run the decouplenet_soft_labels stage again (delete its folder first)") from None
+            raise UserError(
+                f"unreadable thresholds file ({exc})",
+                path=file,
+                fix="run the decouplenet_soft_labels stage again (delete its folder first)",
+            ) from None
         if self.thresholds.shape != (num_classes,):
-            raise UserError(f"thresholds of shape {tuple(self.thresholds.shape)}, expected ({num_classes},)",
-                            path=file, fix="make the soft labels with the same class count")
+            raise UserError(
+                f"thresholds of shape {tuple(self.thresholds.shape)}, expected ({num_classes},)",
+                path=file,
+                fix="make the soft labels with the same class count",
+            )
 
     def logits(self, image_id: str) -> Tensor:
         """C×h×w logits of ``image_id`` at the output stride (log-probabilities for the top-k form)."""
@@ -129,11 +149,17 @@ class SoftLabels:
         try:
             array = np.load(path)
         except (OSError, ValueError) as exc:
-            raise UserError(f"unreadable soft label ({exc})", path=path,
-                            fix="run the decouplenet_soft_labels stage again (delete its folder first)") from None
+            raise UserError(
+                f"unreadable soft label ({exc})",
+                path=path,
+                fix="run the decouplenet_soft_labels stage again (delete its folder first)",
+            ) from None
         if array.ndim != 3 or array.shape[0] != self.num_classes:
-            raise UserError(f"soft label of shape {array.shape}, expected ({self.num_classes}, h, w)", path=path,
-                            fix="write raw C×h×w logits per image")
+            raise UserError(
+                f"soft label of shape {array.shape}, expected ({self.num_classes}, h, w)",
+                path=path,
+                fix="write raw C×h×w logits per image",
+            )
         return torch.from_numpy(array).float()
 
 
@@ -148,17 +174,27 @@ def fuse_pseudo_labels(offline: Tensor, online: Tensor, thresholds: Tensor) -> T
     return apply_class_thresholds(label, confidence, thresholds.to(confidence.device))
 
 
-
-
 def soft_label_bytes(stage_dir: Path) -> dict[str, int]:
     """Bytes on disk of a soft-label stage's output by kind (``topk``, ``label``, ``conf``, ``logits``)."""
     out: dict[str, int] = {}
-    for folder in (stage_dir / STORE_DIR / "topk", stage_dir / STORE_DIR / "label", stage_dir / STORE_DIR / "conf",
-                   stage_dir / LOGITS_DIR):
+    for folder in (
+        stage_dir / STORE_DIR / "topk",
+        stage_dir / STORE_DIR / "label",
+        stage_dir / STORE_DIR / "conf",
+        stage_dir / LOGITS_DIR,
+    ):
         if folder.is_dir():
             out[folder.name] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return out
 
 
-__all__ = ["SoftLabels", "fuse_pseudo_labels", "logits_file", "offline_thresholds", "soft_label_bytes", "thresholds_path",
-           "topk_logits", "upsampled_soft_label"]
+__all__ = [
+    "SoftLabels",
+    "fuse_pseudo_labels",
+    "logits_file",
+    "offline_thresholds",
+    "soft_label_bytes",
+    "thresholds_path",
+    "topk_logits",
+    "upsampled_soft_label",
+]

@@ -74,8 +74,11 @@ TEMPERATURE = 1.8
 def refuse_distributed(ctx) -> None:
     """DecoupleNet's steps call model parts (stems, shared layers) directly, which DDP would not synchronise."""
     if ctx.dist.enabled:
-        raise UserError(f"stage '{ctx.name}': DecoupleNet's phases call the stems and shared layers directly, "
-                        "which DDP does not synchronise", fix="run it without torchrun (one device)")
+        raise UserError(
+            f"stage '{ctx.name}': DecoupleNet's phases call the stems and shared layers directly, "
+            "which DDP does not synchronise",
+            fix="run it without torchrun (one device)",
+        )
 
 
 # ============================================================================================ phase 1
@@ -112,8 +115,9 @@ class DecoupleNetPhase1(Method):
 
     def __init__(self, options: StrictModel, ctx):
         super().__init__(options, ctx)
-        self.bank = ClassConfidenceBank(ctx.preset.num_classes, capacity=self.options.sd_bank,
-                                        percentile=self.options.sd_percentile)
+        self.bank = ClassConfidenceBank(
+            ctx.preset.num_classes, capacity=self.options.sd_bank, percentile=self.options.sd_percentile
+        )
 
     def build_models(self) -> dict[str, ModelSpec]:
         student = self.ctx.build_model("student")
@@ -129,8 +133,10 @@ class DecoupleNetPhase1(Method):
         }
 
     def optimizers(self, models: Mapping[str, ModelSpec]) -> dict[str, OptimizerSpec]:
-        return {"main": OptimizerSpec(("student", "source_stem", "aux")),
-                "discriminators": OptimizerSpec(("d_low", "d_out"), optim=self.options.discriminator_optim)}
+        return {
+            "main": OptimizerSpec(("student", "source_stem", "aux")),
+            "discriminators": OptimizerSpec(("d_low", "d_out"), optim=self.options.discriminator_optim),
+        }
 
     def setup(self, models: Mapping[str, ModelHandle]) -> None:
         refuse_distributed(self.ctx)
@@ -145,7 +151,9 @@ class DecoupleNetPhase1(Method):
     def phases(self, batch: Batch, it: int) -> list[Phase]:
         source, target = batch["source"], batch["target"]
         if "label" not in source:
-            raise UserError("decouplenet_phase1 needs labels on the source stream", fix="set data.source.labels: true")
+            raise UserError(
+                "decouplenet_phase1 needs labels on the source stream", fix="set data.source.labels: true"
+            )
         student = self.models["student"].module
         stem, aux = self.models["source_stem"].module, self.models["aux"].module
         d_low, d_out = self.models["d_low"].module, self.models["d_out"].module
@@ -163,23 +171,34 @@ class DecoupleNetPhase1(Method):
             logits_t, feature_t = head_outputs(student, phi_t)
             phi_s_up = up(phi_s, xs)
             soft_t = torch.softmax(up(logits_t, xt) / t, dim=1)
-            cache.update(phi_s=phi_s_up.detach(), phi_t=up(phi_t, xt).detach(), soft_t=soft_t.detach(),
-                         soft_s=torch.softmax(up(logits_s, xs) / t, dim=1).detach())
+            cache.update(
+                phi_s=phi_s_up.detach(),
+                phi_t=up(phi_t, xt).detach(),
+                soft_t=soft_t.detach(),
+                soft_s=torch.softmax(up(logits_s, xs) / t, dim=1).detach(),
+            )
             return {
-                "source_ce": cross_entropy(logits_s, ys, normalize="valid_pixels", align_corners=True, temperature=t),
+                "source_ce": cross_entropy(
+                    logits_s, ys, normalize="valid_pixels", align_corners=True, temperature=t
+                ),
                 "adv_low": o.adv_low_weight * lsgan_loss(d_low(phi_s_up), TARGET),
                 "adv_out": o.adv_out_weight * lsgan_loss(d_out(soft_t), SOURCE),
-                "sd": o.sd_weight * cross_entropy(aux(feature_t), self.sd_labels(logits_t), normalize="valid_pixels"),
+                "sd": o.sd_weight
+                * cross_entropy(aux(feature_t), self.sd_labels(logits_t), normalize="valid_pixels"),
             }
 
         def discriminators() -> dict[str, Tensor]:
             return {
-                "d_low": 0.5 * lsgan_loss(d_low(cache["phi_s"]), SOURCE) + 0.5 * lsgan_loss(d_low(cache["phi_t"]), TARGET),
-                "d_out": 0.5 * lsgan_loss(d_out(cache["soft_s"]), SOURCE) + 0.5 * lsgan_loss(d_out(cache["soft_t"]), TARGET),
+                "d_low": 0.5 * lsgan_loss(d_low(cache["phi_s"]), SOURCE)
+                + 0.5 * lsgan_loss(d_low(cache["phi_t"]), TARGET),
+                "d_out": 0.5 * lsgan_loss(d_out(cache["soft_s"]), SOURCE)
+                + 0.5 * lsgan_loss(d_out(cache["soft_t"]), TARGET),
             }
 
-        return [Phase(generator, optimizers=("main",), frozen=("d_low", "d_out"), name="G"),
-                Phase(discriminators, optimizers=("discriminators",), name="D")]
+        return [
+            Phase(generator, optimizers=("main",), frozen=("d_low", "d_out"), name="G"),
+            Phase(discriminators, optimizers=("discriminators",), name="D"),
+        ]
 
     def state_dict(self) -> dict:
         return {"sd_bank": self.bank.state_dict()}
@@ -231,7 +250,9 @@ class DecoupleNetSoftLabels(Task):
         from adaptseg.infer.run import pseudo_label_split
         from adaptseg.infer.store import PseudoLabelStore
 
-        store = PseudoLabelStore(self.ctx.out_dir / STORE_DIR, topk=self.options.topk, topk_stride=model.output_stride)
+        store = PseudoLabelStore(
+            self.ctx.out_dir / STORE_DIR, topk=self.options.topk, topk_stride=model.output_stride
+        )
         config = InferenceConfig(mode="whole", batch_size=self.options.batch_size, workers=1)
         summary = pseudo_label_split(self.ctx.backend(model), dataset, store, config)
         self.refuse_skipped(summary.skipped, store.root)
@@ -265,8 +286,11 @@ class DecoupleNetSoftLabels(Task):
 
     def refuse_skipped(self, skipped: list[str], where) -> None:
         if skipped:
-            raise UserError(f"{len(skipped)} target image(s) could not be read, e.g. {skipped[0]!r}", path=where,
-                            fix="fix or remove them, then run the stage again")
+            raise UserError(
+                f"{len(skipped)} target image(s) could not be read, e.g. {skipped[0]!r}",
+                path=where,
+                fix="fix or remove them, then run the stage again",
+            )
 
 
 # ============================================================================================ phase 2
@@ -304,18 +328,30 @@ class DecoupleNetPhase2(Method):
         refuse_distributed(self.ctx)
         super().setup(models)
         spec = self.ctx.stream_spec(self.options.target_stream)
-        moving = [next(iter(step)) for step in spec.pipeline
-                  if next(iter(step)) != "resize" or (isinstance(step["resize"], dict) and "ratio_range" in step["resize"])]
+        moving = [
+            next(iter(step))
+            for step in spec.pipeline
+            if next(iter(step)) != "resize"
+            or (isinstance(step["resize"], dict) and "ratio_range" in step["resize"])
+        ]
         if moving:
-            raise UserError(f"decouplenet_phase2 crops the whole target image itself; data.{self.options.target_stream} "
-                            f"has {', '.join(moving)}", path=self.ctx.recipe_path,
-                            fix=f"keep only a fixed resize in data.{self.options.target_stream}.pipeline")
+            raise UserError(
+                f"decouplenet_phase2 crops the whole target image itself; data.{self.options.target_stream} "
+                f"has {', '.join(moving)}",
+                path=self.ctx.recipe_path,
+                fix=f"keep only a fixed resize in data.{self.options.target_stream}.pipeline",
+            )
         dataset = self.ctx.open_dataset(spec.model_copy(update={"labels": False}))
-        self.soft = SoftLabels(self.ctx.resolve(self.options.soft_labels), {e.id: e.image_path for e in dataset.entries},
-                               self.ctx.preset.num_classes)
+        self.soft = SoftLabels(
+            self.ctx.resolve(self.options.soft_labels),
+            {e.id: e.image_path for e in dataset.entries},
+            self.ctx.preset.num_classes,
+        )
 
     def jitter(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        return jitter_normalized(images, generator, self.ctx.preset.mean, self.ctx.preset.std, self.options.jitter)
+        return jitter_normalized(
+            images, generator, self.ctx.preset.mean, self.ctx.preset.std, self.options.jitter
+        )
 
     @torch.no_grad()
     def pseudo_labels(self, student, full: Tensor, ids: list[str], geometries) -> Tensor:
@@ -332,19 +368,36 @@ class DecoupleNetPhase2(Method):
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         source, target = batch["source"], batch[self.options.target_stream]
         if "label" not in source:
-            raise UserError("decouplenet_phase2 needs labels on the source stream", fix="set data.source.labels: true")
+            raise UserError(
+                "decouplenet_phase2 needs labels on the source stream", fix="set data.source.labels: true"
+            )
         student = self.models["student"]
         generator = self.ctx.generator(it, "augment", device="cpu")
-        source_ce = cross_entropy(student(self.jitter(source["image"], generator)), source["label"],
-                                  normalize="valid_pixels", align_corners=True)
+        source_ce = cross_entropy(
+            student(self.jitter(source["image"], generator)),
+            source["label"],
+            normalize="valid_pixels",
+            align_corners=True,
+        )
         full = target["image"]
-        geometries = [sample_random_sized_crop(full.shape[-2], full.shape[-1], tuple(self.options.crop), generator,
-                                               base_width=self.options.random_sized_width,
-                                               scale_range=tuple(self.options.scale_range)) for _ in range(len(full))]
+        geometries = [
+            sample_random_sized_crop(
+                full.shape[-2],
+                full.shape[-1],
+                tuple(self.options.crop),
+                generator,
+                base_width=self.options.random_sized_width,
+                scale_range=tuple(self.options.scale_range),
+            )
+            for _ in range(len(full))
+        ]
         labels = self.pseudo_labels(student, full, list(target["id"]), geometries)
-        crops = torch.stack([warp_to_crop(image, g, align_corners=False) for image, g in zip(full, geometries, strict=True)])
-        target_ce = cross_entropy(student(self.jitter(crops, generator)), labels, normalize="valid_pixels",
-                                  align_corners=True)
+        crops = torch.stack(
+            [warp_to_crop(image, g, align_corners=False) for image, g in zip(full, geometries, strict=True)]
+        )
+        target_ce = cross_entropy(
+            student(self.jitter(crops, generator)), labels, normalize="valid_pixels", align_corners=True
+        )
         return {"source_ce": self.options.source_weight * source_ce, "target_ce": target_ce}
 
 

@@ -23,8 +23,9 @@ from adaptseg.methods.parts.batches import ordered_batches
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The model's BatchNorm layers (1-, 2- and 3-d, SyncBatchNorm included) that track running statistics."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
 
 
 @torch.no_grad()
@@ -74,4 +75,6 @@ def image_batches(
     """
     from adaptseg.data.pipeline import with_normalize
 
-    return ordered_batches(dataset, with_normalize([], mean, std), batch_size=batch_size, limit=limit, device=device)
+    return ordered_batches(
+        dataset, with_normalize([], mean, std), batch_size=batch_size, limit=limit, device=device
+    )

@@ -42,6 +42,8 @@ def ordered_batches(
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for pass_index in range(passes):
         for start in range(0, count, batch_size):
-            images = [transform(dataset.read_image(i), None, sample_rng(pass_index, i))[0]
-                      for i in range(start, min(start + batch_size, count))]
+            images = [
+                transform(dataset.read_image(i), None, sample_rng(pass_index, i))[0]
+                for i in range(start, min(start + batch_size, count))
+            ]
             yield torch.from_numpy(np.stack(images)).to(device)

@@ -38,7 +38,10 @@ def class_pixel_counts(labels: Tensor, num_classes: int) -> Tensor:
 
 
 def rare_class_weights(
-    counts: Tensor, batch_size: int, *, max_value: float = RARE_CLASS_WEIGHT,
+    counts: Tensor,
+    batch_size: int,
+    *,
+    max_value: float = RARE_CLASS_WEIGHT,
     pixels_per_image: int = RARE_PIXELS_PER_IMAGE,
 ) -> Tensor:
     """``w_c = max_value`` where ``n_c < pixels_per_image·batch_size``, else 1."""
@@ -49,14 +52,18 @@ def rare_class_weights(
 class AbsentClassWeights:
     """The often-balance EMA ``ō`` (module docstring): classes missing from recent batches weigh more."""
 
-    def __init__(self, num_classes: int, *, max_value: float = RARE_CLASS_WEIGHT, momentum: float = OFTEN_MOMENTUM):
+    def __init__(
+        self, num_classes: int, *, max_value: float = RARE_CLASS_WEIGHT, momentum: float = OFTEN_MOMENTUM
+    ):
         self.max_value = max_value
         self.momentum = momentum
         self.weights = torch.ones(num_classes)
 
     def update(self, counts: Tensor) -> Tensor:
         """Fold in one batch's pixel counts; returns the new ``ō``."""
-        absent = torch.where(counts == 0, torch.full_like(self.weights, self.max_value), torch.ones_like(self.weights))
+        absent = torch.where(
+            counts == 0, torch.full_like(self.weights, self.max_value), torch.ones_like(self.weights)
+        )
         self.weights = self.momentum * self.weights + (1.0 - self.momentum) * absent.to(self.weights)
         return self.weights
 
@@ -67,7 +74,9 @@ class AbsentClassWeights:
         self.weights = state["weights"].clone().float()
 
 
-def hard_pixel_labels(per_pixel_loss: Tensor, labels: Tensor, percentile: float = HARD_PIXEL_PERCENTILE) -> Tensor:
+def hard_pixel_labels(
+    per_pixel_loss: Tensor, labels: Tensor, percentile: float = HARD_PIXEL_PERCENTILE
+) -> Tensor:
     """``labels`` with every pixel whose weighted loss is below the ``percentile``-th percentile set to 255.
 
     ``per_pixel_loss`` must be 0 on ignored pixels; they count in the percentile (module docstring).
@@ -87,5 +96,9 @@ def class_weighted_cross_entropy(logits: Tensor, labels: Tensor, class_weights: 
     """``Σ W_{y_i}·ℓ_i / Σ W_{y_i}`` over labelled pixels; 0 (with a graph) when none is labelled."""
     if not (labels != IGNORE_INDEX).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels.long(), weight=class_weights.to(logits.device).float(),
-                           ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.float(),
+        labels.long(),
+        weight=class_weights.to(logits.device).float(),
+        ignore_index=IGNORE_INDEX,
+    )

@@ -53,7 +53,9 @@ def mean_across_ranks(values: Tensor) -> Tensor:
 class ClassConfidenceBank:
     """Per-class FIFO banks of recent confidences and the thresholds they give (module docstring)."""
 
-    def __init__(self, num_classes: int, *, capacity: int = SD_BANK_CAPACITY, percentile: float = SD_PERCENTILE):
+    def __init__(
+        self, num_classes: int, *, capacity: int = SD_BANK_CAPACITY, percentile: float = SD_PERCENTILE
+    ):
         if capacity < 1:
             raise ValueError(f"capacity must be ≥ 1, got {capacity}")
         self.num_classes = num_classes
@@ -72,7 +74,7 @@ class ClassConfidenceBank:
                 continue
             bank = torch.cat([self.banks[c].to(confidence.device), confidence[label == c]])
             self.thresholds[c] = descending_percentile(bank, self.percentile).cpu()
-            self.banks[c] = bank[-self.capacity:]
+            self.banks[c] = bank[-self.capacity :]
         return self.thresholds.clone()
 
     def state_dict(self) -> dict[str, Tensor | list[Tensor]]:
@@ -83,4 +85,10 @@ class ClassConfidenceBank:
         self.thresholds = torch.as_tensor(state["thresholds"]).float().clone()
 
 
-__all__ = ["SD_BANK_CAPACITY", "SD_PERCENTILE", "ClassConfidenceBank", "descending_percentile", "mean_across_ranks"]
+__all__ = [
+    "SD_BANK_CAPACITY",
+    "SD_PERCENTILE",
+    "ClassConfidenceBank",
+    "descending_percentile",
+    "mean_across_ranks",
+]

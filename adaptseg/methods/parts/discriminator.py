@@ -26,7 +26,10 @@ class FCDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int = 64):
         super().__init__()
         widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8]
-        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 4, stride=2, padding=1) for cin, cout in zip(widths[:-1], widths[1:], strict=True))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin, cout, 4, stride=2, padding=1)
+            for cin, cout in zip(widths[:-1], widths[1:], strict=True)
+        )
         self.classifier = nn.Conv2d(ndf * 8, 1, 4, stride=2, padding=1)
         self.act = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
 

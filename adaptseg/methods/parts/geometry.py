@@ -66,7 +66,9 @@ def sample_random_sized_crop(
 
 def warp_to_crop(x: Tensor, geometry: CropGeometry, *, align_corners: bool) -> Tensor:
     """A C×H×W map resized to ``geometry.size`` (bilinear), cropped to its box and flipped as drawn."""
-    resized = F.interpolate(x[None].float(), size=geometry.size, mode="bilinear", align_corners=align_corners)[0]
+    resized = F.interpolate(
+        x[None].float(), size=geometry.size, mode="bilinear", align_corners=align_corners
+    )[0]
     y1, y2, x1, x2 = geometry.box
     out = resized[:, y1:y2, x1:x2]
     return out.flip(-1) if geometry.flip else out

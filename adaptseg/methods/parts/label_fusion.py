@@ -97,7 +97,9 @@ def fuse_plf(
     labels, certainties = _as_tensor(labels), _as_tensor(certainties)
     num_classes = certainties.shape[-1]
     if len(assignment) != num_classes:
-        raise ValueError(f"the assignment names {len(assignment)} classes, the certainties have {num_classes}")
+        raise ValueError(
+            f"the assignment names {len(assignment)} classes, the certainties have {num_classes}"
+        )
     shape = labels.shape[-2:]
     claims = torch.empty((num_classes, *shape), dtype=torch.uint8)  # 1 where class c is claimed by a(c)
     cube = torch.empty((num_classes, *shape), dtype=torch.uint8)  # K_c = Q_{a(c)}[..., c]
@@ -152,12 +154,16 @@ def class_index(name: str | int, num_classes: int) -> int:
             import difflib
 
             close = difflib.get_close_matches(key, names, n=1)
-            raise UserError(f"unknown class {name!r} in the fusion assignment",
-                            fix=f"did you mean {close[0]!r}?" if close else f"classes: {', '.join(names)}")
+            raise UserError(
+                f"unknown class {name!r} in the fusion assignment",
+                fix=f"did you mean {close[0]!r}?" if close else f"classes: {', '.join(names)}",
+            )
         index = names.index(key)
     if not 0 <= index < num_classes:
-        raise UserError(f"class {name!r} is not one of the {num_classes} classes of the fusion",
-                        fix=f"use trainIds 0..{num_classes - 1}")
+        raise UserError(
+            f"class {name!r} is not one of the {num_classes} classes of the fusion",
+            fix=f"use trainIds 0..{num_classes - 1}",
+        )
     return index
 
 
@@ -172,8 +178,10 @@ def assignment_from_table(
     rest = [name for name, classes in table.items() if classes == OTHER_CLASSES]
     for name in table:
         if name not in teachers:
-            raise UserError(f"the fusion assignment names teacher {name!r}, which is not a teacher",
-                            fix=f"teachers: {', '.join(teachers)}")
+            raise UserError(
+                f"the fusion assignment names teacher {name!r}, which is not a teacher",
+                fix=f"teachers: {', '.join(teachers)}",
+            )
     if len(rest) > 1:
         raise UserError(f"two teachers take the other classes ({', '.join(rest)})", fix="keep one 'others'")
     for name, classes in table.items():
@@ -182,13 +190,17 @@ def assignment_from_table(
         for cls in [classes] if isinstance(classes, str | int) else classes:
             index = class_index(cls, num_classes)
             if index in owner:
-                raise UserError(f"class {cls!r} is assigned to both {owner[index]!r} and {name!r}",
-                                fix="assign each class to one teacher")
+                raise UserError(
+                    f"class {cls!r} is assigned to both {owner[index]!r} and {name!r}",
+                    fix="assign each class to one teacher",
+                )
             owner[index] = name
     missing = [c for c in range(num_classes) if c not in owner]
     if missing and not rest:
-        raise UserError(f"the fusion assignment leaves class(es) {missing} without a teacher",
-                        fix="list them, or give one teacher 'others'")
+        raise UserError(
+            f"the fusion assignment leaves class(es) {missing} without a teacher",
+            fix="list them, or give one teacher 'others'",
+        )
     return [teachers.index(owner.get(c, rest[0] if rest else "")) for c in range(num_classes)]
 
 

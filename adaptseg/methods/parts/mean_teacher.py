@@ -50,8 +50,9 @@ class MeanTeacherMethod(Method):
         student = self.ctx.build_model("student")
         return {
             "student": ModelSpec(student, "train", export="student"),
-            self.teacher_name: ModelSpec(EMATeacher(student, alpha_max=self.ema_alpha_max), "ema",
-                                         export=self.teacher_export),
+            self.teacher_name: ModelSpec(
+                EMATeacher(student, alpha_max=self.ema_alpha_max), "ema", export=self.teacher_export
+            ),
         }
 
     def setup(self, models: Mapping[str, ModelHandle]) -> None:

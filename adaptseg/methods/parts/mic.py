@@ -76,8 +76,14 @@ class MICOption(StrictModel):
 
 
 def block_mask(
-    batch: int, height: int, width: int, generator: torch.Generator, *,
-    mask_ratio: float = MIC_MASK_RATIO, block_size: int = MIC_BLOCK_SIZE, device: torch.device | str | None = None,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    *,
+    mask_ratio: float = MIC_MASK_RATIO,
+    block_size: int = MIC_BLOCK_SIZE,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """N×1×H×W float mask of kept (1) and masked (0) pixels: square cells, each kept when ``U > mask_ratio``.
 
@@ -92,15 +98,26 @@ def block_mask(
 
 @full_precision
 def masked_view(
-    images: Tensor, generator: torch.Generator, options: MICOptions, *,
-    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    images: Tensor,
+    generator: torch.Generator,
+    options: MICOptions,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> Tensor:
     """The student's MIC input: the strong-augmented (when ``options.augment``) images, block-masked."""
     if options.augment:
         images = strong_augment(images, generator, sample_strong_aug_switches(generator), mean=mean, std=std)
     n, _, height, width = images.shape
-    mask = block_mask(n, height, width, generator, mask_ratio=options.mask_ratio, block_size=options.block_size,
-                      device=images.device)
+    mask = block_mask(
+        n,
+        height,
+        width,
+        generator,
+        mask_ratio=options.mask_ratio,
+        block_size=options.block_size,
+        device=images.device,
+    )
     return images * mask.to(images.dtype)
 
 
@@ -156,7 +173,9 @@ class MICMixin:
         super().setup(models)  # type: ignore[misc]
         self.mic = masked_consistency(self.options.mic, self.ctx.preset)
 
-    def with_mic_loss(self, losses: dict[str, Tensor], target: PseudoLabelledTarget, it: int) -> dict[str, Tensor]:
+    def with_mic_loss(
+        self, losses: dict[str, Tensor], target: PseudoLabelledTarget, it: int
+    ) -> dict[str, Tensor]:
         """``losses`` plus ``"mic"`` when the switch is on, drawn from ``ctx.generator(it, "mic")``."""
         if self.mic is not None:
             losses["mic"] = self.mic.loss(self.student, target, self.ctx.generator(it, "mic", device="cpu"))

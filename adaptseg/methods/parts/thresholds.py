@@ -65,7 +65,9 @@ class ClassConfidenceHistogram:
             raise ValueError(f"label {label.shape} and confidence {levels.shape} differ in shape")
         keep = label != IGNORE_INDEX
         flat = label[keep].astype(np.int64) * self.bins + levels[keep]
-        self.counts += np.bincount(flat, minlength=self.num_classes * self.bins).reshape(self.num_classes, self.bins)
+        self.counts += np.bincount(flat, minlength=self.num_classes * self.bins).reshape(
+            self.num_classes, self.bins
+        )
 
     def threshold_levels(self, quantile: float = 0.5, cap: float | None = None) -> np.ndarray:
         """Per-class thresholds as levels: the level at sorted index ``round(quantile·n_c)``, 0 for empty classes.

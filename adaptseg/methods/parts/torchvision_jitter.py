@@ -39,7 +39,9 @@ def grey(image01: Tensor) -> Tensor:
     return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b)[None]
 
 
-def jitter_image(image01: Tensor, generator: torch.Generator, strengths: Sequence[float] = DECOUPLENET_JITTER) -> Tensor:
+def jitter_image(
+    image01: Tensor, generator: torch.Generator, strengths: Sequence[float] = DECOUPLENET_JITTER
+) -> Tensor:
     """One image (3×H×W in [0, 1]) through torchvision's ColorJitter with its own draws."""
     brightness, contrast, saturation, hue = strengths
 
@@ -69,7 +71,10 @@ def jitter_image(image01: Tensor, generator: torch.Generator, strengths: Sequenc
 
 @full_precision
 def jitter_normalized(
-    images: Tensor, generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
+    images: Tensor,
+    generator: torch.Generator,
+    mean: Sequence[float],
+    std: Sequence[float],
     strengths: Sequence[float] = DECOUPLENET_JITTER,
 ) -> Tensor:
     """Colour-jitter normalised N×3×H×W images (each with its own draws), returning normalised images."""

@@ -53,10 +53,19 @@ LABEL_SETS: dict[tuple[str, tuple[str, ...]], dict[str, tuple[int, ...]]] = {
     ("n", ("gta5", "synthia")): {"synthia": _classes((0, 8), 10), "gta5": _classes(9, (11, 18))},
     ("n", ("synscapes", "synthia")): {"synthia": _classes((0, 8), 10), "synscapes": _classes(9, (11, 18))},
     ("n", ("gta5", "synscapes", "synthia")): {
-        "gta5": _classes((0, 10)), "synscapes": _classes((13, 16)), "synthia": _classes(11, 12, 17, 18),
+        "gta5": _classes((0, 10)),
+        "synscapes": _classes((13, 16)),
+        "synthia": _classes(11, 12, 17, 18),
     },
-    **{("f", combo): dict.fromkeys(combo, ALL) for combo in (
-        ("gta5", "synscapes"), ("gta5", "synthia"), ("synscapes", "synthia"), ("gta5", "synscapes", "synthia"))},
+    **{
+        ("f", combo): dict.fromkeys(combo, ALL)
+        for combo in (
+            ("gta5", "synscapes"),
+            ("gta5", "synthia"),
+            ("synscapes", "synthia"),
+            ("gta5", "synscapes", "synthia"),
+        )
+    },
 }
 
 
@@ -64,8 +73,9 @@ def class_names(classes: Sequence[int]) -> str:
     return ", ".join(f"{k} {CLASSES[k]}" for k in classes)
 
 
-def label_sets(setting: str, sources: Sequence[str],
-               custom: Mapping[str, Sequence[int]] | None = None) -> list[tuple[int, ...]]:
+def label_sets(
+    setting: str, sources: Sequence[str], custom: Mapping[str, Sequence[int]] | None = None
+) -> list[tuple[int, ...]]:
     """The class set of each source, in ``sources`` order (the table's row, or ``custom`` when given).
 
     One-line :class:`UserError` for an unknown setting, source or combination, and for class sets whose
@@ -75,24 +85,32 @@ def label_sets(setting: str, sources: Sequence[str],
         raise UserError(f"unknown UMMA label setting {setting!r}", fix="use f, p or n (umma.md §1)")
     unknown = [s for s in sources if s not in SOURCES]
     if unknown or len(set(sources)) != len(sources) or not 2 <= len(sources) <= 3:
-        raise UserError(f"UMMA sources {list(sources)} are not 2 or 3 distinct sources of {', '.join(SOURCES)}",
-                        fix="list them in options.sources, e.g. [synscapes, gta5]")
+        raise UserError(
+            f"UMMA sources {list(sources)} are not 2 or 3 distinct sources of {', '.join(SOURCES)}",
+            fix="list them in options.sources, e.g. [synscapes, gta5]",
+        )
     if custom is not None:
         missing_sources = [s for s in sources if s not in custom]
         if missing_sources:
-            raise UserError(f"options.class_sets has no class set for {missing_sources}",
-                            fix="give every source its owned trainIds")
+            raise UserError(
+                f"options.class_sets has no class set for {missing_sources}",
+                fix="give every source its owned trainIds",
+            )
         sets = [tuple(sorted(set(int(k) for k in custom[s]))) for s in sources]
         bad = sorted({k for owned in sets for k in owned if not 0 <= k < NUM_CLASSES})
         if bad:
-            raise UserError(f"options.class_sets holds trainIds outside 0..18: {bad}", fix="use Cityscapes trainIds")
+            raise UserError(
+                f"options.class_sets holds trainIds outside 0..18: {bad}", fix="use Cityscapes trainIds"
+            )
     else:
         row = LABEL_SETS[(setting, tuple(sorted(sources)))]
         sets = [row[s] for s in sources]
     missing = unowned_classes(sets)
     if missing:
-        raise UserError(f"no source owns {class_names(missing)}: the union of the class sets must be all 19 classes",
-                        fix="give each missing class to at least one source in options.class_sets")
+        raise UserError(
+            f"no source owns {class_names(missing)}: the union of the class sets must be all 19 classes",
+            fix="give each missing class to at least one source in options.class_sets",
+        )
     return sets
 
 

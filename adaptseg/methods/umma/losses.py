@@ -75,8 +75,9 @@ def pseudo_label_loss(model: UnionSegmentor, x: Tensor, y: Tensor) -> Tensor:
     return total
 
 
-def cross_model_consistency(model: UnionSegmentor, x: Tensor, permutation: Sequence[int],
-                            size: Sequence[int]) -> tuple[Tensor, Tensor]:
+def cross_model_consistency(
+    model: UnionSegmentor, x: Tensor, permutation: Sequence[int], size: Sequence[int]
+) -> tuple[Tensor, Tensor]:
     """``(L_cmc1, L_cmc2)`` (umma.md §3.2 B): heads on their own vs the permuted backbones' fresh features."""
     size = list(size)
     features = [backbone(x) for backbone in model.backbones]
@@ -123,7 +124,9 @@ def final_model_loss(student: UnionSegmentor, x: Tensor, y: Tensor) -> Tensor:
     return ce(union, y) + max_squares(union)
 
 
-def source_heads_loss(student: UnionSegmentor, source_backbones: nn.ModuleList, x: Tensor, y: Tensor) -> Tensor:
+def source_heads_loss(
+    student: UnionSegmentor, source_backbones: nn.ModuleList, x: Tensor, y: Tensor
+) -> Tensor:
     """Σ_s CE(h_s(g_s(x)), map_s(ŷ2)) (umma.md §3.3 B): each head on its own (frozen) source backbone."""
     size = list(y.shape[-2:])
     targets = local_targets(student, y)

@@ -92,8 +92,14 @@ def class_sets_of(options: UmmaOptions) -> list[tuple[int, ...]]:
 def new_union(ctx, options: UmmaOptions, class_sets, *, backbones: int, combine: Combine) -> UnionSegmentor:
     """A seeded, randomly initialised union model of the recipe's preset (2 summed ASPP branches if official)."""
     torch.manual_seed(ctx.recipe.seed)
-    return build_union_model(ctx.preset, class_sets, others=has_others(options.setting), backbones=backbones,
-                             combine=combine, summed_branches=RELEASED_SUMMED_BRANCHES if official(ctx) else None)
+    return build_union_model(
+        ctx.preset,
+        class_sets,
+        others=has_others(options.setting),
+        backbones=backbones,
+        combine=combine,
+        summed_branches=RELEASED_SUMMED_BRANCHES if official(ctx) else None,
+    )
 
 
 def initial_backbone(ctx) -> nn.Module:
@@ -105,8 +111,11 @@ def load_union(ctx, model: UnionSegmentor, role: str) -> UnionSegmentor:
     """Load ``init_from.<role>`` (an earlier UMMA stage's weights) into ``model``, strictly."""
     ref = ctx.init_ref(role)
     if ref is None:
-        raise UserError(f"stage '{ctx.name}' needs init_from.{role}", path=ctx.recipe_path,
-                        fix=f"set init_from.{role}: <an earlier UMMA stage>/student.safetensors")
+        raise UserError(
+            f"stage '{ctx.name}' needs init_from.{role}",
+            path=ctx.recipe_path,
+            fix=f"set init_from.{role}: <an earlier UMMA stage>/student.safetensors",
+        )
     ctx.load_into(model, ref if ref.strict else CheckpointRef(**{**ref.model_dump(), "strict": True}))
     return model
 
@@ -125,9 +134,18 @@ def source_models(ctx, options: UmmaOptions) -> tuple[list[nn.Module], list[nn.M
 def assemble(ctx, options: UmmaOptions, backbones, heads, combine: Combine) -> UnionSegmentor:
     """A union model over given backbones and heads, built as :func:`new_union` builds one."""
     scale, shift = input_affine(ctx.preset.mean, ctx.preset.std, True)
-    return UnionSegmentor(backbones, heads, class_sets_of(options), others=has_others(options.setting),
-                          combine=combine, input_scale=scale, input_shift=shift, preset_name=ctx.preset.name,
-                          summed_branches=RELEASED_SUMMED_BRANCHES if official(ctx) else None, release_input=True)
+    return UnionSegmentor(
+        backbones,
+        heads,
+        class_sets_of(options),
+        others=has_others(options.setting),
+        combine=combine,
+        input_scale=scale,
+        input_shift=shift,
+        preset_name=ctx.preset.name,
+        summed_branches=RELEASED_SUMMED_BRANCHES if official(ctx) else None,
+        release_input=True,
+    )
 
 
 def released_lr_multipliers(model: UnionSegmentor) -> dict[str, int]:
@@ -163,8 +181,11 @@ def released_optimizer(ctx, model: UnionSegmentor) -> OptimizerSpec:
 
 def refuse_distributed(ctx) -> None:
     if ctx.dist.enabled:
-        raise UserError(f"stage '{ctx.name}': UMMA trains with batch 1 on one device and its phases call model "
-                        "parts directly (no DDP)", fix="run it without torchrun")
+        raise UserError(
+            f"stage '{ctx.name}': UMMA trains with batch 1 on one device and its phases call model "
+            "parts directly (no DDP)",
+            fix="run it without torchrun",
+        )
 
 
 class _UmmaTraining(Method):
@@ -184,13 +205,20 @@ class _UmmaTraining(Method):
 
     def write_outputs(self, out_dir: Path) -> list[str]:
         student = self.student_model()
-        write_json_atomic(out_dir / OPTIONS_FILE, {
-            "stage": self.ctx.name, "method": self.name, "options": self.options.model_dump(mode="json"),
-            "class_sets": student.class_sets, "quirks": self.ctx.recipe.quirks,
-            "summed_aspp_branches": student.summed_branches or "all",
-            "duplicated_parameter_lr": official(self.ctx), "momentum_drift_of_frozen_parts": not self.zero_grad_to_none,
-            "selected_on_val": self.ctx.recipe.eval.select_best,
-        })
+        write_json_atomic(
+            out_dir / OPTIONS_FILE,
+            {
+                "stage": self.ctx.name,
+                "method": self.name,
+                "options": self.options.model_dump(mode="json"),
+                "class_sets": student.class_sets,
+                "quirks": self.ctx.recipe.quirks,
+                "summed_aspp_branches": student.summed_branches or "all",
+                "duplicated_parameter_lr": official(self.ctx),
+                "momentum_drift_of_frozen_parts": not self.zero_grad_to_none,
+                "selected_on_val": self.ctx.recipe.eval.select_best,
+            },
+        )
         return [OPTIONS_FILE]
 
 
@@ -213,9 +241,12 @@ class UmmaSource(_UmmaTraining):
 
     def owned(self) -> tuple[int, ...]:
         if self.options.source not in self.options.sources:
-            raise UserError(f"stage '{self.ctx.name}': source {self.options.source!r} is not one of "
-                            f"options.sources {self.options.sources}", path=self.ctx.recipe_path,
-                            fix="name one of the listed sources")
+            raise UserError(
+                f"stage '{self.ctx.name}': source {self.options.source!r} is not one of "
+                f"options.sources {self.options.sources}",
+                path=self.ctx.recipe_path,
+                fix="name one of the listed sources",
+            )
         return class_sets_of(self.options)[self.options.sources.index(self.options.source)]
 
     def build_models(self) -> dict[str, ModelSpec]:
@@ -226,12 +257,15 @@ class UmmaSource(_UmmaTraining):
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         stream = batch[self.streams[0]]
         if "label" not in stream:
-            raise UserError(f"umma_source needs labels on the '{self.streams[0]}' stream",
-                            fix=f"set data.{self.streams[0]}.labels: true")
+            raise UserError(
+                f"umma_source needs labels on the '{self.streams[0]}' stream",
+                fix=f"set data.{self.streams[0]}.labels: true",
+            )
         model = self.student_model()
         target = stage0_target(stream["label"], self.owned(), self.options.setting)
-        logits = model.head_logits(0, model.backbones[0](model.release_input(stream["image"])),
-                                   list(target.shape[-2:]))
+        logits = model.head_logits(
+            0, model.backbones[0](model.release_input(stream["image"])), list(target.shape[-2:])
+        )
         return {"ce": L.ce(logits, target)}
 
 
@@ -247,11 +281,22 @@ class PipelineImages:
     def __init__(self, dataset, pipeline: list[dict[str, Any]], *, recipe_path=None):
         from adaptseg.data.transforms import build_pipeline
 
-        random_steps = [next(iter(step)) for step in pipeline if next(iter(step)) in ("random_crop", "flip", "photometric")
-                        or (next(iter(step)) == "resize" and isinstance(step["resize"], dict) and "ratio_range" in step["resize"])]
+        random_steps = [
+            next(iter(step))
+            for step in pipeline
+            if next(iter(step)) in ("random_crop", "flip", "photometric")
+            or (
+                next(iter(step)) == "resize"
+                and isinstance(step["resize"], dict)
+                and "ratio_range" in step["resize"]
+            )
+        ]
         if random_steps:
-            raise UserError(f"UMMA's target pipeline must be deterministic (it has {', '.join(random_steps)})",
-                            path=recipe_path, fix="keep only resize/pad steps in data.target.pipeline (umma.md §4)")
+            raise UserError(
+                f"UMMA's target pipeline must be deterministic (it has {', '.join(random_steps)})",
+                path=recipe_path,
+                fix="keep only resize/pad steps in data.target.pipeline (umma.md §4)",
+            )
         self.dataset = dataset
         self.entries = dataset.entries
         self.name = getattr(dataset, "name", "")
@@ -284,8 +329,9 @@ class UmmaPseudoLabel(Task):
             backbones, heads = source_models(self.ctx, self.options)
             return assemble(self.ctx, self.options, backbones, heads, "lift")
         sets = class_sets_of(self.options)
-        return load_union(self.ctx, new_union(self.ctx, self.options, sets, backbones=len(sets), combine="union"),
-                          "student")
+        return load_union(
+            self.ctx, new_union(self.ctx, self.options, sets, backbones=len(sets), combine="union"), "student"
+        )
 
     def run(self) -> list[str]:
         from adaptseg.infer.config import InferenceConfig
@@ -300,8 +346,11 @@ class UmmaPseudoLabel(Task):
         config = InferenceConfig(mode="whole", batch_size=self.options.batch_size, workers=1)
         summary = pseudo_label_split(self.ctx.backend(model), images, store, config)
         if summary.skipped:
-            raise UserError(f"{len(summary.skipped)} target image(s) could not be read, e.g. {summary.skipped[0]!r}",
-                            path=self.ctx.out_dir / STORE_DIR, fix="fix or remove them, then run the stage again")
+            raise UserError(
+                f"{len(summary.skipped)} target image(s) could not be read, e.g. {summary.skipped[0]!r}",
+                path=self.ctx.out_dir / STORE_DIR,
+                fix="fix or remove them, then run the stage again",
+            )
         histogram = ClassConfidenceHistogram(model.num_classes)
         for image_id in store.ids():
             label, confidence, _ = store.read(image_id)
@@ -313,12 +362,16 @@ class UmmaPseudoLabel(Task):
 def write_thresholds(path: Path, histogram: ClassConfidenceHistogram, options: PseudoLabelOptions) -> None:
     """``thresholds.json``: per-class thresholds as store levels (what is applied) and as probabilities."""
     levels = histogram.threshold_levels(options.quantile, options.cap)
-    write_json_atomic(path, {
-        "rule": f"class-wise sorted confidence at index round({options.quantile}·n_c), capped at {options.cap}; "
-                "0 for classes no pixel predicts; keep conf ≥ t",
-        "levels": levels.tolist(), "thresholds": (levels / (histogram.bins - 1)).tolist(),
-        "pixels": histogram.counts.sum(1).tolist(),
-    })
+    write_json_atomic(
+        path,
+        {
+            "rule": f"class-wise sorted confidence at index round({options.quantile}·n_c), capped at {options.cap}; "
+            "0 for classes no pixel predicts; keep conf ≥ t",
+            "levels": levels.tolist(),
+            "thresholds": (levels / (histogram.bins - 1)).tolist(),
+            "pixels": histogram.counts.sum(1).tolist(),
+        },
+    )
 
 
 class PseudoLabels:
@@ -332,8 +385,11 @@ class PseudoLabels:
         try:
             self.levels = torch.tensor(json.loads(file.read_text())["levels"], dtype=torch.long)
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"unreadable thresholds file ({exc})", path=file,
-                            fix=f"run stage '{stage}' again (delete its folder first)") from None
+            raise UserError(
+                f"unreadable thresholds file ({exc})",
+                path=file,
+                fix=f"run stage '{stage}' again (delete its folder first)",
+            ) from None
 
     def labels(self, ids: list[str], size: tuple[int, int], device: torch.device) -> Tensor:
         """N×H×W long labels of ``ids`` with the class thresholds applied; they must be ``size``."""
@@ -341,9 +397,12 @@ class PseudoLabels:
         for image_id in ids:
             label, confidence, _ = self.store.read(image_id)
             if label.shape != size:
-                raise UserError(f"pseudo-label of {image_id!r} is {label.shape[1]}×{label.shape[0]}, the training "
-                                f"image {size[1]}×{size[0]}", path=self.store.root,
-                                fix="label with the same target pipeline the training stage uses")
+                raise UserError(
+                    f"pseudo-label of {image_id!r} is {label.shape[1]}×{label.shape[0]}, the training "
+                    f"image {size[1]}×{size[0]}",
+                    path=self.store.root,
+                    fix="label with the same target pipeline the training stage uses",
+                )
             levels = torch.from_numpy(np.rint(confidence * 255).astype(np.int64))
             out.append(apply_class_thresholds(torch.from_numpy(label.astype(np.int64)), levels, self.levels))
         return torch.stack(out).to(device)
@@ -386,13 +445,18 @@ class UmmaJoint(_UmmaAdaptation):
 
     def build_models(self) -> dict[str, ModelSpec]:
         backbones, heads = source_models(self.ctx, self.options)
-        return {"student": ModelSpec(assemble(self.ctx, self.options, backbones, heads, "union"), "train",
-                                     export="student")}
+        return {
+            "student": ModelSpec(
+                assemble(self.ctx, self.options, backbones, heads, "union"), "train", export="student"
+            )
+        }
 
     def phases(self, batch: Batch, it: int) -> list[Phase]:
         model = self.student_model()
         x, y = self.inputs(batch)
-        permutation = L.nonidentity_permutation(len(model.heads), self.ctx.generator(it, "permutation", device="cpu"))
+        permutation = L.nonidentity_permutation(
+            len(model.heads), self.ctx.generator(it, "permutation", device="cpu")
+        )
 
         def joint() -> dict[str, Tensor]:
             cmc1, cmc2 = L.cross_model_consistency(model, x, permutation, tuple(y.shape[-2:]))
@@ -431,11 +495,14 @@ class UmmaFinal(_UmmaAdaptation):
 
     def build_models(self) -> dict[str, ModelSpec]:
         sets = class_sets_of(self.options)
-        joint = load_union(self.ctx, new_union(self.ctx, self.options, sets, backbones=len(sets), combine="union"),
-                           "sources")
+        joint = load_union(
+            self.ctx, new_union(self.ctx, self.options, sets, backbones=len(sets), combine="union"), "sources"
+        )
         student = assemble(self.ctx, self.options, [initial_backbone(self.ctx)], list(joint.heads), "union")
-        return {"student": ModelSpec(student, "train", export="student"),
-                "sources": ModelSpec(SourceBackbones(list(joint.backbones)), "ema")}
+        return {
+            "student": ModelSpec(student, "train", export="student"),
+            "sources": ModelSpec(SourceBackbones(list(joint.backbones)), "ema"),
+        }
 
     def setup(self, models: Mapping[str, ModelHandle]) -> None:
         super().setup(models)
@@ -447,9 +514,14 @@ class UmmaFinal(_UmmaAdaptation):
         x, y = self.inputs(batch)
         return [
             Phase(lambda: {"union": L.final_model_loss(model, x, y)}, name="A"),
-            Phase(lambda: {"heads": L.source_heads_loss(model, backbones, x, y)}, frozen=("student.backbones",),
-                  name="B"),
-            Phase(lambda: {"kl": L.distillation_loss(model, backbones, x)}, frozen=("student.heads",), name="C"),
+            Phase(
+                lambda: {"heads": L.source_heads_loss(model, backbones, x, y)},
+                frozen=("student.backbones",),
+                name="B",
+            ),
+            Phase(
+                lambda: {"kl": L.distillation_loss(model, backbones, x)}, frozen=("student.heads",), name="C"
+            ),
         ]
 
 

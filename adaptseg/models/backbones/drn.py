@@ -28,8 +28,15 @@ def _conv_layers(cin: int, cout: int, n: int, stride: int = 1, dilation: int = 1
     mods: list[nn.Module] = []
     for i in range(n):
         mods += [
-            nn.Conv2d(cin if i == 0 else cout, cout, 3, stride=stride if i == 0 else 1,
-                      padding=dilation, dilation=dilation, bias=False),
+            nn.Conv2d(
+                cin if i == 0 else cout,
+                cout,
+                3,
+                stride=stride if i == 0 else 1,
+                padding=dilation,
+                dilation=dilation,
+                bias=False,
+            ),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         ]
@@ -54,10 +61,14 @@ class DRND(nn.Module):
     def __init__(self, layers: Sequence[int], channels: Sequence[int] = DRN_CHANNELS, in_channels: int = 3):
         super().__init__()
         if len(layers) != 8 or len(channels) != 8 or min(layers) < 1:
-            raise ValueError(f"DRN-D needs 8 positive layer counts and 8 widths, got {list(layers)}, {list(channels)}")
+            raise ValueError(
+                f"DRN-D needs 8 positive layer counts and 8 widths, got {list(layers)}, {list(channels)}"
+            )
         c = channels
         self.layer0 = nn.Sequential(
-            nn.Conv2d(in_channels, c[0], 7, padding=3, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, c[0], 7, padding=3, bias=False),
+            nn.BatchNorm2d(c[0]),
+            nn.ReLU(inplace=True),
         )
         self.layer1 = _conv_layers(c[0], c[0], layers[0])
         self.layer2 = _conv_layers(c[0], c[1], layers[1], stride=2)

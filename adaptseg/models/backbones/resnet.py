@@ -40,8 +40,15 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None, style: str = "pytorch"):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        style: str = "pytorch",
+    ):
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -62,8 +69,15 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None, style: str = "pytorch"):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        style: str = "pytorch",
+    ):
         super().__init__()
         s1, s2 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=s1, bias=False)
@@ -125,9 +139,15 @@ class ResNet(nn.Module):
         if deep_stem:
             half = stem_channels // 2
             self.stem = nn.Sequential(
-                _conv3x3(in_channels, half, stride=2), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-                _conv3x3(half, half), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-                _conv3x3(half, stem_channels), nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True),
+                _conv3x3(in_channels, half, stride=2),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                _conv3x3(half, half),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                _conv3x3(half, stem_channels),
+                nn.BatchNorm2d(stem_channels),
+                nn.ReLU(inplace=True),
             )
             self.conv1: nn.Module = nn.Identity()
             self.bn1: nn.Module = nn.Identity()
@@ -146,7 +166,9 @@ class ResNet(nn.Module):
         stages = []
         for i, (n, stride, dilation) in enumerate(zip(blocks, strides, dilations, strict=True)):
             planes = base_channels * 2**i
-            stages.append(self._make_stage(block, inplanes, planes, n, stride, dilation, contract_dilation, style))
+            stages.append(
+                self._make_stage(block, inplanes, planes, n, stride, dilation, contract_dilation, style)
+            )
             inplanes = planes * block.expansion
             stride_so_far *= stride
             self.out_channels.append(inplanes)
@@ -155,8 +177,16 @@ class ResNet(nn.Module):
         kaiming_init(self)
 
     @staticmethod
-    def _make_stage(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int, n: int, stride: int,
-                    dilation: int, contract_dilation: bool, style: str) -> nn.Sequential:
+    def _make_stage(
+        block: type[BasicBlock] | type[Bottleneck],
+        inplanes: int,
+        planes: int,
+        n: int,
+        stride: int,
+        dilation: int,
+        contract_dilation: bool,
+        style: str,
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or inplanes != planes * block.expansion:
             downsample = nn.Sequential(

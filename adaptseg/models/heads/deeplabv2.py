@@ -99,7 +99,9 @@ class DLV2AdapterHead(nn.Module):
     ):
         super().__init__()
         if channels % len(dilations):
-            raise ValueError(f"channels ({channels}) must divide by the number of dilations ({len(dilations)})")
+            raise ValueError(
+                f"channels ({channels}) must divide by the number of dilations ({len(dilations)})"
+            )
         self.in_index = in_index
         self.output_index = in_index
         cin = in_channels[in_index]

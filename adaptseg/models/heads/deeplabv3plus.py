@@ -74,8 +74,16 @@ class ASPP(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, low_level_in: int, aspp_channels: int, low_level_channels: int, channels: int,
-                 num_classes: int, dropouts: Sequence[float], align_corners: bool):
+    def __init__(
+        self,
+        low_level_in: int,
+        aspp_channels: int,
+        low_level_channels: int,
+        channels: int,
+        num_classes: int,
+        dropouts: Sequence[float],
+        align_corners: bool,
+    ):
         super().__init__()
         self.align_corners = align_corners
         self.conv1 = nn.Conv2d(low_level_in, low_level_channels, 1, bias=False)
@@ -95,8 +103,12 @@ class Decoder(nn.Module):
 
     def forward(self, x: Tensor, low_level: Tensor) -> tuple[Tensor, Tensor]:
         low_level = self.relu(self.bn1(self.conv1(low_level)))
-        x = F.interpolate(x, size=(low_level.shape[2], low_level.shape[3]), mode="bilinear",
-                          align_corners=self.align_corners)
+        x = F.interpolate(
+            x,
+            size=(low_level.shape[2], low_level.shape[3]),
+            mode="bilinear",
+            align_corners=self.align_corners,
+        )
         x = torch.cat((x, low_level), dim=1)
         feature = x
         for i, layer in enumerate(self.last_conv):
@@ -134,8 +146,15 @@ class DeepLabV3PlusHead(nn.Module):
         self.low_level_index = low_level_index
         self.output_index = low_level_index
         self.aspp = ASPP(in_channels[in_index], channels, dilations, aspp_dropout)
-        self.decoder = Decoder(in_channels[low_level_index], channels, low_level_channels, decoder_channels,
-                               num_classes, decoder_dropouts, align_corners)
+        self.decoder = Decoder(
+            in_channels[low_level_index],
+            channels,
+            low_level_channels,
+            decoder_channels,
+            num_classes,
+            decoder_dropouts,
+            align_corners,
+        )
         _init_jfzhang95(self)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
