@@ -37,18 +37,28 @@ Spec sections implemented here (shared parts are imported from :mod:`adaptseg.me
 * The easy/hard streams of P are declared in the recipe: ``data.easy`` / ``data.hard`` are the target
   stream with ``ids: rank/easy_split.txt`` / ``rank/hard_split.txt`` (``train/atp/*.yaml``).
 
+What the method is, where the release and a "fix" could disagree (atp.md §3, §6): the spec describes the
+release's behaviour as the method in both places, so the defaults follow the release and the other
+behaviour is a named option — neither is a ``quirks`` switch:
+
+* A's focal weight is **not detached**: ``f(H) = (1−H)^5·H`` is differentiated as a whole (as focal losses
+  are), which lowers H only where H < 1/6 and raises it above — a self-regularising entropy loss
+  (:mod:`adaptseg.methods.parts.entropy`). ``detach_focal_weight: true`` is plain weighted entropy
+  minimisation (always lowers H); on MiniCity it collapses the rare classes faster (bench/RESULTS.md).
+* The ranking runs the model in **train mode** (``tools/entropy_rank.py`` never calls ``eval()``: Dropout/
+  DropPath on, BatchNorm on each image's own statistics, batch 1), by the same rule: what the released
+  code does is the method unless it is an evident bug, and a stochastic ranking is a design choice, not
+  one. ``train_mode: false`` ranks in eval mode (deterministic, running statistics, batched).
+
 Switches (stage ``options``; every ATP stage writes its resolved options to ``atp-options.json``):
 
 ================================  =========  =============================================================
 switch                            default    what
 ================================  =========  =============================================================
-``detach_focal_weight`` (A)       ``null``   ``null`` follows ``quirks``: ``intended`` detaches (1−H)^5
-                                             (entropy always goes down); ``official`` does not (the
-                                             release: f(H) = (1−H)^5·H is minimised, which *raises* H
-                                             above 1/6). See :mod:`adaptseg.methods.parts.entropy`.
-``train_mode`` (rank)             ``null``   ``null`` follows ``quirks``: ``intended`` ranks in eval mode
-                                             under no_grad; ``official`` in train mode (Dropout/DropPath
-                                             on, BN batch statistics of each image), as the release.
+``detach_focal_weight`` (A)       ``false``  ``true`` holds (1−H)^5 constant (a variant, see above).
+``pseudo_threshold`` (T)          ``null``   **deviation**: ignore (255) teacher labels whose max
+                                             probability is below it; the release labels every pixel.
+``train_mode`` (rank)             ``true``   ``false`` ranks in eval mode under no_grad, batched.
 ``eval.select_best`` (recipe)     ``false``  export the student with the best target-**val** mIoU as
                                              ``student.safetensors`` (the last one as
                                              ``student-last.safetensors``) and write ``best_on_val.json``.
@@ -60,8 +70,8 @@ switch                            default    what
                                              and selection.
 ================================  =========  =============================================================
 
-Reproducing the release's README numbers needs ``quirks: official`` plus ``eval.select_best: true``
-(and ``eval.test_time_prior: true`` for ACDC); none of this is on by default (fidelity policy 3).
+Reproducing the release's README numbers needs ``eval.select_best: true`` (and ``eval.test_time_prior:
+true`` for ACDC); neither is on by default (fidelity policy 3). ``quirks`` changes nothing in ATP.
 
 Other departures from the release, all deliberate: the ranking writes id lists instead of copying
 images; the ACDC P "easy" images come through the target's own pipeline and get a plain random crop
@@ -142,13 +152,14 @@ class AlignOptions(AtpTrainOptions):
     alpha: float = 3.0
     entropy_scale: float = 1e-3
     diversity_scale: float = 1e-4
-    detach_focal_weight: bool | None = None
+    detach_focal_weight: bool = False
 
 
 class TeachOptions(AtpTrainOptions):
-    """T (atp.md §3 "T"): the negative-label threshold."""
+    """T (atp.md §3 "T"): the negative-label threshold; ``pseudo_threshold`` is a named deviation (module docstring)."""
 
     negative_threshold: float = Field(NEGATIVE_THRESHOLD, gt=0.0, lt=1.0)
+    pseudo_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class PropagateOptions(AtpTrainOptions):
@@ -171,7 +182,7 @@ class RankOptions(StrictModel):
 
     stream: str = "target"
     easy_fraction: float = Field(EASY_FRACTION, gt=0.0, lt=1.0)
-    train_mode: bool | None = None
+    train_mode: bool = True
     batch_size: int = Field(1, ge=1)
 
 
@@ -183,18 +194,11 @@ def plcrop_rows(height: int, rows: tuple[int, int] = (PLCROP_TOP, PLCROP_BOTTOM)
 
 
 def write_options(out_dir: Path, stage: str, method: str, options: StrictModel, resolved: Mapping[str, Any]) -> str:
-    """Write ``atp-options.json``: every option with its default filled in, plus the values quirks decide."""
+    """Write ``atp-options.json``: every option with its default filled in, plus what the stage resolved."""
     write_json_atomic(out_dir / OPTIONS_FILE, {
         "stage": stage, "method": method, "options": options.model_dump(mode="json"), "resolved": dict(resolved),
     })
     return OPTIONS_FILE
-
-
-def resolve_quirk(value: bool | None, quirks: str, official: bool) -> bool:
-    """An option left at ``null`` takes its ``quirks: official`` value when the recipe says so."""
-    if value is not None:
-        return value
-    return official if quirks == "official" else not official
 
 
 # ============================================================================================ training
@@ -245,7 +249,7 @@ class _AtpTraining(MeanTeacherMethod):
         return resize_logits(self.student(images).float(), size)
 
     def resolved_switches(self) -> dict[str, Any]:
-        return {"quirks": self.ctx.recipe.quirks}
+        return {}
 
     def write_outputs(self, out_dir: Path) -> list[str]:
         return [write_options(out_dir, self.ctx.name, self.name, self.options, self.resolved_switches())]
@@ -258,13 +262,6 @@ class AtpAlign(_AtpTraining):
     Options = AlignOptions
     options: AlignOptions
 
-    @property
-    def detach_focal_weight(self) -> bool:
-        return resolve_quirk(self.options.detach_focal_weight, self.ctx.recipe.quirks, official=False)
-
-    def resolved_switches(self) -> dict[str, Any]:
-        return {**super().resolved_switches(), "detach_focal_weight": self.detach_focal_weight}
-
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         generator = self.generator(it, "atp")
         switches = sample_strong_aug_switches(generator)
@@ -276,7 +273,7 @@ class AtpAlign(_AtpTraining):
         logits = self.student_logits(strong, tuple(images.shape[-2:]))
         o = self.options
         loss = entropy_curriculum_loss(logits, gamma=o.gamma, alpha=o.alpha, entropy_scale=o.entropy_scale,
-                                       diversity_scale=o.diversity_scale, detach_focal_weight=self.detach_focal_weight)
+                                       diversity_scale=o.diversity_scale, detach_focal_weight=o.detach_focal_weight)
         return {"entropy": loss}
 
 
@@ -296,10 +293,17 @@ class AtpTeach(_AtpTraining):
     options: TeachOptions
 
     def targets(self, batch: Batch, it: int) -> tuple[Tensor, Tensor]:
-        """``(strong crops, teacher labels of the weak crops)``: the student's input and its target."""
+        """``(strong crops, teacher labels of the weak crops)``: the student's input and its target.
+
+        Every pixel is labelled (the method); with the ``pseudo_threshold`` deviation, pixels whose teacher
+        confidence is below it are ignored (255, still counted in the all-pixel CE denominator).
+        """
         generator = self.generator(it, "atp")
         switches = sample_strong_aug_switches(generator)
-        images, _, labels = self.weak_target(batch["target"]["image"], generator)
+        images, confidence, labels = self.weak_target(batch["target"]["image"], generator)
+        threshold = self.options.pseudo_threshold
+        if threshold is not None:
+            labels = torch.where(confidence < threshold, torch.full_like(labels, IGNORE_INDEX), labels)
         return self.strong(images, generator, switches), labels
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
@@ -472,7 +476,7 @@ class AtpRank(Task):
 
     @property
     def train_mode(self) -> bool:
-        return resolve_quirk(self.options.train_mode, self.ctx.recipe.quirks, official=True)
+        return self.options.train_mode
 
     def dataset(self):
         spec = self.ctx.stream_spec(self.options.stream)
@@ -533,7 +537,7 @@ class AtpRank(Task):
             "scores": {ids[i]: scores[ids[i]] for i in easy + hard},
         })
         options = write_options(out, self.ctx.name, self.name, self.options,
-                                {"quirks": self.ctx.recipe.quirks, "train_mode": self.train_mode})
+                                {"train_mode": self.train_mode})
         return [EASY_LIST, HARD_LIST, SCORES_FILE, options]
 
 

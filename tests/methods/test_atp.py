@@ -153,15 +153,14 @@ def test_stages_are_registered_with_target_only_streams():
     assert AtpPropagate.streams == ("easy", "hard")
 
 
-def test_switches_default_off_and_follow_quirks(roots):
+def test_defaults_are_the_specs_method_and_target_label_switches_are_off(roots):
     evaluation = validate(Recipe, recipe_dict(roots)).eval
     assert evaluation.select_best is False and evaluation.test_time_prior is False
     assert PropagateOptions().proto_start == 1500 and tuple(PropagateOptions().plcrop) == (15, 120)
-    assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "intended", official=False) is True
-    assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "official", official=False) is False
-    assert atp.resolve_quirk(RankOptions().train_mode, "intended", official=True) is False
-    assert atp.resolve_quirk(RankOptions().train_mode, "official", official=True) is True
-    assert atp.resolve_quirk(False, "official", official=True) is False  # an explicit value wins
+    # atp.md §3/§6: the focal weight is not detached and the ranking runs in train mode; neither follows quirks
+    assert AlignOptions().detach_focal_weight is False
+    assert RankOptions().train_mode is True
+    assert TeachOptions().pseudo_threshold is None  # T labels every pixel
 
 
 def test_plcrop_rows_scale_with_the_crop_height():
@@ -192,13 +191,33 @@ def test_teach_step_is_ce_on_teacher_argmax_plus_negative(tmp_path, roots):
     assert losses["neg"].item() == pytest.approx(negative_by_hand(logits).item(), rel=1e-5, abs=1e-9)
 
 
-@pytest.mark.parametrize(("quirks", "detach"), [("intended", True), ("official", False)])
-def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, quirks, detach):
-    ctx = stage_context(tmp_path, recipe_dict(roots, quirks=quirks), "align")
+def test_teach_pseudo_threshold_ignores_unsure_teacher_pixels(tmp_path, roots):
+    ctx = stage_context(tmp_path, recipe_dict(roots), "teach")
+    ctx.stage.init_from.clear()
+    x = torch.randn(2, 3, SIDE, SIDE)
+
+    def teach_labels(threshold: float | None) -> torch.Tensor:
+        method = placed(AtpTeach(TeachOptions(pseudo_threshold=threshold), ctx))  # same seeded init each time
+        method.student.module.eval()
+        method.before_step(0)
+        return method.targets({"target": {"image": x, "id": ["a", "b"]}}, 0)[1]
+
+    with torch.no_grad():
+        probs = up(reference_teacher(ctx.build_model("student").eval())(x), SIDE).softmax(1)
+    confidence, argmax = probs.max(1)
+    threshold = confidence.median().item()  # about half the pixels fall below it
+    assert torch.equal(teach_labels(None), argmax)  # the method: every pixel
+    unsure = confidence < threshold
+    assert 0.3 < unsure.float().mean().item() < 0.7
+    assert torch.equal(teach_labels(threshold), torch.where(unsure, torch.full_like(argmax, IGNORE_INDEX), argmax))
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, detach):
+    ctx = stage_context(tmp_path, recipe_dict(roots), "align")
     ctx.stage.init_from.clear()
     # without the diversity term (identical under both settings) the switch decides the whole gradient
-    method = placed(AtpAlign(AlignOptions(diversity_scale=0.0), ctx))
-    assert method.detach_focal_weight is detach
+    method = placed(AtpAlign(AlignOptions(diversity_scale=0.0, detach_focal_weight=detach), ctx))
     student = method.student.module.eval()
     method.before_step(0)
     it = iteration_with_jitter(ctx)
@@ -218,7 +237,7 @@ def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, quir
     assert scale > 0
     torch.testing.assert_close(got[name] / scale, dict(student.named_parameters())[name].grad / scale,
                                rtol=1e-4, atol=1e-5)
-    # the other setting of the switch gives another gradient (the released weight is not detached)
+    # the other setting of the switch gives another gradient (the method's weight is not detached)
     student.zero_grad()
     entropy_curriculum_loss(up(student(strong), SIDE), diversity_scale=0.0, detach_focal_weight=not detach).backward()
     other = dict(student.named_parameters())[name].grad
@@ -347,7 +366,7 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
     run_dir = tmp_path / "run"
     ctx = stage_context(run_dir, recipe, "rank")
     ctx.out_dir.mkdir(parents=True)
-    task = AtpRank(RankOptions(batch_size=4), ctx)
+    task = AtpRank(RankOptions(batch_size=4, train_mode=False), ctx)  # eval mode: deterministic scores
     outputs = task.run()
     assert sorted(outputs) == sorted(["easy_split.txt", "hard_split.txt", "scores.json", "atp-options.json"])
     assert sorted(p.name for p in ctx.out_dir.iterdir()) == sorted(outputs)  # lists, no image copies
@@ -371,8 +390,8 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
     assert p_ctx.recipe.data["easy"].pipeline == p_ctx.recipe.data["hard"].pipeline == p_ctx.recipe.data["target"].pipeline
 
 
-def test_rank_official_runs_the_model_in_train_mode(tmp_path, roots):
-    recipe = recipe_dict(roots, quirks="official")
+def test_rank_runs_the_model_in_train_mode_by_default(tmp_path, roots):
+    recipe = recipe_dict(roots)
     save_weights(build_model(TINY), tmp_path / "teach.safetensors")
     recipe["stages"][3]["init_from"] = str(tmp_path / "teach.safetensors")
     ctx = stage_context(tmp_path / "run", recipe, "rank")
@@ -420,7 +439,8 @@ def test_pipeline_init_chain_and_source_free_adaptation(tmp_path, roots, monkeyp
     assert "student.safetensors" in done["outputs"] and "atp-options.json" in done["outputs"]
     assert len(read_split(out / "rank" / "easy_split.txt")) == 3
     options = json.loads((out / "align" / "atp-options.json").read_text())
-    assert options["resolved"] == {"quirks": "intended", "detach_focal_weight": True}
+    assert options["options"]["detach_focal_weight"] is False and options["resolved"] == {}
+    assert json.loads((out / "rank" / "atp-options.json").read_text())["resolved"] == {"train_mode": True}
     assert not (out / "teach" / "best_on_val.json").exists()  # nothing selected with target labels
 
 
