@@ -101,3 +101,16 @@ def is_installed_copy(folder: Path) -> bool:
 
 def _is_base(name: str) -> bool:
     return any(part.startswith("_") for part in name.split("/"))
+
+
+def shipped_file(relative: str | Path) -> Path | None:
+    """A file that ships beside the named folders (``models/pretrained/<weights>``), or None when there is none.
+
+    Looked up under the same root as the presets: ``$ADAPTSEG_HOME``, else the packaged copy.
+    """
+    try:
+        root = resource_dir(MODELS).parent
+    except UserError:
+        return None
+    candidate = root / relative
+    return candidate if candidate.is_file() else None

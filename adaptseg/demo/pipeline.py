@@ -20,6 +20,7 @@ Run folders: ``OUT/runs/oracle`` and ``OUT/runs/<method>`` (ordinary ``adaptseg 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -115,8 +116,10 @@ class Demo:
             self.recipe.stage(name)  # a UserError if the recipe lacks it
         source = stage_recipe(self.recipe, self.recipe.stage(self.method.source_stage))
         self.source_preset = source.model.preset
-        # the oracle is the source stage's model, trained on the labelled target
+        # the oracle is the source stage's model from the same initial weights, trained on the labelled target
+        init = json.dumps(source.model.init.model_dump(mode="json")) if source.model.init else "null"
         self.oracle = load_recipe(Recipe, self.oracle_path, [*common, f"model.preset={self.source_preset}",
+                                                              f"model.init={init}",
                                                               *(QUICK["oracle"] if opts.quick else [])])
         self.runs = self.out / "runs"
         self.method_dir = self.runs / self.method.name

@@ -20,6 +20,7 @@ from torch import nn
 
 from adaptseg.config import StrictModel
 from adaptseg.errors import UserError
+from adaptseg.resources import shipped_file
 from adaptseg.train.config import CheckpointRef, DatasetSpec, Recipe, StageSpec
 from adaptseg.train.distributed import DistInfo
 
@@ -65,7 +66,11 @@ class StageContext:
 
     # -- references to files ------------------------------------------------------------------------
     def resolve(self, ref: str) -> Path:
-        """A path from a recipe: ``<stage>/<file>`` names an earlier stage's output, anything else a file."""
+        """A path from a recipe: ``<stage>/<file>`` names an earlier stage's output, anything else a file.
+
+        A relative file missing from the working folder is looked up beside the shipped presets too
+        (``models/pretrained/…``: weights that come with adaptseg, found from any folder).
+        """
         path = Path(ref).expanduser()
         if not path.is_absolute() and path.parts and path.parts[0] in self.stage_names:
             stage = path.parts[0]
@@ -77,6 +82,10 @@ class StageContext:
                     fix=f"run stage '{stage}' first (adaptseg train RECIPE --stage {stage})",
                 )
             return resolved
+        if not path.exists() and not path.is_absolute():
+            shipped = shipped_file(path)
+            if shipped is not None:
+                return shipped
         if not path.exists():
             raise UserError(f"stage '{self.name}': file not found", path=path, fix="check the path in the recipe")
         return path
