@@ -52,7 +52,9 @@ class ResourceKind:
         if path.is_file():
             return path
         if path.is_absolute() or path.suffix in SUFFIXES or not path.name:
-            raise UserError(f"{self.what} file not found", path=path, fix=f"check the path, or {self._choices()}")
+            raise UserError(
+                f"{self.what} file not found", path=path, fix=f"check the path, or {self._choices()}"
+            )
         name = path.as_posix()
         named = resource_dir(self) / f"{name}.yaml"
         if named.is_file():
@@ -68,8 +70,12 @@ class ResourceKind:
 MODELS = ResourceKind("models", "model preset", listing="list them with `adaptseg models list`")
 INFER = ResourceKind("infer", "inference preset")
 EXPORT = ResourceKind("export", "export profile")
-TRAIN = ResourceKind("train", "training recipe", recursive=True,
-                     listing="name one as <method>/<benchmark>, e.g. source_only/minicity-gta5")
+TRAIN = ResourceKind(
+    "train",
+    "training recipe",
+    recursive=True,
+    listing="name one as <method>/<benchmark>, e.g. source_only/minicity-gta5",
+)
 
 
 def resource_dir(kind: ResourceKind) -> Path:
@@ -78,8 +84,11 @@ def resource_dir(kind: ResourceKind) -> Path:
     if home:
         folder = Path(home) / kind.folder
         if not folder.is_dir():
-            raise UserError(f"ADAPTSEG_HOME has no {kind.folder}/ folder", path=folder,
-                            fix="point ADAPTSEG_HOME at a tree with models/, infer/, export/ and train/, or unset it")
+            raise UserError(
+                f"ADAPTSEG_HOME has no {kind.folder}/ folder",
+                path=folder,
+                fix="point ADAPTSEG_HOME at a tree with models/, infer/, export/ and train/, or unset it",
+            )
         return folder
     return packaged_dir(kind)
 
@@ -90,8 +99,11 @@ def packaged_dir(kind: ResourceKind) -> Path:
     for folder in (package / PACKAGED / kind.folder, package / ".." / kind.folder):
         if isinstance(folder, Path) and folder.is_dir():
             return folder.resolve()
-    raise UserError(f"this adaptseg installation has no {kind.folder}/ folder", path=Path(str(package)),
-                    fix="reinstall adaptseg from a wheel or a checkout, or set ADAPTSEG_HOME to a checkout")
+    raise UserError(
+        f"this adaptseg installation has no {kind.folder}/ folder",
+        path=Path(str(package)),
+        fix="reinstall adaptseg from a wheel or a checkout, or set ADAPTSEG_HOME to a checkout",
+    )
 
 
 def is_installed_copy(folder: Path) -> bool:
@@ -101,3 +113,16 @@ def is_installed_copy(folder: Path) -> bool:
 
 def _is_base(name: str) -> bool:
     return any(part.startswith("_") for part in name.split("/"))
+
+
+def shipped_file(relative: str | Path) -> Path | None:
+    """A file that ships beside the named folders (``models/pretrained/<weights>``), or None when there is none.
+
+    Looked up under the same root as the presets: ``$ADAPTSEG_HOME``, else the packaged copy.
+    """
+    try:
+        root = resource_dir(MODELS).parent
+    except UserError:
+        return None
+    candidate = root / relative
+    return candidate if candidate.is_file() else None

@@ -74,15 +74,22 @@ def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) 
     model = build_model(preset)
     load_weights(model, weights)
     spec, m = recipe.data["target"], recipe.minicity
-    dataset = open_dataset(spec.name, spec.root, spec.split, labels=False,
-                           minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
+    dataset = open_dataset(
+        spec.name,
+        spec.root,
+        spec.split,
+        labels=False,
+        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+    )
     transform = with_normalize(spec.pipeline, preset.mean, preset.std)
     rng = np.random.default_rng(recipe.seed)
 
     def crops():
         for _ in range(batches):
             picks = rng.integers(0, len(dataset), spec.batch_size)
-            yield torch.stack([torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks])
+            yield torch.stack(
+                [torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks]
+            )
 
     adabn(model, crops())
     save_weights(model, out)
@@ -100,10 +107,20 @@ def score(recipe: Recipe, weights: Path) -> float:
     load_weights(model, weights)
     spec = recipe.eval.dataset
     m = recipe.minicity
-    dataset = open_dataset(spec.name, spec.root, spec.split,
-                           minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache})
-    report = evaluate_segmentor(model, dataset, mean=preset.mean, std=preset.std, preset=recipe.eval.preset,
-                                protocol=recipe.eval.protocol)
+    dataset = open_dataset(
+        spec.name,
+        spec.root,
+        spec.split,
+        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+    )
+    report = evaluate_segmentor(
+        model,
+        dataset,
+        mean=preset.mean,
+        std=preset.std,
+        preset=recipe.eval.preset,
+        protocol=recipe.eval.protocol,
+    )
     return float(report.miou)
 
 
@@ -112,9 +129,12 @@ def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
     run(source_only_recipe(recipe), out / "source_only")
     run(recipe, out / "ddb", None if rounds == 2 else R1_STAGES)
     source = out / "source_only" / "source" / "student.safetensors"
-    rows = {"Source-only": score(recipe, source),
-            "AdaBN (source-only, target BN statistics)":
-                score(recipe, adabn_weights(recipe, source, out / "source_only" / "adabn.safetensors"))}
+    rows = {
+        "Source-only": score(recipe, source),
+        "AdaBN (source-only, target BN statistics)": score(
+            recipe, adabn_weights(recipe, source, out / "source_only" / "adabn.safetensors")
+        ),
+    }
     for label, stage in ROWS:
         weights = out / "ddb" / stage / "student.safetensors"
         if weights.is_file():
@@ -124,10 +144,14 @@ def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-ddb-minicity")
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="recipe seeds (one run folder each)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="recipe seeds (one run folder each)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -144,8 +168,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             table.setdefault(label, []).append(miou)
     minutes = (time.time() - started) / 60
 
-    print(f"\nDDB on MiniCity (GTA5-like → Cityscapes-like val, mIoU19), {RECIPE.relative_to(ROOT)}"
-          f"{' ' + ' '.join(args.overrides) if args.overrides else ''}, seeds {args.seeds}; {minutes:.1f} min\n")
+    print(
+        f"\nDDB on MiniCity (GTA5-like → Cityscapes-like val, mIoU19), {RECIPE.relative_to(ROOT)}"
+        f"{' ' + ' '.join(args.overrides) if args.overrides else ''}, seeds {args.seeds}; {minutes:.1f} min\n"
+    )
     base = statistics.mean(table["Source-only"])
     print("| model | mIoU (mean over seeds) | per seed | vs source-only |")
     print("|---|---|---|---|")

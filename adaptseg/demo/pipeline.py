@@ -20,6 +20,7 @@ Run folders: ``OUT/runs/oracle`` and ``OUT/runs/<method>`` (ordinary ``adaptseg 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -83,9 +84,12 @@ class Row:
     source: str  # what was scored
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "miou": round(self.miou, 4),
-                "per_class": {k: (None if math.isnan(v) else round(v, 4)) for k, v in self.per_class.items()},
-                "scored": self.source}
+        return {
+            "label": self.label,
+            "miou": round(self.miou, 4),
+            "per_class": {k: (None if math.isnan(v) else round(v, 4)) for k, v in self.per_class.items()},
+            "scored": self.source,
+        }
 
 
 @dataclass
@@ -107,17 +111,32 @@ class Demo:
         opts = self.options
         if opts.seed < 0:
             raise UserError(f"--seed {opts.seed} is negative", fix="use a seed >= 0")
-        common = [f"seed={opts.seed}", f"minicity.seed={opts.seed}", f"minicity.cache={(self.out / 'minicity').resolve()}"]
+        common = [
+            f"seed={opts.seed}",
+            f"minicity.seed={opts.seed}",
+            f"minicity.cache={(self.out / 'minicity').resolve()}",
+        ]
         if opts.quick:
             common += QUICK["common"]
-        self.recipe = load_recipe(Recipe, self.recipe_path, [*common, *(self.method.quick if opts.quick else [])])
+        self.recipe = load_recipe(
+            Recipe, self.recipe_path, [*common, *(self.method.quick if opts.quick else [])]
+        )
         for name in (self.method.source_stage, self.method.adapted_stage):
             self.recipe.stage(name)  # a UserError if the recipe lacks it
         source = stage_recipe(self.recipe, self.recipe.stage(self.method.source_stage))
         self.source_preset = source.model.preset
-        # the oracle is the source stage's model, trained on the labelled target
-        self.oracle = load_recipe(Recipe, self.oracle_path, [*common, f"model.preset={self.source_preset}",
-                                                              *(QUICK["oracle"] if opts.quick else [])])
+        # the oracle is the source stage's model from the same initial weights, trained on the labelled target
+        init = json.dumps(source.model.init.model_dump(mode="json")) if source.model.init else "null"
+        self.oracle = load_recipe(
+            Recipe,
+            self.oracle_path,
+            [
+                *common,
+                f"model.preset={self.source_preset}",
+                f"model.init={init}",
+                *(QUICK["oracle"] if opts.quick else []),
+            ],
+        )
         self.runs = self.out / "runs"
         self.method_dir = self.runs / self.method.name
         self.oracle_dir = self.runs / "oracle"
@@ -132,8 +151,9 @@ class Demo:
     def _dataset(self, spec: Any, labels: bool = True) -> Any:
         from adaptseg.data.pipeline import open_dataset
 
-        return open_dataset(spec.name, spec.root, spec.split, labels=labels, options=spec.options,
-                            minicity=self._minicity())
+        return open_dataset(
+            spec.name, spec.root, spec.split, labels=labels, options=spec.options, minicity=self._minicity()
+        )
 
     def val_dataset(self) -> Any:
         return self._dataset(self.recipe.eval.dataset)
@@ -170,23 +190,45 @@ class Demo:
         method_stages = [s for s in self.recipe.stages if s.name != self.method.source_stage]
         adapt_s = sum(COST.get(s.method, 0.4) * self._iters(self.recipe, s) for s in method_stages) * scale
         source = self.recipe.stage(self.method.source_stage)
-        return Plan.of([
-            ("data", f"generate MiniCity ({c['source_images']} GTA5-like, "
-                     f"{c['target_images'] + c['val_images']} Cityscapes-like images)",
-             COST["image"] * scale * (c["source_images"] + c["target_images"] + c["val_images"])),
-            ("oracle", f"oracle: train on the labelled Cityscapes-like images ({self._iters(self.oracle, self.oracle.stages[0])} it)",
-             COST["source_only"] * scale * self._iters(self.oracle, self.oracle.stages[0])),
-            ("source", f"source-only: train on GTA5-like ({self._iters(self.recipe, source)} it)",
-             COST["source_only"] * scale * self._iters(self.recipe, source)),
-            ("adapt", f"adapt with {self.method.name.upper()}: "
-                      + ", ".join(f"{s.name} ({self._iters(self.recipe, s)} it)" for s in method_stages), adapt_s),
-            ("adabn", "AdaBN: re-estimate the source-only model's BN statistics on the target",
-             COST["eval"] * scale * c["target_images"]),
-            ("export", "export the adapted student to ONNX and TorchScript", 2 * COST["export"]),
-            ("evaluate", "evaluate on Cityscapes-like val (sliding-window engine; adapted from ONNX too)",
-             5 * COST["eval"] * scale * c["val_images"] + 3),
-            ("report", "write report.md, overlays and the IoU chart", 3.0),
-        ], self.console)
+        return Plan.of(
+            [
+                (
+                    "data",
+                    f"generate MiniCity ({c['source_images']} GTA5-like, "
+                    f"{c['target_images'] + c['val_images']} Cityscapes-like images)",
+                    COST["image"] * scale * (c["source_images"] + c["target_images"] + c["val_images"]),
+                ),
+                (
+                    "oracle",
+                    f"oracle: train on the labelled Cityscapes-like images ({self._iters(self.oracle, self.oracle.stages[0])} it)",
+                    COST["source_only"] * scale * self._iters(self.oracle, self.oracle.stages[0]),
+                ),
+                (
+                    "source",
+                    f"source-only: train on GTA5-like ({self._iters(self.recipe, source)} it)",
+                    COST["source_only"] * scale * self._iters(self.recipe, source),
+                ),
+                (
+                    "adapt",
+                    f"adapt with {self.method.name.upper()}: "
+                    + ", ".join(f"{s.name} ({self._iters(self.recipe, s)} it)" for s in method_stages),
+                    adapt_s,
+                ),
+                (
+                    "adabn",
+                    "AdaBN: re-estimate the source-only model's BN statistics on the target",
+                    COST["eval"] * scale * c["target_images"],
+                ),
+                ("export", "export the adapted student to ONNX and TorchScript", 2 * COST["export"]),
+                (
+                    "evaluate",
+                    "evaluate on Cityscapes-like val (sliding-window engine; adapted from ONNX too)",
+                    5 * COST["eval"] * scale * c["val_images"] + 3,
+                ),
+                ("report", "write report.md, overlays and the IoU chart", 3.0),
+            ],
+            self.console,
+        )
 
     # ------------------------------------------------------------------------------------- steps
     def generate_data(self) -> None:
@@ -203,7 +245,9 @@ class Demo:
     def adapt(self) -> None:
         from adaptseg.train.pipeline import RecipeRunner
 
-        runner = RecipeRunner(self.recipe, self.method_dir, recipe_path=self.recipe_path, console=self.console)
+        runner = RecipeRunner(
+            self.recipe, self.method_dir, recipe_path=self.recipe_path, console=self.console
+        )
         for stage in self.recipe.stages:
             runner.run(stage=stage.name)
             if stage.name == self.method.adapted_stage:
@@ -237,12 +281,16 @@ class Demo:
                 self.console.print(f"  reused {artifact.model_path}")
             else:
                 # the artifact's fixed crop is the MiniCity image: whole-image inference, one crop per image
-                artifact = export_model(weights, fmt, out=dest, force=True, crop=tuple(self.recipe.minicity.size))
+                artifact = export_model(
+                    weights, fmt, out=dest, force=True, crop=tuple(self.recipe.minicity.size)
+                )
                 parity = artifact.meta.parity
                 if parity is not None:
-                    self.console.print(f"  {fmt}: {artifact.model_path} — parity vs eager on {parity.crops} crops: "
-                                       f"argmax agreement {parity.agreement:.4%}, max |Δlogit| {parity.max_abs_diff:.1e}",
-                                       highlight=False)
+                    self.console.print(
+                        f"  {fmt}: {artifact.model_path} — parity vs eager on {parity.crops} crops: "
+                        f"argmax agreement {parity.agreement:.4%}, max |Δlogit| {parity.max_abs_diff:.1e}",
+                        highlight=False,
+                    )
             written[fmt] = Path(artifact.model_path)
         return written
 
@@ -262,11 +310,16 @@ class Demo:
             "source_only": self.score(self.weights(self.method.source_stage), "Source-only", val),
             "adabn": self.score(self.adabn_weights, "AdaBN (source-only, target BN stats)", val),
             "adapted": self.score(self.adapted_weights, f"Adapted: {self.method.label}, eager", val),
-            "adapted_onnx": self.score(self.export_dir / "onnx", f"Adapted: {self.method.label}, ONNX artifact", val),
+            "adapted_onnx": self.score(
+                self.export_dir / "onnx", f"Adapted: {self.method.label}, ONNX artifact", val
+            ),
         }
         if self.adapted_weights != self.weights(self.method.adapted_stage):  # e.g. DDB's EMA teacher
-            rows["adapted_student"] = self.score(self.weights(self.method.adapted_stage),
-                                                 f"(its student, {self.method.adapted_stage}/student)", val)
+            rows["adapted_student"] = self.score(
+                self.weights(self.method.adapted_stage),
+                f"(its student, {self.method.adapted_stage}/student)",
+                val,
+            )
         return rows
 
     def overlays(self, count: int) -> list:
@@ -277,19 +330,25 @@ class Demo:
 
         val = self.val_dataset()
         config = load_infer_preset(INFER_PRESET)
-        engines = [SlidingWindow(load_backend(path, "cpu", config.backend), config)
-                   for path in (self.weights(self.method.source_stage), self.export_dir / "onnx")]
+        engines = [
+            SlidingWindow(load_backend(path, "cpu", config.backend), config)
+            for path in (self.weights(self.method.source_stage), self.export_dir / "onnx")
+        ]
         strips = []
         for i in range(min(count, len(val))):
             image, truth = val.read_image(i), val.read_label(i)
             preds = [engine.predict_image(image).argmax(0).byte().cpu().numpy() for engine in engines]
-            strips.append(overlay_strip(image, [truth, *preds],
-                                        ["image", "ground truth", "source-only", "adapted (ONNX)"]))
+            strips.append(
+                overlay_strip(
+                    image, [truth, *preds], ["image", "ground truth", "source-only", "adapted (ONNX)"]
+                )
+            )
         return strips
 
 
-def run_demo(options: DemoOptions, console: Console | None = None,
-             table_console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    options: DemoOptions, console: Console | None = None, table_console: Console | None = None
+) -> dict[str, Any]:
     """Run (or finish) the demo into ``options.out``; returns what ``results.json`` holds.
 
     Progress goes to ``console`` (stderr), the results table to ``table_console`` (default: ``console``).
@@ -302,8 +361,11 @@ def run_demo(options: DemoOptions, console: Console | None = None,
         torch.set_num_threads(options.threads)
     demo.out.mkdir(parents=True, exist_ok=True)
     plan = demo.plan()
-    say.print(f"[bold]adaptseg demo[/bold]: {demo.method.label} on MiniCity → {demo.out}"
-              f"{' (reduced size)' if options.quick else ''}", highlight=False)
+    say.print(
+        f"[bold]adaptseg demo[/bold]: {demo.method.label} on MiniCity → {demo.out}"
+        f"{' (reduced size)' if options.quick else ''}",
+        highlight=False,
+    )
     plan.announce()
     started_wall, started_cpu = time.perf_counter(), cpu_seconds()
 
@@ -325,9 +387,15 @@ def run_demo(options: DemoOptions, console: Console | None = None,
         source, adapted = rows["source_only"], rows["adapted"]
         changes = changed_most(source.per_class, adapted.per_class, k=5)
         chart = iou_bar_chart(
-            source.per_class, {"AdaBN": rows["adabn"].per_class, "adapted (ONNX)": rows["adapted_onnx"].per_class,
-                               "oracle": rows["oracle"].per_class},
-            name="source-only", title=f"Per-class IoU on Cityscapes-like val ({demo.method.name.upper()} demo)")
+            source.per_class,
+            {
+                "AdaBN": rows["adabn"].per_class,
+                "adapted (ONNX)": rows["adapted_onnx"].per_class,
+                "oracle": rows["oracle"].per_class,
+            },
+            name="source-only",
+            title=f"Per-class IoU on Cityscapes-like val ({demo.method.name.upper()} demo)",
+        )
         strips = demo.overlays(options.overlays)
         results: dict[str, Any] = {
             "method": demo.method.name,
@@ -336,24 +404,40 @@ def run_demo(options: DemoOptions, console: Console | None = None,
             "adapted_stage": demo.method.adapted_stage,
             "seed": options.seed,
             "quick": options.quick,
-            "data": {**demo.counts(), "size": list(demo.recipe.minicity.size), "folder": str(demo.out / "minicity")},
+            "data": {
+                **demo.counts(),
+                "size": list(demo.recipe.minicity.size),
+                "folder": str(demo.out / "minicity"),
+            },
             "recipes": {"method": str(demo.recipe_path), "oracle": str(demo.oracle_path)},
             "rows": {key: row.to_dict() for key, row in rows.items()},
             "onnx_vs_eager": round(abs(rows["adapted_onnx"].miou - adapted.miou), 6),
-            "changed_most": [{"class": c.name, "before": round(c.before, 4), "after": round(c.after, 4),
-                              "delta": round(c.delta, 4)} for c in changes],
+            "changed_most": [
+                {
+                    "class": c.name,
+                    "before": round(c.before, 4),
+                    "after": round(c.after, 4),
+                    "delta": round(c.delta, 4),
+                }
+                for c in changes
+            ],
             "artifacts": {fmt: str(path) for fmt, path in artifacts.items()},
         }
     results["steps"] = plan.timings()
-    results["total"] = {"wall_s": round(time.perf_counter() - started_wall, 1),
-                        "cpu_s": round(cpu_seconds() - started_cpu, 1), "estimate_s": round(plan.estimate_s, 1)}
+    results["total"] = {
+        "wall_s": round(time.perf_counter() - started_wall, 1),
+        "cpu_s": round(cpu_seconds() - started_cpu, 1),
+        "estimate_s": round(plan.estimate_s, 1),
+    }
     paths = write_report(demo.out, results, strips, chart)
     results["files"] = {key: str(path) for key, path in paths.items()}
     write_json_atomic(demo.out / "results.json", results)
     print_table(results, table_console or say)
-    say.print(f"report: {paths['report']}   figures: {demo.out / 'results.json'}   "
-              f"total {fmt_seconds(results['total']['wall_s'])} (CPU {fmt_seconds(results['total']['cpu_s'])})",
-              highlight=False)
+    say.print(
+        f"report: {paths['report']}   figures: {demo.out / 'results.json'}   "
+        f"total {fmt_seconds(results['total']['wall_s'])} (CPU {fmt_seconds(results['total']['cpu_s'])})",
+        highlight=False,
+    )
     return results
 
 
@@ -365,7 +449,9 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     """The demo's results table: each model's mIoU and the per-class IoUs that changed most."""
     rows = results["rows"]
     changes = results["changed_most"]
-    table = Table(title=f"MiniCity GTA5-like → Cityscapes-like val, 19-class IoU % ({results['method_label']})")
+    table = Table(
+        title=f"MiniCity GTA5-like → Cityscapes-like val, 19-class IoU % ({results['method_label']})"
+    )
     table.add_column("model")
     table.add_column("mIoU", justify="right")
     table.add_column("Δ source", justify="right")
@@ -377,5 +463,7 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         delta = "" if key == "source_only" else f"{row['miou'] - base:+.1f}"
         table.add_row(row["label"], f"{row['miou']:.1f}", delta, *cells)
     console.print(table)
-    console.print(f"adapted = {results['stages_note']}; ONNX vs eager |ΔmIoU| = {results['onnx_vs_eager']:.4f}",
-                  highlight=False)
+    console.print(
+        f"adapted = {results['stages_note']}; ONNX vs eager |ΔmIoU| = {results['onnx_vs_eager']:.4f}",
+        highlight=False,
+    )

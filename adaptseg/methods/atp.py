@@ -37,18 +37,28 @@ Spec sections implemented here (shared parts are imported from :mod:`adaptseg.me
 * The easy/hard streams of P are declared in the recipe: ``data.easy`` / ``data.hard`` are the target
   stream with ``ids: rank/easy_split.txt`` / ``rank/hard_split.txt`` (``train/atp/*.yaml``).
 
+What the method is, where the release and a "fix" could disagree (atp.md §3, §6): the spec describes the
+release's behaviour as the method in both places, so the defaults follow the release and the other
+behaviour is a named option — neither is a ``quirks`` switch:
+
+* A's focal weight is **not detached**: ``f(H) = (1−H)^5·H`` is differentiated as a whole (as focal losses
+  are), which lowers H only where H < 1/6 and raises it above — a self-regularising entropy loss
+  (:mod:`adaptseg.methods.parts.entropy`). ``detach_focal_weight: true`` is plain weighted entropy
+  minimisation (always lowers H); on MiniCity it collapses the rare classes faster (bench/RESULTS.md).
+* The ranking runs the model in **train mode** (``tools/entropy_rank.py`` never calls ``eval()``: Dropout/
+  DropPath on, BatchNorm on each image's own statistics, batch 1), by the same rule: what the released
+  code does is the method unless it is an evident bug, and a stochastic ranking is a design choice, not
+  one. ``train_mode: false`` ranks in eval mode (deterministic, running statistics, batched).
+
 Switches (stage ``options``; every ATP stage writes its resolved options to ``atp-options.json``):
 
 ================================  =========  =============================================================
 switch                            default    what
 ================================  =========  =============================================================
-``detach_focal_weight`` (A)       ``null``   ``null`` follows ``quirks``: ``intended`` detaches (1−H)^5
-                                             (entropy always goes down); ``official`` does not (the
-                                             release: f(H) = (1−H)^5·H is minimised, which *raises* H
-                                             above 1/6). See :mod:`adaptseg.methods.parts.entropy`.
-``train_mode`` (rank)             ``null``   ``null`` follows ``quirks``: ``intended`` ranks in eval mode
-                                             under no_grad; ``official`` in train mode (Dropout/DropPath
-                                             on, BN batch statistics of each image), as the release.
+``detach_focal_weight`` (A)       ``false``  ``true`` holds (1−H)^5 constant (a variant, see above).
+``pseudo_threshold`` (T)          ``null``   **deviation**: ignore (255) teacher labels whose max
+                                             probability is below it; the release labels every pixel.
+``train_mode`` (rank)             ``true``   ``false`` ranks in eval mode under no_grad, batched.
 ``eval.select_best`` (recipe)     ``false``  export the student with the best target-**val** mIoU as
                                              ``student.safetensors`` (the last one as
                                              ``student-last.safetensors``) and write ``best_on_val.json``.
@@ -60,8 +70,8 @@ switch                            default    what
                                              and selection.
 ================================  =========  =============================================================
 
-Reproducing the release's README numbers needs ``quirks: official`` plus ``eval.select_best: true``
-(and ``eval.test_time_prior: true`` for ACDC); none of this is on by default (fidelity policy 3).
+Reproducing the release's README numbers needs ``eval.select_best: true`` (and ``eval.test_time_prior:
+true`` for ACDC); neither is on by default (fidelity policy 3). ``quirks`` changes nothing in ATP.
 
 Other departures from the release, all deliberate: the ranking writes id lists instead of copying
 images; the ACDC P "easy" images come through the target's own pipeline and get a plain random crop
@@ -144,13 +154,15 @@ class AlignOptions(AtpTrainOptions):
     alpha: float = 3.0
     entropy_scale: float = 1e-3
     diversity_scale: float = 1e-4
-    detach_focal_weight: bool | None = None
+    detach_focal_weight: bool = False
 
 
 class TeachOptions(AtpTrainOptions, MICOption):
-    """T (atp.md §3 "T"): the negative-label threshold; ``mic: {...}`` adds masked image consistency."""
+    """T (atp.md §3 "T"): the negative-label threshold; ``pseudo_threshold`` is a named deviation (module
+    docstring); ``mic: {...}`` adds masked image consistency."""
 
     negative_threshold: float = Field(NEGATIVE_THRESHOLD, gt=0.0, lt=1.0)
+    pseudo_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class PropagateOptions(AtpTrainOptions, MICOption):
@@ -174,7 +186,7 @@ class RankOptions(StrictModel):
 
     stream: str = "target"
     easy_fraction: float = Field(EASY_FRACTION, gt=0.0, lt=1.0)
-    train_mode: bool | None = None
+    train_mode: bool = True
     batch_size: int = Field(1, ge=1)
 
 
@@ -185,19 +197,20 @@ def plcrop_rows(height: int, rows: tuple[int, int] = (PLCROP_TOP, PLCROP_BOTTOM)
     return int(round(rows[0] * scale)), int(round(rows[1] * scale))
 
 
-def write_options(out_dir: Path, stage: str, method: str, options: StrictModel, resolved: Mapping[str, Any]) -> str:
-    """Write ``atp-options.json``: every option with its default filled in, plus the values quirks decide."""
-    write_json_atomic(out_dir / OPTIONS_FILE, {
-        "stage": stage, "method": method, "options": options.model_dump(mode="json"), "resolved": dict(resolved),
-    })
+def write_options(
+    out_dir: Path, stage: str, method: str, options: StrictModel, resolved: Mapping[str, Any]
+) -> str:
+    """Write ``atp-options.json``: every option with its default filled in, plus what the stage resolved."""
+    write_json_atomic(
+        out_dir / OPTIONS_FILE,
+        {
+            "stage": stage,
+            "method": method,
+            "options": options.model_dump(mode="json"),
+            "resolved": dict(resolved),
+        },
+    )
     return OPTIONS_FILE
-
-
-def resolve_quirk(value: bool | None, quirks: str, official: bool) -> bool:
-    """An option left at ``null`` takes its ``quirks: official`` value when the recipe says so."""
-    if value is not None:
-        return value
-    return official if quirks == "official" else not official
 
 
 # ============================================================================================ training
@@ -248,7 +261,7 @@ class _AtpTraining(MeanTeacherMethod):
         return resize_logits(self.student(images).float(), size)
 
     def resolved_switches(self) -> dict[str, Any]:
-        return {"quirks": self.ctx.recipe.quirks}
+        return {}
 
     def write_outputs(self, out_dir: Path) -> list[str]:
         return [write_options(out_dir, self.ctx.name, self.name, self.options, self.resolved_switches())]
@@ -261,13 +274,6 @@ class AtpAlign(_AtpTraining):
     Options = AlignOptions
     options: AlignOptions
 
-    @property
-    def detach_focal_weight(self) -> bool:
-        return resolve_quirk(self.options.detach_focal_weight, self.ctx.recipe.quirks, official=False)
-
-    def resolved_switches(self) -> dict[str, Any]:
-        return {**super().resolved_switches(), "detach_focal_weight": self.detach_focal_weight}
-
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         generator = self.generator(it, "atp")
         switches = sample_strong_aug_switches(generator)
@@ -278,13 +284,23 @@ class AtpAlign(_AtpTraining):
         strong = self.strong(images, generator, switches)
         logits = self.student_logits(strong, tuple(images.shape[-2:]))
         o = self.options
-        loss = entropy_curriculum_loss(logits, gamma=o.gamma, alpha=o.alpha, entropy_scale=o.entropy_scale,
-                                       diversity_scale=o.diversity_scale, detach_focal_weight=self.detach_focal_weight)
+        loss = entropy_curriculum_loss(
+            logits,
+            gamma=o.gamma,
+            alpha=o.alpha,
+            entropy_scale=o.entropy_scale,
+            diversity_scale=o.diversity_scale,
+            detach_focal_weight=o.detach_focal_weight,
+        )
         return {"entropy": loss}
 
 
 def ce_and_negative(
-    logits: Tensor, labels: Tensor, *, pixel_weight: Tensor | None = None, threshold: float = NEGATIVE_THRESHOLD
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    pixel_weight: Tensor | None = None,
+    threshold: float = NEGATIVE_THRESHOLD,
 ) -> tuple[Tensor, Tensor]:
     """ATP's modified ``CrossEntropyLoss`` on label-size logits: (CE over all pixels, negative loss) (atp.md §3)."""
     ce = cross_entropy(logits, labels, normalize="all_pixels", pixel_weight=pixel_weight)
@@ -305,11 +321,20 @@ class AtpTeach(MICMixin, _AtpTraining):
 
     def strong_and_weak(self, batch: Batch, it: int) -> tuple[Tensor, PseudoLabelledTarget]:
         """The strong crops and the weak ones with the teacher's labels (T's CE is unweighted; the DACS
-        quality weight rides along for the MIC term, as MIC's host computes it)."""
+        quality weight rides along for the MIC term, as MIC's host computes it).
+
+        Every pixel is labelled (the method); with the ``pseudo_threshold`` deviation, pixels whose teacher
+        confidence is below it are ignored (255, still counted in the all-pixel CE denominator).
+        """
         generator = self.generator(it, "atp")
         switches = sample_strong_aug_switches(generator)
         images, confidence, labels = self.weak_target(batch["target"]["image"], generator)
-        return self.strong(images, generator, switches), PseudoLabelledTarget(images, labels, quality_weight(confidence))
+        threshold = self.options.pseudo_threshold
+        if threshold is not None:
+            labels = torch.where(confidence < threshold, torch.full_like(labels, IGNORE_INDEX), labels)
+        return self.strong(images, generator, switches), PseudoLabelledTarget(
+            images, labels, quality_weight(confidence)
+        )
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         strong, weak = self.strong_and_weak(batch, it)
@@ -361,10 +386,17 @@ class AtpPropagate(MICMixin, _AtpTraining):
 
     def setup(self, models: Mapping[str, ModelHandle]) -> None:
         super().setup(models)
-        dim = int(self.ctx.preset.auxiliary_head.options.get("channels", 512)) if self.ctx.preset.auxiliary_head else 0
+        dim = (
+            int(self.ctx.preset.auxiliary_head.options.get("channels", 512))
+            if self.ctx.preset.auxiliary_head
+            else 0
+        )
         if dim <= 0:
-            raise UserError(f"stage '{self.ctx.name}' (atp_propagate) needs a model with ATP's projection head",
-                            path=self.ctx.recipe_path, fix="use the atp-daformer-mitb5 or tiny-atp-daformer preset")
+            raise UserError(
+                f"stage '{self.ctx.name}' (atp_propagate) needs a model with ATP's projection head",
+                path=self.ctx.recipe_path,
+                fix="use the atp-daformer-mitb5 or tiny-atp-daformer preset",
+            )
         self.prototypes = CumulativeMeanPrototypes(self.num_classes, dim, device=self.ctx.device)
         if self._pending_prototypes is not None:
             self.prototypes.load_state_dict(dict(self._pending_prototypes))
@@ -376,7 +408,9 @@ class AtpPropagate(MICMixin, _AtpTraining):
         if (height, width) == crop:
             return images
         boxes = [random_crop_boxes(height, width, crop, generator, num=1)[0] for _ in range(images.shape[0])]
-        return torch.stack([image[:, y0:y1, x0:x1] for image, (y0, y1, x0, x1) in zip(images, boxes, strict=True)])
+        return torch.stack(
+            [image[:, y0:y1, x0:x1] for image, (y0, y1, x0, x1) in zip(images, boxes, strict=True)]
+        )
 
     def plcrop(self, height: int) -> tuple[int, int]:
         return plcrop_rows(height, tuple(self.options.plcrop))
@@ -413,15 +447,22 @@ class AtpPropagate(MICMixin, _AtpTraining):
         # 3. ProtoCL labels: the hard labels with weight-0 pixels ignored (cells computed on the projection)
         proto_labels = None
         if it >= o.proto_start:
-            proto_labels = torch.where(hard_weight == 0, torch.full_like(hard_labels, IGNORE_INDEX), hard_labels)
+            proto_labels = torch.where(
+                hard_weight == 0, torch.full_like(hard_labels, IGNORE_INDEX), hard_labels
+            )
 
         # 4. ClassMix easy → hard from the strong crops, augmented again; weight 1 pasted, q elsewhere
         masks = batch_class_mix_masks(easy_labels, generator)
         mixed = self.strong(mix_images(masks, strong_easy, strong_hard), generator, switches)
         return PropagateTargets(
-            easy=strong_easy, easy_labels=easy_labels, hard=strong_hard, proto_labels=proto_labels,
-            mixed=mixed, mixed_labels=mix_labels(masks, easy_labels, hard_labels),
-            mixed_weight=mixed_pixel_weight(masks, hard_weight), masks=masks,
+            easy=strong_easy,
+            easy_labels=easy_labels,
+            hard=strong_hard,
+            proto_labels=proto_labels,
+            mixed=mixed,
+            mixed_labels=mix_labels(masks, easy_labels, hard_labels),
+            mixed_weight=mixed_pixel_weight(masks, hard_weight),
+            masks=masks,
             weak_hard=PseudoLabelledTarget(hard, hard_labels, hard_weight),
         )
 
@@ -431,15 +472,21 @@ class AtpPropagate(MICMixin, _AtpTraining):
         losses: dict[str, Tensor] = {}
         # 1. easy: CE + negative on the teacher's labels, unweighted
         logits = self.student_logits(t.easy, tuple(t.easy_labels.shape[-2:]))
-        losses["easy_ce"], losses["easy_neg"] = ce_and_negative(logits, t.easy_labels, threshold=o.negative_threshold)
+        losses["easy_ce"], losses["easy_neg"] = ce_and_negative(
+            logits, t.easy_labels, threshold=o.negative_threshold
+        )
         # 3. ProtoCL on the strong hard crop (aux head only), from proto_start
         if t.proto_labels is not None:
             projection = self.student.features(t.hard)["aux"]
             scale = t.hard.shape[-2] // projection.shape[-2]
             cells = downscale_label_ratio(t.proto_labels, scale, self.num_classes, min_ratio=o.label_share)
             losses["proto"] = o.proto_weight * proto_contrastive_loss(
-                projection, cells, self.prototypes.prototypes, temperature=o.proto_temperature,
-                use_reg=o.use_reg, reg_weight=o.reg_weight,
+                projection,
+                cells,
+                self.prototypes.prototypes,
+                temperature=o.proto_temperature,
+                use_reg=o.use_reg,
+                reg_weight=o.reg_weight,
             )
         # 4. the mix: CE + negative, weighted
         logits = self.student_logits(t.mixed, tuple(t.mixed_labels.shape[-2:]))
@@ -484,7 +531,7 @@ class AtpRank(Task):
 
     @property
     def train_mode(self) -> bool:
-        return resolve_quirk(self.options.train_mode, self.ctx.recipe.quirks, official=True)
+        return self.options.train_mode
 
     def dataset(self):
         spec = self.ctx.stream_spec(self.options.stream)
@@ -496,8 +543,13 @@ class AtpRank(Task):
 
         preset = self.ctx.recipe.eval.preset
         config = load_preset(preset if preset is not None else dataset_preset(getattr(dataset, "name", "")))
-        return InferenceConfig(mode="whole", resize=config.resize, upscale=config.upscale,
-                               batch_size=1 if self.train_mode else self.options.batch_size, workers=1)
+        return InferenceConfig(
+            mode="whole",
+            resize=config.resize,
+            upscale=config.upscale,
+            batch_size=1 if self.train_mode else self.options.batch_size,
+            workers=1,
+        )
 
     def scores(self, model: nn.Module, dataset) -> dict[str, float]:
         """Image id → score, over every image of ``dataset``.
@@ -518,6 +570,7 @@ class AtpRank(Task):
                 if size != image.shape[:2]:
                     image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
                 return image
+
             return dataset.entries[index].id, load
 
         backend = self.ctx.backend(model, train_mode=self.train_mode)
@@ -538,14 +591,17 @@ class AtpRank(Task):
         out = self.ctx.out_dir
         write_text_atomic(out / EASY_LIST, "".join(f"{ids[i]}\n" for i in easy))
         write_text_atomic(out / HARD_LIST, "".join(f"{ids[i]}\n" for i in hard))
-        write_json_atomic(out / SCORES_FILE, {
-            "mode": "train" if self.train_mode else "eval",
-            "easy_fraction": self.options.easy_fraction,
-            "n_easy": len(easy), "n_hard": len(hard),
-            "scores": {ids[i]: scores[ids[i]] for i in easy + hard},
-        })
-        options = write_options(out, self.ctx.name, self.name, self.options,
-                                {"quirks": self.ctx.recipe.quirks, "train_mode": self.train_mode})
+        write_json_atomic(
+            out / SCORES_FILE,
+            {
+                "mode": "train" if self.train_mode else "eval",
+                "easy_fraction": self.options.easy_fraction,
+                "n_easy": len(easy),
+                "n_hard": len(hard),
+                "scores": {ids[i]: scores[ids[i]] for i in easy + hard},
+            },
+        )
+        options = write_options(out, self.ctx.name, self.name, self.options, {"train_mode": self.train_mode})
         return [EASY_LIST, HARD_LIST, SCORES_FILE, options]
 
 

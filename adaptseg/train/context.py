@@ -20,6 +20,7 @@ from torch import nn
 
 from adaptseg.config import StrictModel
 from adaptseg.errors import UserError
+from adaptseg.resources import shipped_file
 from adaptseg.train.config import CheckpointRef, DatasetSpec, Recipe, StageSpec
 from adaptseg.train.distributed import DistInfo
 
@@ -52,8 +53,11 @@ class StageContext:
     @property
     def iters(self) -> int:
         if self.recipe.schedule is None:
-            raise UserError(f"stage '{self.name}' trains but the recipe has no 'schedule'",
-                            path=self.recipe_path, fix="add schedule: {iters: ...}")
+            raise UserError(
+                f"stage '{self.name}' trains but the recipe has no 'schedule'",
+                path=self.recipe_path,
+                fix="add schedule: {iters: ...}",
+            )
         return self.recipe.schedule.iters
 
     @cached_property
@@ -65,7 +69,11 @@ class StageContext:
 
     # -- references to files ------------------------------------------------------------------------
     def resolve(self, ref: str) -> Path:
-        """A path from a recipe: ``<stage>/<file>`` names an earlier stage's output, anything else a file."""
+        """A path from a recipe: ``<stage>/<file>`` names an earlier stage's output, anything else a file.
+
+        A relative file missing from the working folder is looked up beside the shipped presets too
+        (``models/pretrained/…``: weights that come with adaptseg, found from any folder).
+        """
         path = Path(ref).expanduser()
         if not path.is_absolute() and path.parts and path.parts[0] in self.stage_names:
             stage = path.parts[0]
@@ -77,8 +85,14 @@ class StageContext:
                     fix=f"run stage '{stage}' first (adaptseg train RECIPE --stage {stage})",
                 )
             return resolved
+        if not path.exists() and not path.is_absolute():
+            shipped = shipped_file(path)
+            if shipped is not None:
+                return shipped
         if not path.exists():
-            raise UserError(f"stage '{self.name}': file not found", path=path, fix="check the path in the recipe")
+            raise UserError(
+                f"stage '{self.name}': file not found", path=path, fix="check the path in the recipe"
+            )
         return path
 
     def init_ref(self, model: str) -> CheckpointRef | None:
@@ -92,8 +106,14 @@ class StageContext:
         """Load ``ref`` into ``model`` (``adaptseg.models.load_checkpoint``); returns its load report."""
         from adaptseg.models import load_checkpoint
 
-        return load_checkpoint(model, self.resolve(ref.path), format=ref.format, strict=ref.strict,
-                               partial=ref.partial, prefix=ref.prefix)
+        return load_checkpoint(
+            model,
+            self.resolve(ref.path),
+            format=ref.format,
+            strict=ref.strict,
+            partial=ref.partial,
+            prefix=ref.prefix,
+        )
 
     def build_model(self, init: str | None = "student") -> nn.Module:
         """The recipe's model preset, with the weights of ``init_ref(init)`` loaded (random when none).
@@ -122,8 +142,13 @@ class StageContext:
         from adaptseg.data.pipeline import ConcatReader, open_dataset
 
         reader = open_dataset(
-            spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options,
-            ids=self.resolve(spec.ids) if spec.ids else None, minicity=self.minicity_options(),
+            spec.name,
+            spec.root,
+            spec.split,
+            labels=spec.labels,
+            options=spec.options,
+            ids=self.resolve(spec.ids) if spec.ids else None,
+            minicity=self.minicity_options(),
         )
         if spec.concat:
             reader = ConcatReader([reader, *(self.open_dataset(extra) for extra in spec.concat)])
@@ -138,8 +163,11 @@ class StageContext:
         """The recipe's data stream ``name``; a one-line error naming the recipe when it has none."""
         if name not in self.recipe.data:
             have = ", ".join(self.recipe.data) or "none"
-            raise UserError(f"stage '{self.name}' reads data stream '{name}', but the recipe's data has {have}",
-                            path=self.recipe_path, fix=f"add data.{name}: {{name: ..., root: ..., pipeline: [...]}}")
+            raise UserError(
+                f"stage '{self.name}' reads data stream '{name}', but the recipe's data has {have}",
+                path=self.recipe_path,
+                fix=f"add data.{name}: {{name: ..., root: ..., pipeline: [...]}}",
+            )
         return self.recipe.data[name]
 
     def ordered_batches(self, stream: str, *, batch_size: int, passes: int = 1, key: str = "ordered"):
@@ -153,8 +181,10 @@ class StageContext:
 
         spec = self.stream_spec(stream)
         return ordered_batches(
-            self.open_dataset(spec), with_normalize(spec.pipeline, self.preset.mean, self.preset.std),
-            batch_size=batch_size, passes=passes,
+            self.open_dataset(spec),
+            with_normalize(spec.pipeline, self.preset.mean, self.preset.std),
+            batch_size=batch_size,
+            passes=passes,
             sample_rng=lambda pass_index, index: np.random.default_rng(self.seed_for(pass_index, key, index)),
         )
 
@@ -178,7 +208,9 @@ class StageContext:
         parts += [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
         return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
-    def generator(self, it: int, *keys: str | int, device: torch.device | str | None = None) -> torch.Generator:
+    def generator(
+        self, it: int, *keys: str | int, device: torch.device | str | None = None
+    ) -> torch.Generator:
         """A ``torch.Generator`` (on ``device``, default the stage's) seeded by :meth:`seed_for`."""
         gen = torch.Generator(device=device or self.device)
         gen.manual_seed(self.seed_for(it, *keys))

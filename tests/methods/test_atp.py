@@ -51,15 +51,32 @@ REPO = Path(__file__).resolve().parents[2]
 SIDE = 64
 
 PIPELINE = [
-    {"name": "source", "method": "source_only", "iters": 2, "overrides": {"model": {"preset": "tiny-daformer"}}},
-    {"name": "align", "method": "atp_align", "init_from": {"student": {"path": "source/student.safetensors",
-                                                                        "partial": True}}},
+    {
+        "name": "source",
+        "method": "source_only",
+        "iters": 2,
+        "overrides": {"model": {"preset": "tiny-daformer"}},
+    },
+    {
+        "name": "align",
+        "method": "atp_align",
+        "init_from": {"student": {"path": "source/student.safetensors", "partial": True}},
+    },
     {"name": "teach", "method": "atp_teach", "init_from": "align/student.safetensors"},
     {"name": "rank", "method": "atp_rank", "init_from": "teach/student.safetensors"},
-    {"name": "propagate", "method": "atp_propagate", "iters": 3, "init_from": "teach/student.safetensors",
-     "options": {"proto_start": 1},
-     "overrides": {"data": {"easy": {"like": "target", "ids": "rank/easy_split.txt"},
-                            "hard": {"like": "target", "ids": "rank/hard_split.txt"}}}},
+    {
+        "name": "propagate",
+        "method": "atp_propagate",
+        "iters": 3,
+        "init_from": "teach/student.safetensors",
+        "options": {"proto_start": 1},
+        "overrides": {
+            "data": {
+                "easy": {"like": "target", "ids": "rank/easy_split.txt"},
+                "hard": {"like": "target", "ids": "rank/hard_split.txt"},
+            }
+        },
+    },
 ]
 
 
@@ -85,13 +102,29 @@ def recipe_dict(roots: dict[str, Path], stages: list | None = None, **top) -> di
     recipe = {
         "model": {"preset": TINY},
         "data": {
-            "source": {"name": "cityscapes", "root": str(roots["source"]), "split": "train", "batch_size": 2,
-                       "pipeline": [crop, {"flip": 0.5}]},
-            "target": {"name": "cityscapes", "root": str(roots["target"]), "split": "train", "labels": False,
-                       "batch_size": 2, "pipeline": [crop, {"flip": 0.5}]},
+            "source": {
+                "name": "cityscapes",
+                "root": str(roots["source"]),
+                "split": "train",
+                "batch_size": 2,
+                "pipeline": [crop, {"flip": 0.5}],
+            },
+            "target": {
+                "name": "cityscapes",
+                "root": str(roots["target"]),
+                "split": "train",
+                "labels": False,
+                "batch_size": 2,
+                "pipeline": [crop, {"flip": 0.5}],
+            },
         },
         "eval": {"every": 0, "dataset": {"name": "cityscapes", "root": str(roots["target"]), "split": "val"}},
-        "optim": {"type": "adamw", "lr": 1e-3, "weight_decay": 0.01, "custom_keys": {"head": {"lr_mult": 10.0}}},
+        "optim": {
+            "type": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "custom_keys": {"head": {"lr_mult": 10.0}},
+        },
         "schedule": {"iters": 2, "warmup": "linear", "warmup_iters": 1},
         "stages": copy.deepcopy(stages or PIPELINE),
         "device": "cpu",
@@ -106,9 +139,14 @@ def recipe_dict(roots: dict[str, Path], stages: list | None = None, **top) -> di
 def stage_context(run_dir: Path, recipe: dict, name: str) -> StageContext:
     resolved = validate(Recipe, recipe)
     stage = resolved.stage(name)
-    return StageContext(stage=stage, recipe=stage_recipe(resolved, stage), run_dir=run_dir,
-                        device=torch.device("cpu"), dist=DistInfo(),
-                        stage_names=tuple(s.name for s in resolved.stages))
+    return StageContext(
+        stage=stage,
+        recipe=stage_recipe(resolved, stage),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        stage_names=tuple(s.name for s in resolved.stages),
+    )
 
 
 def placed(method):
@@ -153,15 +191,14 @@ def test_stages_are_registered_with_target_only_streams():
     assert AtpPropagate.streams == ("easy", "hard")
 
 
-def test_switches_default_off_and_follow_quirks(roots):
+def test_defaults_are_the_specs_method_and_target_label_switches_are_off(roots):
     evaluation = validate(Recipe, recipe_dict(roots)).eval
     assert evaluation.select_best is False and evaluation.test_time_prior is False
     assert PropagateOptions().proto_start == 1500 and tuple(PropagateOptions().plcrop) == (15, 120)
-    assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "intended", official=False) is True
-    assert atp.resolve_quirk(AlignOptions().detach_focal_weight, "official", official=False) is False
-    assert atp.resolve_quirk(RankOptions().train_mode, "intended", official=True) is False
-    assert atp.resolve_quirk(RankOptions().train_mode, "official", official=True) is True
-    assert atp.resolve_quirk(False, "official", official=True) is False  # an explicit value wins
+    # atp.md §3/§6: the focal weight is not detached and the ranking runs in train mode; neither follows quirks
+    assert AlignOptions().detach_focal_weight is False
+    assert RankOptions().train_mode is True
+    assert TeachOptions().pseudo_threshold is None  # T labels every pixel
 
 
 def test_plcrop_rows_scale_with_the_crop_height():
@@ -192,13 +229,35 @@ def test_teach_step_is_ce_on_teacher_argmax_plus_negative(tmp_path, roots):
     assert losses["neg"].item() == pytest.approx(negative_by_hand(logits).item(), rel=1e-5, abs=1e-9)
 
 
-@pytest.mark.parametrize(("quirks", "detach"), [("intended", True), ("official", False)])
-def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, quirks, detach):
-    ctx = stage_context(tmp_path, recipe_dict(roots, quirks=quirks), "align")
+def test_teach_pseudo_threshold_ignores_unsure_teacher_pixels(tmp_path, roots):
+    ctx = stage_context(tmp_path, recipe_dict(roots), "teach")
+    ctx.stage.init_from.clear()
+    x = torch.randn(2, 3, SIDE, SIDE)
+
+    def teach_labels(threshold: float | None) -> torch.Tensor:
+        method = placed(AtpTeach(TeachOptions(pseudo_threshold=threshold), ctx))  # same seeded init each time
+        method.student.module.eval()
+        method.before_step(0)
+        return method.targets({"target": {"image": x, "id": ["a", "b"]}}, 0)[1]
+
+    with torch.no_grad():
+        probs = up(reference_teacher(ctx.build_model("student").eval())(x), SIDE).softmax(1)
+    confidence, argmax = probs.max(1)
+    threshold = confidence.median().item()  # about half the pixels fall below it
+    assert torch.equal(teach_labels(None), argmax)  # the method: every pixel
+    unsure = confidence < threshold
+    assert 0.3 < unsure.float().mean().item() < 0.7
+    assert torch.equal(
+        teach_labels(threshold), torch.where(unsure, torch.full_like(argmax, IGNORE_INDEX), argmax)
+    )
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, detach):
+    ctx = stage_context(tmp_path, recipe_dict(roots), "align")
     ctx.stage.init_from.clear()
     # without the diversity term (identical under both settings) the switch decides the whole gradient
-    method = placed(AtpAlign(AlignOptions(diversity_scale=0.0), ctx))
-    assert method.detach_focal_weight is detach
+    method = placed(AtpAlign(AlignOptions(diversity_scale=0.0, detach_focal_weight=detach), ctx))
     student = method.student.module.eval()
     method.before_step(0)
     it = iteration_with_jitter(ctx)
@@ -210,17 +269,22 @@ def test_align_step_is_the_entropy_loss_on_the_strong_crop(tmp_path, roots, quir
 
     generator = ctx.generator(it, "atp", device="cpu")
     strong = strong_augment(x, generator, sample_strong_aug_switches(generator))
-    expected = entropy_curriculum_loss(up(student(strong), SIDE), diversity_scale=0.0, detach_focal_weight=detach)
+    expected = entropy_curriculum_loss(
+        up(student(strong), SIDE), diversity_scale=0.0, detach_focal_weight=detach
+    )
     expected.backward()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     name = "decode_head.conv_seg.weight" if "decode_head.conv_seg.weight" in got else next(iter(got))
     scale = got[name].abs().max()
     assert scale > 0
-    torch.testing.assert_close(got[name] / scale, dict(student.named_parameters())[name].grad / scale,
-                               rtol=1e-4, atol=1e-5)
-    # the other setting of the switch gives another gradient (the released weight is not detached)
+    torch.testing.assert_close(
+        got[name] / scale, dict(student.named_parameters())[name].grad / scale, rtol=1e-4, atol=1e-5
+    )
+    # the other setting of the switch gives another gradient (the method's weight is not detached)
     student.zero_grad()
-    entropy_curriculum_loss(up(student(strong), SIDE), diversity_scale=0.0, detach_focal_weight=not detach).backward()
+    entropy_curriculum_loss(
+        up(student(strong), SIDE), diversity_scale=0.0, detach_focal_weight=not detach
+    ).backward()
     other = dict(student.named_parameters())[name].grad
     assert (got[name] - other).abs().max() > 0.1 * scale
 
@@ -257,7 +321,9 @@ def test_propagate_step_composition(tmp_path, roots):
     assert torch.equal(t.mixed_labels[pasted], easy_labels[pasted])
     assert torch.equal(t.mixed_labels[~pasted], hard_labels[~pasted])
     assert bool((t.mixed_weight[pasted] == 1).all())
-    assert bool((t.mixed_weight[~pasted & in_rows] == 0).all()) and bool((t.mixed_weight[~pasted & ~in_rows] == 1).all())
+    assert bool((t.mixed_weight[~pasted & in_rows] == 0).all()) and bool(
+        (t.mixed_weight[~pasted & ~in_rows] == 1).all()
+    )
     # ⌈n/2⌉ of the whole easy batch's classes per image (an image may paste fewer)
     n = torch.unique(easy_labels).numel()
     for i in range(2):
@@ -347,7 +413,7 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
     run_dir = tmp_path / "run"
     ctx = stage_context(run_dir, recipe, "rank")
     ctx.out_dir.mkdir(parents=True)
-    task = AtpRank(RankOptions(batch_size=4), ctx)
+    task = AtpRank(RankOptions(batch_size=4, train_mode=False), ctx)  # eval mode: deterministic scores
     outputs = task.run()
     assert sorted(outputs) == sorted(["easy_split.txt", "hard_split.txt", "scores.json", "atp-options.json"])
     assert sorted(p.name for p in ctx.out_dir.iterdir()) == sorted(outputs)  # lists, no image copies
@@ -355,10 +421,14 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
     scores = json.loads((ctx.out_dir / "scores.json").read_text())
     dataset_ids = [e.id for e in ctx.open_dataset(ctx.recipe.data["target"]).entries]
     assert len(easy) == 3 and len(hard) == 7 and sorted(easy + hard) == sorted(dataset_ids)  # N = 10 → 3
-    assert scores["mode"] == "eval" and max(scores["scores"][i] for i in easy) <= min(scores["scores"][i] for i in hard)
+    assert scores["mode"] == "eval" and max(scores["scores"][i] for i in easy) <= min(
+        scores["scores"][i] for i in hard
+    )
     # the score of an image is entropy_rank_scores of the model (eval mode) on it, whole image
     sample = ctx.open_dataset(ctx.recipe.data["target"])[0]
-    x = (torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() - torch.tensor(ctx.preset.mean).view(1, 3, 1, 1))
+    x = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() - torch.tensor(ctx.preset.mean).view(
+        1, 3, 1, 1
+    )
     x = x / torch.tensor(ctx.preset.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = entropy_rank_scores(up(model.eval()(x), SIDE))[0].item()
@@ -368,11 +438,15 @@ def test_rank_writes_id_lists_and_p_reads_them(tmp_path, roots):
     p_ctx = stage_context(run_dir, recipe, "propagate")
     assert [e.id for e in p_ctx.open_dataset(p_ctx.recipe.data["easy"]).entries] == easy
     assert [e.id for e in p_ctx.open_dataset(p_ctx.recipe.data["hard"]).entries] == hard
-    assert p_ctx.recipe.data["easy"].pipeline == p_ctx.recipe.data["hard"].pipeline == p_ctx.recipe.data["target"].pipeline
+    assert (
+        p_ctx.recipe.data["easy"].pipeline
+        == p_ctx.recipe.data["hard"].pipeline
+        == p_ctx.recipe.data["target"].pipeline
+    )
 
 
-def test_rank_official_runs_the_model_in_train_mode(tmp_path, roots):
-    recipe = recipe_dict(roots, quirks="official")
+def test_rank_runs_the_model_in_train_mode_by_default(tmp_path, roots):
+    recipe = recipe_dict(roots)
     save_weights(build_model(TINY), tmp_path / "teach.safetensors")
     recipe["stages"][3]["init_from"] = str(tmp_path / "teach.safetensors")
     ctx = stage_context(tmp_path / "run", recipe, "rank")
@@ -401,26 +475,44 @@ def test_pipeline_init_chain_and_source_free_adaptation(tmp_path, roots, monkeyp
     opened: list[tuple[str, str, str | None]] = []
     loads: list[tuple[str, str]] = []
     real_open = data_pipeline.open_dataset
-    monkeypatch.setattr(data_pipeline, "open_dataset", lambda name, root, split=None, **kw: (
-        opened.append((name, root, None if kw.get("ids") is None else Path(kw["ids"]).name))
-        or real_open(name, root, split, **kw)))
+    monkeypatch.setattr(
+        data_pipeline,
+        "open_dataset",
+        lambda name, root, split=None, **kw: (
+            opened.append((name, root, None if kw.get("ids") is None else Path(kw["ids"]).name))
+            or real_open(name, root, split, **kw)
+        ),
+    )
     real_load = StageContext.load_into
-    monkeypatch.setattr(StageContext, "load_into", lambda self, model, ref: (
-        loads.append((self.name, ref.path)) or real_load(self, model, ref)))
+    monkeypatch.setattr(
+        StageContext,
+        "load_into",
+        lambda self, model, ref: loads.append((self.name, ref.path)) or real_load(self, model, ref),
+    )
     results = run_recipe(path, out=out)
     assert [(r.name, r.status) for r in results] == [
-        ("source", "skipped"), ("align", "ran"), ("teach", "ran"), ("rank", "ran"), ("propagate", "ran")]
+        ("source", "skipped"),
+        ("align", "ran"),
+        ("teach", "ran"),
+        ("rank", "ran"),
+        ("propagate", "ran"),
+    ]
     assert all(root != str(source) for _, root, _ in opened) and opened
     assert ("cityscapes", str(roots["target"]), "easy_split.txt") in opened
     assert ("cityscapes", str(roots["target"]), "hard_split.txt") in opened
     # each stage starts from the previous one
-    assert loads == [("align", "source/student.safetensors"), ("teach", "align/student.safetensors"),
-                     ("rank", "teach/student.safetensors"), ("propagate", "teach/student.safetensors")]
+    assert loads == [
+        ("align", "source/student.safetensors"),
+        ("teach", "align/student.safetensors"),
+        ("rank", "teach/student.safetensors"),
+        ("propagate", "teach/student.safetensors"),
+    ]
     done = json.loads((out / "propagate" / "DONE").read_text())
     assert "student.safetensors" in done["outputs"] and "atp-options.json" in done["outputs"]
     assert len(read_split(out / "rank" / "easy_split.txt")) == 3
     options = json.loads((out / "align" / "atp-options.json").read_text())
-    assert options["resolved"] == {"quirks": "intended", "detach_focal_weight": True}
+    assert options["options"]["detach_focal_weight"] is False and options["resolved"] == {}
+    assert json.loads((out / "rank" / "atp-options.json").read_text())["resolved"] == {"train_mode": True}
     assert not (out / "teach" / "best_on_val.json").exists()  # nothing selected with target labels
 
 
@@ -433,12 +525,19 @@ def test_recipes_chain_the_stages_source_free_with_switches_off(path):
     recipe = load_recipe(Recipe, path)
     check_recipe(recipe, path)
     assert [(s.name, s.method) for s in recipe.stages] == [
-        ("source", "source_only"), ("align", "atp_align"), ("teach", "atp_teach"), ("rank", "atp_rank"),
-        ("propagate", "atp_propagate")]
+        ("source", "source_only"),
+        ("align", "atp_align"),
+        ("teach", "atp_teach"),
+        ("rank", "atp_rank"),
+        ("propagate", "atp_propagate"),
+    ]
     init = {s.name: s.init_from["student"] for s in recipe.stages if s.init_from}
     assert (init["align"].path, init["align"].partial) == ("source/student.safetensors", True)
     assert (init["teach"].path, init["rank"].path, init["propagate"].path) == (
-        "align/student.safetensors", "teach/student.safetensors", "teach/student.safetensors")
+        "align/student.safetensors",
+        "teach/student.safetensors",
+        "teach/student.safetensors",
+    )
     for stage in recipe.stages[1:]:
         cls = get_method(stage.method)
         assert "source" not in getattr(cls, "streams", ())
@@ -463,20 +562,38 @@ def test_full_recipes_use_the_daformer_preset_and_the_spec_hyperparameters(path)
     assert recipe.model.preset == "atp-daformer-mitb5" and load_preset_crop(recipe.model.preset) == (640, 640)
     assert stage_recipe(recipe, recipe.stage("source")).model.preset == "daformer-mitb5"
     optim, schedule = recipe.optim, recipe.schedule
-    assert (optim.type, optim.lr, tuple(optim.betas), optim.weight_decay) == ("adamw", 6e-5, (0.9, 0.999), 0.01)
+    assert (optim.type, optim.lr, tuple(optim.betas), optim.weight_decay) == (
+        "adamw",
+        6e-5,
+        (0.9, 0.999),
+        0.01,
+    )
     assert optim.custom_keys["head"].lr_mult == 10.0
     assert optim.custom_keys["norm"].decay_mult == optim.custom_keys["pos_block"].decay_mult == 0.0
-    assert (schedule.iters, schedule.power, schedule.warmup, schedule.warmup_iters, schedule.warmup_ratio) == (
-        40000, 1.0, "linear", 1500, 1e-6)
+    assert (
+        schedule.iters,
+        schedule.power,
+        schedule.warmup,
+        schedule.warmup_iters,
+        schedule.warmup_ratio,
+    ) == (40000, 1.0, "linear", 1500, 1e-6)
     assert recipe.seed == 76 and recipe.data["source"].batch_size == 2
     assert recipe.stage("propagate").options["proto_start"] == 1500
     target = recipe.data["target"]
     if path.stem.startswith("cityscapes-acdc-"):
         condition = path.stem.rsplit("-", 1)[1]
-        assert target.options == {"condition": condition} and recipe.eval.dataset.options == {"condition": condition}
-        assert {"resize": [1280, 720]} in target.pipeline and not any("random_crop" in s for s in target.pipeline)
+        assert target.options == {"condition": condition} and recipe.eval.dataset.options == {
+            "condition": condition
+        }
+        assert {"resize": [1280, 720]} in target.pipeline and not any(
+            "random_crop" in s for s in target.pipeline
+        )
     elif path.stem == "cityscapes-darkzurich":
-        assert (target.name, target.options, recipe.eval.dataset.name) == ("darkzurich", {"time": "night"}, "darkzurich")
+        assert (target.name, target.options, recipe.eval.dataset.name) == (
+            "darkzurich",
+            {"time": "night"},
+            "darkzurich",
+        )
     else:
         assert {"random_crop": [640, 640]} in target.pipeline and target.name == "cityscapes"
     assert recipe.eval.protocol == (16 if path.stem == "synthia-cityscapes" else 19)
@@ -515,13 +632,40 @@ def load_preset_crop(name: str) -> tuple[int, int]:
 def test_given_source_checkpoint_recipe_starts_align_from_model_init(tmp_path):
     mine = tmp_path / "mine.yaml"
     atp_dir = REPO / "train" / "atp"
-    mine.write_text(yaml.safe_dump({
-        "extends": [str(atp_dir / "gta5-cityscapes.yaml"), str(atp_dir / "_given-source.yaml")],
-        "model": {"init": {"path": "pretrained/source.pth", "partial": True}},
-    }))
+    mine.write_text(
+        yaml.safe_dump(
+            {
+                "extends": [str(atp_dir / "gta5-cityscapes.yaml"), str(atp_dir / "_given-source.yaml")],
+                "model": {"init": {"path": "pretrained/source.pth", "partial": True}},
+            }
+        )
+    )
     recipe = load_recipe(Recipe, mine)
     check_recipe(recipe, mine)
     assert [s.name for s in recipe.stages] == ["align", "teach", "rank", "propagate"]
     assert recipe.stage("align").init_from == {}  # → model.init, the given source checkpoint
     ctx = stage_context(tmp_path, recipe.model_dump(mode="json"), "align")
     assert ctx.init_ref("student").path == "pretrained/source.pth"
+
+
+def test_minicity_recipes_start_from_the_shipped_pretrained_encoder(tmp_path, roots, monkeypatch):
+    from safetensors.torch import load_file
+
+    init = load_recipe(Recipe, REPO / "train" / "atp" / "minicity.yaml").model.init
+    assert init is not None and init.prefix == "backbone." and init.partial
+    assert (
+        load_recipe(Recipe, REPO / "train" / "atp" / "minicity.yaml", ["model.init=null"]).model.init is None
+    )
+    monkeypatch.chdir(tmp_path)  # the shipped file is found from any folder
+    recipe = {**recipe_dict(roots), "model": {"preset": "tiny-daformer", "init": init.model_dump()}}
+    ctx = stage_context(tmp_path / "run", recipe, "source")
+    model = ctx.build_model("student")
+    shipped = load_file(REPO / init.path)
+    torch.manual_seed(ctx.recipe.seed)
+    fresh = build_model("tiny-daformer").state_dict()
+    state = model.state_dict()
+    backbone = [k for k in state if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(state[k], shipped[k]) for k in backbone)  # the pre-trained encoder
+    head = [k for k in state if k.startswith("decode_head.")]
+    assert head and all(torch.equal(state[k], fresh[k]) for k in head)  # the head: its seeded init
+    assert not all(torch.equal(shipped[k], fresh[k]) for k in head)  # (the file's own head is not used)

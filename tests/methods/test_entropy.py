@@ -45,9 +45,9 @@ def test_focal_function_peaks_at_one_sixth():
     assert f(1 / 6) == pytest.approx((5 / 6) ** 5 / 6)
 
 
-def _focal_grad(p0: float, *, detach: bool) -> float:
+def _focal_grad(p0: float, **detach: bool) -> float:
     z = torch.tensor([[[[math.log(p0 / (1 - p0))]], [[0.0]]]], dtype=torch.float64, requires_grad=True)
-    entropy_curriculum_loss(z, diversity_scale=0.0, detach_focal_weight=detach).backward()
+    entropy_curriculum_loss(z, diversity_scale=0.0, **detach).backward()
     return z.grad[0, 0, 0, 0].item()
 
 
@@ -60,13 +60,15 @@ def _focal_grad(p0: float, *, detach: bool) -> float:
         (0.99, 0.560528),
     ],
 )
-def test_detached_and_released_gradients_differ(p0, ratio):
-    # the default (detached (1 − H)^5) always lowers H: dL/dz0 < 0, so descent raises the winning logit.
-    # released (not detached) differentiates f(H): above H = 1/6 the sign flips and descent raises H.
-    detached = _focal_grad(p0, detach=True)
-    released = _focal_grad(p0, detach=False)
+def test_the_methods_focal_gradient_and_the_detached_variant_differ(p0, ratio):
+    # the method (default, atp.md §3/§6) differentiates f(H) = (1 − H)^5·H: below H = 1/6 descent lowers H,
+    # above it the sign flips and descent raises H. The detached variant always lowers H: dL/dz0 < 0, so
+    # descent raises the winning logit.
+    method = _focal_grad(p0)
+    assert method == _focal_grad(p0, detach_focal_weight=False)
+    detached = _focal_grad(p0, detach_focal_weight=True)
     assert detached < 0
-    assert released / detached == pytest.approx(ratio, rel=1e-5)
+    assert method / detached == pytest.approx(ratio, rel=1e-5)
 
 
 def test_entropy_rank_score_and_split():

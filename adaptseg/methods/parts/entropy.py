@@ -17,13 +17,12 @@ Spec rules implemented here:
   argmax. It looks at nothing but the frequencies, yet it is a target-specific prior chosen with target
   knowledge: the method exposes it as an opt-in switch (fidelity policy 3), off by default.
 
-Quirk switch (fidelity policy 2):
-
-* ``detach_focal_weight`` of :func:`entropy_curriculum_loss` (default ``True``): the intended loss is
-  entropy minimisation weighted by the confidence ``(1 − H)^5``, so the weight is detached and the loss
-  always lowers ``H``. The released code does not detach it; then ``f(H) = (1 − H)^5·H`` itself is
-  minimised, which peaks at ``H = 1/6`` and *raises* ``H`` above it. ``False`` reproduces the release
-  (ATP ``quirks: official``).
+The focal weight (atp.md §3, §6): the method differentiates ``f(H) = (1 − H)^5·H`` as a whole, as focal
+losses are normally differentiated: ``f'(H) = (1 − H)^4·(1 − 6H)``, so the first term lowers ``H`` where
+``H < 1/6`` (confident pixels get more confident) and *raises* it above (unsure pixels are pushed back
+towards uncertainty instead of being forced to a class): a self-regularising entropy loss. That is the
+default. ``detach_focal_weight=True`` is a named variant, not the method: it treats ``(1 − H)^5`` as a
+constant confidence weight, so the term always lowers ``H`` (plain weighted entropy minimisation).
 """
 
 from __future__ import annotations
@@ -59,12 +58,12 @@ def entropy_curriculum_loss(
     alpha: float = 3.0,
     entropy_scale: float = 1e-3,
     diversity_scale: float = 1e-4,
-    detach_focal_weight: bool = True,
+    detach_focal_weight: bool = False,
 ) -> Tensor:
     """ATP's A-step loss on N×C×H×W logits (atp.md §3 "A: EntropyLoss"); the label is not used.
 
     ``entropy_scale·mean[(1 − H)^γ·H] − diversity_scale·H̃(m)`` with ``m_c = Σ exp(−αH)·p_c / (N·H·W)``.
-    ``detach_focal_weight=False`` is the released (non-detached) behaviour; see the module docstring.
+    ``detach_focal_weight=True`` holds ``(1 − H)^γ`` constant (a variant, not the method; module docstring).
     """
     probs = torch.softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32))
     num_classes = probs.shape[1]
