@@ -16,19 +16,26 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-#: top-level folder -> the files of it that ship (exports under models/<name>/ never do)
-SHIPPED = {"models": "*.yaml", "infer": "*.yaml", "export": "*.yaml", "train": "**/*.yaml"}
+#: (top-level folder, files of it that ship): the YAML files, and the MiniCity pre-trained encoders that
+#: MiniCity recipes start from (exports under models/<name>/ never ship)
+SHIPPED = [
+    ("models", "*.yaml"),
+    ("models", "pretrained/*.safetensors"),
+    ("infer", "*.yaml"),
+    ("export", "*.yaml"),
+    ("train", "**/*.yaml"),
+]
 PACKAGED = Path("adaptseg") / "_packaged"
 
 
 class BuildPyWithResources(build_py):
-    """``build_py`` that also copies the shipped YAML folders into ``adaptseg/_packaged/``."""
+    """``build_py`` that also copies the shipped files (:data:`SHIPPED`) into ``adaptseg/_packaged/``."""
 
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
             return
-        for folder, pattern in SHIPPED.items():
+        for folder, pattern in SHIPPED:
             for source in sorted(Path(folder).glob(pattern)):
                 target = Path(self.build_lib) / PACKAGED / source
                 self.mkpath(str(target.parent))

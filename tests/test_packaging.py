@@ -39,11 +39,13 @@ def _run(args: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -
 
 def _copy_sources(dest: Path) -> None:
     def ignore(folder: str, names: list[str]) -> list[str]:
-        exports = Path(folder) == REPO / "models"  # models/<name>/ holds exported artifacts
+        exports = Path(folder) == REPO / "models"  # models/<name>/ holds exported artifacts (not pretrained/)
         return [
             n
             for n in names
-            if n == "__pycache__" or n == "_packaged" or (exports and (Path(folder) / n).is_dir())
+            if n == "__pycache__"
+            or n == "_packaged"
+            or (exports and n != "pretrained" and (Path(folder) / n).is_dir())
         ]
 
     for name in SOURCES:
@@ -95,7 +97,9 @@ def test_installed_wheel_finds_presets_profiles_and_recipes_by_name(tmp_path):
     }
     expected = {f"{folder}/{name}" for folder in ("models", "infer", "export") for name in _shipped(folder)}
     expected |= {f"train/{name}" for name in _shipped("train", "**/*.yaml")}
-    assert packaged == expected  # every YAML file of the four folders, and nothing else (no exports)
+    expected |= {f"models/{name}" for name in _shipped("models", "pretrained/*.safetensors")}
+    assert any(name.startswith("models/pretrained/") for name in expected)  # MiniCity's pre-trained encoders
+    assert packaged == expected  # every YAML file of the four folders, the encoders, and nothing else
 
     python = _fresh_venv(tmp_path / "venv")
     # --ignore-installed: never touch the adaptseg this environment has (visible through the .pth line)
