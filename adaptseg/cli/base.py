@@ -54,3 +54,13 @@ def make_typer(**kwargs) -> typer.Typer:
     return typer.Typer(
         cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs
     )
+
+
+# ------------------------------------------------------------------ options the engine commands share
+#: the model/engine options ``infer`` and ``pseudo-label`` both take (one definition, one help text)
+ENGINE = {
+    "arch": typer.Option(None, "--arch", help="Model preset for weights that do not name theirs."),
+    "device": typer.Option("auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."),
+    "batch_size": typer.Option(None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."),
+    "overrides": typer.Option([], "--set", help="Override a preset key, e.g. --set tta.flip=true."),
+}

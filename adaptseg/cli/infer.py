@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from adaptseg.cli.base import exit_if_skipped
+from adaptseg.cli.base import ENGINE, exit_if_skipped
 
 
 def register(app: typer.Typer) -> None:
@@ -31,18 +31,10 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(
             None, "--preset", help="Inference preset (infer/<name>.yaml or a path)."
         ),
-        arch: str | None = typer.Option(
-            None, "--arch", help="Model preset for weights that do not name theirs."
-        ),
-        device: str = typer.Option(
-            "auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."
-        ),
-        batch_size: int | None = typer.Option(
-            None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."
-        ),
-        overrides: list[str] = typer.Option(
-            [], "--set", help="Override a preset key, e.g. --set tta.flip=true."
-        ),
+        arch: str | None = ENGINE["arch"],
+        device: str = ENGINE["device"],
+        batch_size: int | None = ENGINE["batch_size"],
+        overrides: list[str] = ENGINE["overrides"],
     ) -> None:
         """Segment a folder of images: trainId PNGs, and on request colour, overlay and confidence PNGs.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from adaptseg.cli.base import exit_if_skipped
+from adaptseg.cli.base import ENGINE, exit_if_skipped
 
 
 def register(app: typer.Typer) -> None:
@@ -42,18 +42,10 @@ def register(app: typer.Typer) -> None:
         topk_stride: int | None = typer.Option(
             None, "--topk-stride", min=1, help="Subsampling of the top-k soft labels."
         ),
-        arch: str | None = typer.Option(
-            None, "--arch", help="Model preset for weights that do not name theirs."
-        ),
-        device: str = typer.Option(
-            "auto", "--device", help="cpu, cuda, cuda:1 … (auto: CUDA when available)."
-        ),
-        batch_size: int | None = typer.Option(
-            None, "--batch-size", min=1, help="Crops per forward (overrides the preset)."
-        ),
-        overrides: list[str] = typer.Option(
-            [], "--set", help="Override a preset key, e.g. --set tta.flip=true."
-        ),
+        arch: str | None = ENGINE["arch"],
+        device: str = ENGINE["device"],
+        batch_size: int | None = ENGINE["batch_size"],
+        overrides: list[str] = ENGINE["overrides"],
         force: bool = typer.Option(
             False,
             "--force",
