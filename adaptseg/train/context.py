@@ -201,6 +201,13 @@ class StageContext:
         backend.module.train(train_mode)
         return backend
 
+    # -- processes ----------------------------------------------------------------------------------
+    def mean_across_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of ``values`` over the run's processes (itself in one process)."""
+        from adaptseg.train.distributed import mean_across_ranks
+
+        return mean_across_ranks(values)
+
     # -- randomness ---------------------------------------------------------------------------------
     def seed_for(self, it: int, *keys: str | int) -> int:
         """A 63-bit seed that depends on the recipe seed, the stage, the iteration, the rank and ``keys``."""

@@ -98,3 +98,12 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def mean_across_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``values`` over the processes of the default group (itself without one)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    summed = values.clone()
+    dist.all_reduce(summed)
+    return summed / dist.get_world_size()

@@ -72,7 +72,7 @@ def test_bank_thresholds_before_truncating_then_keeps_the_last_entries():
 def _mean_worker(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
 
-    from adaptseg.methods.parts.confidence_bank import mean_across_ranks
+    from adaptseg.train.distributed import mean_across_ranks
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:

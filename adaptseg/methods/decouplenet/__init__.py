@@ -30,8 +30,8 @@ forward is single-domain) and the shared layers' running statistics see every pa
 target; phase 2: source crop, whole target image, target crop), as in the release.
 
 **DDP.** The SD banks are per rank; each rank computes its per-class thresholds on its own bank and the
-vector is all-reduced and divided by the world size (:func:`~adaptseg.methods.parts.confidence_bank.
-mean_across_ranks`), so every rank applies one threshold, as the release does. The phases themselves call
+vector is all-reduced and divided by the world size (``ctx.mean_across_ranks``, the Trainer's DDP layer),
+so every rank applies one threshold, as the release does. The phases themselves call
 the stems and shared layers directly (two single-domain passes through shared layers per backward), which
 DDP does not synchronise, so the training stages refuse ``torchrun`` in one line for now (as UMMA's do);
 the soft-label task is single-process.

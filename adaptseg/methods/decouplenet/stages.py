@@ -51,7 +51,6 @@ from adaptseg.methods.parts.confidence_bank import (
     SD_BANK_CAPACITY,
     SD_PERCENTILE,
     ClassConfidenceBank,
-    mean_across_ranks,
 )
 from adaptseg.methods.parts.discriminator import FCDiscriminator, lsgan_loss
 from adaptseg.methods.parts.geometry import (
@@ -145,7 +144,7 @@ class DecoupleNetPhase1(Method):
     def sd_labels(self, logits: Tensor) -> Tensor:
         """Online SD pseudo-labels (§3): argmax of softmax(logits), 255 below the banked class threshold."""
         confidence, label = teacher_pseudo_labels(logits)
-        thresholds = mean_across_ranks(self.bank.update(label, confidence).to(confidence.device))
+        thresholds = self.ctx.mean_across_ranks(self.bank.update(label, confidence).to(confidence.device))
         return apply_class_thresholds(label, confidence, thresholds)
 
     def phases(self, batch: Batch, it: int) -> list[Phase]:

@@ -9,7 +9,7 @@ Spec rules implemented here (decouplenet.md §3 "SD pseudo-labels", §6, §7.1):
   predicted as ``c`` to bank ``c``, computes ``thr_c`` on the bank **before** truncating it to its last
   ``capacity`` entries (FIFO, 100 000 in the release), and leaves the thresholds of classes absent from the
   update unchanged (initially 0).
-* :func:`mean_across_ranks`: under DDP every rank keeps its own banks and the per-class thresholds are
+* ``StageContext.mean_across_ranks`` (the Trainer's DDP layer): under DDP every rank keeps its own banks and the per-class thresholds are
   all-reduced and divided by the world size, so every rank applies one threshold vector (the release's
   ``all_reduce`` of the thresholds, not of the banks).
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from adaptseg.data.labels import IGNORE_INDEX
@@ -39,15 +38,6 @@ def descending_percentile(values: Tensor, p: float = SD_PERCENTILE) -> Tensor:
         raise ValueError("descending_percentile of an empty tensor")
     index = min(int(p * values.numel()), values.numel() - 1)
     return values.sort(descending=True).values[index]
-
-
-def mean_across_ranks(values: Tensor) -> Tensor:
-    """The element-wise mean of ``values`` over the processes of the default group (itself without one)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    summed = values.clone()
-    dist.all_reduce(summed)
-    return summed / dist.get_world_size()
 
 
 class ClassConfidenceBank:
@@ -90,5 +80,4 @@ __all__ = [
     "SD_PERCENTILE",
     "ClassConfidenceBank",
     "descending_percentile",
-    "mean_across_ranks",
 ]
