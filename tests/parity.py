@@ -1,0 +1,21 @@
+"""Reading the parity line that ``adaptseg export`` prints, for tests that export a trained student."""
+
+from __future__ import annotations
+
+import re
+
+_PARITY = re.compile(r"argmax agreement ([0-9.]+)%, max \|Δlogit\| ([0-9.e+-]+)")
+
+
+def assert_fp32_parity(output: str, *, min_agreement: float = 99.99, max_logit_diff: float = 1e-4) -> None:
+    """An fp32 export agrees with eager PyTorch up to float rounding.
+
+    Exact 100 % argmax agreement is not a property of a correct export: a trained model has a few pixels
+    whose two best logits tie to within 1e-6, and a different summation order flips them. What a broken
+    export shows is large logit differences, which ``max_logit_diff`` catches.
+    """
+    found = _PARITY.search(output)
+    assert found, f"no parity line in the export output:\n{output}"
+    agreement, diff = float(found.group(1)), float(found.group(2))
+    assert agreement >= min_agreement, output
+    assert diff <= max_logit_diff, output
