@@ -1,13 +1,14 @@
 """DecoupleNet on MiniCity: source-only, AdaBN, phase 1, phase 2 and a target-trained oracle at the same budget
 on the Cityscapes-like val split (mIoU19); the time per iteration of each phase relative to source-only; and
-the compact soft labels against the release's float32 logits — bytes per pixel and the phase-2 mIoU of
-each form with the same seed (decouplenet.md; issue 17 items 2 and 6)::
+the compact soft labels (float16 logits, deployed; top-k probabilities) against the release's float32 logits —
+bytes per pixel and the phase-2 mIoU of each form with the same seed (decouplenet.md; issue 17 items 2 and 6)::
 
     OMP_NUM_THREADS=1 ADAPTSEG_MINICITY=/tmp/minicity-cache .venv/bin/python bench/decouplenet_minicity.py \\
         --out /tmp/bench-decouplenet [--seeds 0 1]
 
 Run folders are ordinary ``adaptseg train`` run folders: finished stages are skipped on re-run. The run adds
-two stages to the recipe: ``soft_f32`` (the float32 form) and ``phase2_f32`` (phase 2 on it, same seed).
+two stages per other soft-label form: ``soft_f32`` (the release's float32 logits), ``soft_topk`` (top-4
+probabilities in the pseudo-label store) and ``phase2_<form>`` (phase 2 on it, same seed).
 """
 
 from __future__ import annotations
@@ -22,17 +23,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
 
+#: the soft-label forms compared with the recipe's own (``soft`` → ``phase2``): stage suffix → form
+VARIANTS = {"f32": "float32", "topk": "topk"}
 
-def with_float32_variant(recipe: Recipe) -> Recipe:
-    """The recipe plus ``soft_f32`` and ``phase2_f32``: the release's float32 soft labels and phase 2 on them."""
+
+def with_form_variants(recipe: Recipe) -> Recipe:
+    """The recipe plus ``soft_<v>`` and ``phase2_<v>`` per :data:`VARIANTS`: the other forms and phase 2 on them."""
     soft = recipe.stage("soft")
     phase2 = recipe.stage("phase2")
-    extra = [
-        soft.model_copy(update={"name": "soft_f32", "options": {**soft.options, "form": "float32"}}),
-        phase2.model_copy(
-            update={"name": "phase2_f32", "options": {**phase2.options, "soft_labels": "soft_f32"}}
-        ),
-    ]
+    extra = []
+    for suffix, form in VARIANTS.items():
+        if form == soft.options.get("form"):
+            continue
+        options = {**soft.options, "form": form, **({"topk": 4} if form == "topk" else {})}
+        extra += [
+            soft.model_copy(update={"name": f"soft_{suffix}", "options": options}),
+            phase2.model_copy(
+                update={
+                    "name": f"phase2_{suffix}",
+                    "options": {**phase2.options, "soft_labels": f"soft_{suffix}"},
+                }
+            ),
+        ]
     return recipe.model_copy(update={"stages": [*recipe.stages, *extra]})
 
 
@@ -43,16 +55,22 @@ def bytes_per_pixel(run_dir: Path, recipe: Recipe) -> dict[str, float]:
     spec = recipe.data["target_full"]
     dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
     pixels = sum(image.shape[0] * image.shape[1] for image in map(dataset.read_image, range(len(dataset))))
-    compact, release = soft_label_bytes(run_dir / "soft"), soft_label_bytes(run_dir / "soft_f32")
-    return {
-        "top-k soft labels (what phase 2 reads)": compact["topk"] / pixels,
-        "whole store (+ label and confidence PNGs)": sum(compact.values()) / pixels,
-        "float32 logits (the release's form)": release["logits"] / pixels,
-    }
+    out = {}
+    for stage in ["soft", *(f"soft_{suffix}" for suffix in VARIANTS)]:
+        if not (run_dir / stage).is_dir():
+            continue
+        form = recipe.stage(stage).options.get("form", "float16")
+        found = soft_label_bytes(run_dir / stage)
+        if "topk" in found:
+            out["top-k probabilities (what phase 2 reads)"] = found["topk"] / pixels
+            out["top-k store (+ label and confidence PNGs)"] = sum(found.values()) / pixels
+        else:
+            out[f"{form} logits"] = found["logits"] / pixels
+    return out
 
 
 def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
-    recipe = with_float32_variant(recipe)
+    recipe = with_form_variants(recipe)
     timing = timed_stages(recipe, out / "decouplenet", recipe_path)
     oracle = timed_stages(oracle_recipe(recipe, "source"), out / "oracle", recipe_path)
     run = out / "decouplenet"
@@ -63,7 +81,11 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
         ),
         "phase 1 (decoupled + adversarial + SD)": score(recipe, run / "phase1" / "student.safetensors"),
         "phase 2 (OEST, deployed)": score(recipe, run / "phase2" / "student.safetensors"),
-        "phase 2 on float32 soft labels": score(recipe, run / "phase2_f32" / "student.safetensors"),
+        **{
+            f"phase 2 on {form} soft labels": score(recipe, run / f"phase2_{suffix}" / "student.safetensors")
+            for suffix, form in VARIANTS.items()
+            if (run / f"phase2_{suffix}").is_dir()
+        },
         "oracle (target-trained)": score(recipe, out / "oracle" / "oracle" / "student.safetensors"),
     }
     base = timing.get("source")

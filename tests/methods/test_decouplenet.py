@@ -206,14 +206,22 @@ def test_topk_log_probabilities_interpolate_exactly_as_the_logits():
     assert torch.allclose(partial.gather(0, classes), values, atol=1e-5)
 
 
-def test_soft_labels_read_the_release_float32_form(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_soft_labels_read_the_release_logit_form_at_either_precision(tmp_path, dtype):
     stage = tmp_path / "soft"
-    z = torch.randn(19, 2, 3)
-    save_logits(stage / "logits" / "a_leftImg8bit.npy", z)
+    z = torch.randn(19, 2, 3) * 8
+    path = stage / "logits" / "a_leftImg8bit.npy"
+    save_logits(path, z, dtype)
     save_thresholds(stage / "logits_thresholds_p0.8.npy", np.full(19, 0.5, np.float32))
     soft = SoftLabels(stage, {"city/a": Path("x/city/a_leftImg8bit.png")}, 19)
-    assert soft.form == "float32" and torch.equal(soft.logits("city/a"), z)
-    assert soft.thresholds.tolist() == [0.5] * 19
+    assert soft.form == "logits" and soft.thresholds.tolist() == [0.5] * 19
+    read = soft.logits("city/a")
+    assert read.dtype == torch.float32 and np.load(path).dtype == np.dtype(dtype)
+    if dtype == "float32":
+        assert torch.equal(read, z)  # the release's files, bit for bit
+    else:  # half the bytes; float16 keeps 11 significant bits: |error| ≤ 2⁻¹¹·|z|
+        assert path.stat().st_size < 19 * 2 * 3 * 4
+        assert torch.all((read - z).abs() <= z.abs() * 2**-11) and not torch.equal(read, z)
 
 
 # --------------------------------------------------------------------------- §7.6 shapes

@@ -59,8 +59,9 @@ class-balanced GTA5 list (§4)               the rule is :func:`~adaptseg.method
                                             uniformly (the list is not wired into the loader yet)
 ==========================================  =========================================================
 
-Departures: soft labels are stored as top-k probabilities at the output stride (the ``float32`` form keeps
-the release's logits); the phase-2 jitter follows torchvision's rules on float tensors; image resizes are
+Departures: soft labels are the release's logits at the output stride stored as float16 by default (half
+the bytes; ``form: float32`` keeps the release's files, ``form: topk`` stores top-k probabilities in the
+pseudo-label store, 17× smaller but measurably lossy, bench/RESULTS.md); the phase-2 jitter follows torchvision's rules on float tensors; image resizes are
 bilinear on the normalised image (the release resizes PIL images).
 """
 

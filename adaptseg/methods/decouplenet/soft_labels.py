@@ -1,8 +1,11 @@
 """DecoupleNet's offline soft labels: written compactly, read back as logits, thresholded, fused (§2.2-2.3, §3).
 
-Two forms, one reader (:class:`SoftLabels`):
+Three forms, one reader (:class:`SoftLabels`):
 
-* ``topk`` (default, compact) — the pseudo-label store (:mod:`adaptseg.infer.store`) with its top-k soft form
+* ``float16`` (default, compact) — the release's raw logits at the output stride, stored as float16 ``.npy``
+  (half the bytes). Rounding moves a logit by at most 2⁻¹¹ of its magnitude, so the thresholds and the
+  fused pseudo-labels phase 2 reads differ from the release's only at exact ties.
+* ``topk`` (most compact) — the pseudo-label store (:mod:`adaptseg.infer.store`) with its top-k soft form
   at the model's output stride: per 1/8 cell the k most likely classes (uint8) and their probabilities
   (uint8 round(255·p)), zlib-compressed, beside the store's label/confidence PNGs. Read back as
   **log-probabilities**, which are logits up to a per-pixel constant: bilinear interpolation of a per-pixel
@@ -11,7 +14,8 @@ Two forms, one reader (:class:`SoftLabels`):
   quantisation step so that its log stays finite.
 * ``float32`` — the release's form (``generate_soft_label.py``): raw float32 logits at the output stride,
   one ``<image basename without extension>.npy`` per image (``aachen_000000_000019_leftImg8bit.npy``), so a
-  folder the release wrote reads as well. 2.5 MB per Cityscapes image; kept to measure the compact form.
+  folder the release wrote reads as well. 2.5 MB per Cityscapes image; kept to measure the compact forms.
+  The two logit forms share the folder layout; the ``.npy`` header says which one a file is.
 
 Per-class thresholds (``get_thresholds.py 0.8``, :func:`offline_thresholds`): softmax at the output
 stride, per-pixel argmax and max-probability, pooled per predicted class over the split, sorted
@@ -75,10 +79,10 @@ def save_thresholds(path: Path, thresholds: np.ndarray) -> None:
         np.save(f, thresholds.astype(np.float32))
 
 
-def save_logits(path: Path, logits: Tensor) -> None:
-    """One image's raw C×h×w logits as float32 ``.npy``, written atomically."""
+def save_logits(path: Path, logits: Tensor, dtype: str = "float32") -> None:
+    """One image's raw C×h×w logits as a ``dtype`` (float32 or float16) ``.npy``, written atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, logits.detach().float().cpu().numpy())
+        np.save(f, logits.detach().float().cpu().numpy().astype(dtype))
 
 
 def topk_logits(classes: np.ndarray, probs: np.ndarray, num_classes: int) -> Tensor:
@@ -115,7 +119,7 @@ class SoftLabels:
                     fix="run the decouplenet_soft_labels stage again (delete its folder first)",
                 )
         elif (stage_dir / LOGITS_DIR).is_dir():
-            self.form, folder = "float32", stage_dir / LOGITS_DIR
+            self.form, folder = "logits", stage_dir / LOGITS_DIR
         else:
             raise UserError(
                 "no soft labels here (neither store/ nor logits/)",

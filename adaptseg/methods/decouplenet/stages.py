@@ -209,10 +209,11 @@ class DecoupleNetPhase1(Method):
 
 # ============================================================================================ soft labels
 class SoftLabelOptions(StrictModel):
-    """Which stream to label, in which form (``topk``: compact, ``float32``: the release's logits)."""
+    """Which stream to label, in which form (``float16`` logits: compact; ``topk``: most compact; ``float32``:
+    the release's logits)."""
 
     stream: str = "target"
-    form: Literal["topk", "float32"] = "topk"
+    form: Literal["float16", "topk", "float32"] = "float16"
     topk: int = Field(4, ge=1)
     percentile: float = Field(SD_PERCENTILE, gt=0, lt=1)
     batch_size: int = Field(1, ge=1)
@@ -224,7 +225,8 @@ class DecoupleNetSoftLabels(Task):
 
     ``init_from.student``: phase 1's ``student.safetensors``. Eval mode, whole images at their size, no
     augmentation. ``form: topk`` writes the pseudo-label store with top-k soft labels at the output stride
-    through the inference engine; ``form: float32`` writes the release's raw logits. Both write
+    through the inference engine; ``form: float32`` / ``float16`` write the release's raw logits at that
+    precision. All write
     ``<folder>_thresholds_p0.8.npy``.
     """
 
@@ -274,11 +276,12 @@ class DecoupleNetSoftLabels(Task):
             files.append(path)
             if not path.is_file():  # written atomically: a file that exists is whole
                 image = normalize(dataset.read_image(i), self.ctx.preset.mean, self.ctx.preset.std)
-                save_logits(path, model(torch.from_numpy(image)[None].to(self.ctx.device))[0])
+                logits = model(torch.from_numpy(image)[None].to(self.ctx.device))[0]
+                save_logits(path, logits, self.options.form)
 
         def maps():
             for path in files:
-                confidence, label = torch.from_numpy(np.load(path)).softmax(0).max(0)
+                confidence, label = torch.from_numpy(np.load(path)).float().softmax(0).max(0)
                 yield label, confidence
 
         return folder, maps()
