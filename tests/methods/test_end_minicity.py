@@ -58,7 +58,9 @@ def test_every_stage_finishes_with_a_store_per_teacher_and_fused_labels(run):
     labels = np.stack([s.read(ids[0]).label for s in stores])
     certainties = np.stack([s.read_certainty(ids[0]) for s in stores])
     fused = read_label(run_dir / "fuse" / "labels" / f"{ids[0]}.png")
-    assert np.array_equal(fused, fuse_plf(labels, certainties, assignment).numpy())
+    assert np.array_equal(
+        fused, fuse_plf(labels, certainties, assignment, threshold=fusion["threshold"]).numpy()
+    )
     assert (run_dir / "fuse" / "color" / f"{ids[0]}.png").is_file()
     options = json.loads((run_dir / "student" / "end.json").read_text())
     assert options["options"]["hard_pixel_filter"] is True and options["norm_params_trained"] is True
