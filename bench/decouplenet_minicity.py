@@ -6,14 +6,16 @@ bytes per pixel and the phase-2 mIoU of each form with the same seed (decouplene
     OMP_NUM_THREADS=1 ADAPTSEG_MINICITY=/tmp/minicity-cache .venv/bin/python bench/decouplenet_minicity.py \\
         --out /tmp/bench-decouplenet [--seeds 0 1]
 
-Run folders are ordinary ``adaptseg train`` run folders: finished stages are skipped on re-run. The run adds
-two stages per other soft-label form: ``soft_f32`` (the release's float32 logits), ``soft_topk`` (top-4
-probabilities in the pseudo-label store) and ``phase2_<form>`` (phase 2 on it, same seed).
+Run folders are ordinary ``adaptseg train`` run folders: finished stages are skipped on re-run. Each other
+soft-label form — ``f32`` (the release's float32 logits), ``topk`` (top-4 probabilities in the pseudo-label
+store) — runs its ``soft`` and ``phase2`` in ``decouplenet-<form>/`` beside the main run, from copies of its
+``source`` and ``phase1``: same stage names, so the same random streams (:func:`form_runs`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,32 +25,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
 
-#: the soft-label forms compared with the recipe's own (``soft`` → ``phase2``): stage suffix → form
+#: the soft-label forms compared with the recipe's own: run folder suffix → form
 VARIANTS = {"f32": "float32", "topk": "topk"}
 
 
-def with_form_variants(recipe: Recipe) -> Recipe:
-    """The recipe plus ``soft_<v>`` and ``phase2_<v>`` per :data:`VARIANTS`: the other forms and phase 2 on them."""
+def with_form(recipe: Recipe, form: str) -> Recipe:
+    """The recipe with its ``soft`` stage writing ``form`` (stage names unchanged)."""
     soft = recipe.stage("soft")
-    phase2 = recipe.stage("phase2")
-    extra = []
+    options = {**soft.options, "form": form, **({"topk": 4} if form == "topk" else {})}
+    stages = [s.model_copy(update={"options": options}) if s.name == "soft" else s for s in recipe.stages]
+    return recipe.model_copy(update={"stages": stages})
+
+
+def form_runs(recipe: Recipe, recipe_path: Path, out: Path) -> dict[str, Path]:
+    """Phase 2 on every other soft-label form, paired with the recipe's own run: form → run folder.
+
+    Each form gets a run folder holding copies of the main run's ``source`` and ``phase1`` and its own
+    ``soft`` and ``phase2`` **under the same stage names**, so phase 2 draws the same data order and
+    augmentation (the per-stage random streams are keyed by the stage's name) and the pair differs only in
+    the soft labels. (Until 2026-12-06 the variants ran as ``phase2_f32``/``phase2_topk`` in the main folder,
+    i.e. with other random streams: the 2.7-mIoU "compact form cost" measured then was that, not the form.)
+    """
+    runs = {}
+    own = recipe.stage("soft").options.get("form", "float16")
     for suffix, form in VARIANTS.items():
-        if form == soft.options.get("form"):
+        if form == own:
             continue
-        options = {**soft.options, "form": form, **({"topk": 4} if form == "topk" else {})}
-        extra += [
-            soft.model_copy(update={"name": f"soft_{suffix}", "options": options}),
-            phase2.model_copy(
-                update={
-                    "name": f"phase2_{suffix}",
-                    "options": {**phase2.options, "soft_labels": f"soft_{suffix}"},
-                }
-            ),
-        ]
-    return recipe.model_copy(update={"stages": [*recipe.stages, *extra]})
+        run = out / f"decouplenet-{suffix}"
+        for stage in ("source", "phase1"):
+            if not (run / stage).exists():
+                shutil.copytree(out / "decouplenet" / stage, run / stage)
+        timed_stages(with_form(recipe, form), run, recipe_path)
+        runs[form] = run
+    return runs
 
 
-def bytes_per_pixel(run_dir: Path, recipe: Recipe) -> dict[str, float]:
+def bytes_per_pixel(recipe: Recipe, runs: dict[str, Path]) -> dict[str, float]:
     from adaptseg.data.pipeline import open_dataset
     from adaptseg.methods.decouplenet.soft_labels import soft_label_bytes
 
@@ -56,11 +68,8 @@ def bytes_per_pixel(run_dir: Path, recipe: Recipe) -> dict[str, float]:
     dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
     pixels = sum(image.shape[0] * image.shape[1] for image in map(dataset.read_image, range(len(dataset))))
     out = {}
-    for stage in ["soft", *(f"soft_{suffix}" for suffix in VARIANTS)]:
-        if not (run_dir / stage).is_dir():
-            continue
-        form = recipe.stage(stage).options.get("form", "float16")
-        found = soft_label_bytes(run_dir / stage)
+    for form, run in runs.items():
+        found = soft_label_bytes(run / "soft")
         if "topk" in found:
             out["top-k probabilities (what phase 2 reads)"] = found["topk"] / pixels
             out["top-k store (+ label and confidence PNGs)"] = sum(found.values()) / pixels
@@ -70,10 +79,11 @@ def bytes_per_pixel(run_dir: Path, recipe: Recipe) -> dict[str, float]:
 
 
 def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
-    recipe = with_form_variants(recipe)
     timing = timed_stages(recipe, out / "decouplenet", recipe_path)
+    others = form_runs(recipe, recipe_path, out)
     oracle = timed_stages(oracle_recipe(recipe, "source"), out / "oracle", recipe_path)
     run = out / "decouplenet"
+    own = recipe.stage("soft").options.get("form", "float16")
     rows = {
         "source-only": score(recipe, run / "source" / "student.safetensors"),
         "AdaBN (source-only, target BN statistics)": score(
@@ -82,9 +92,10 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
         "phase 1 (decoupled + adversarial + SD)": score(recipe, run / "phase1" / "student.safetensors"),
         "phase 2 (OEST, deployed)": score(recipe, run / "phase2" / "student.safetensors"),
         **{
-            f"phase 2 on {form} soft labels": score(recipe, run / f"phase2_{suffix}" / "student.safetensors")
-            for suffix, form in VARIANTS.items()
-            if (run / f"phase2_{suffix}").is_dir()
+            f"phase 2 on {form} soft labels (same random streams)": score(
+                recipe, other / "phase2" / "student.safetensors"
+            )
+            for form, other in others.items()
         },
         "oracle (target-trained)": score(recipe, out / "oracle" / "oracle" / "student.safetensors"),
     }
@@ -95,7 +106,7 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     result = {
         "mIoU19": rows,
         "time_per_iteration_vs_source_only": per_iteration,
-        "soft_label_bytes_per_pixel": bytes_per_pixel(run, recipe),
+        "soft_label_bytes_per_pixel": bytes_per_pixel(recipe, {own: run, **others}),
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {label} | {value:.2f} |")
         print(
             f"\nphase 2 closes {100 * closed:.0f} % of the source-only → oracle gap; compact − float32 phase 2: "
-            f"{rows['phase 2 (OEST, deployed)'] - rows['phase 2 on float32 soft labels']:+.2f}"
+            f"{rows['phase 2 (OEST, deployed)'] - rows['phase 2 on float32 soft labels (same random streams)']:+.2f}"
         )
         print(
             "time per iteration vs a source-only iteration: "
