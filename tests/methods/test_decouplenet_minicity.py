@@ -180,3 +180,30 @@ def test_an_unreadable_thresholds_file_is_named(run, monkeypatch, tmp_path):
     assert "run the decouplenet_soft_labels stage again" in line
     assert_unchanged(run_dir / "soft", before)
     assert_no_partials(run_dir)
+
+
+def test_resumed_logits_from_other_phase_1_weights_are_refused_in_one_line(run, monkeypatch, tmp_path):
+    """A soft-label folder reuses the logits files it finds, so it records what wrote them (origin.json) and
+    an interrupted stage resumed after phase 1 changed must not mix two models' logits."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    for stage in ("source", "phase1", "soft"):
+        shutil.copytree(run[0] / stage, run_dir / stage)
+    origin = json.loads((run_dir / "soft" / "logits" / "origin.json").read_text())
+    assert origin["model_sha256"] and origin["inference"] == {"form": "float16"}
+    (run_dir / "soft" / "DONE").unlink()  # as if the stage had been interrupted
+    weights = run_dir / "phase1" / "student.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, weights, metadata={"format": "pt"})
+    before = snapshot(run_dir / "soft")
+    monkeypatch.setenv("ADAPTSEG_MINICITY", str(run[1]))
+    args = [a for s in TINY for a in ("--set", s)]
+    line = assert_user_error(train(run[2], run_dir, "--stage", "soft", *args), run_dir / "soft" / "logits")
+    assert "other weights" in line and "delete this one first" in line
+    assert_unchanged(run_dir / "soft", before)

@@ -8,7 +8,10 @@ The source-only model they start from is the ``source_only`` method's (``train/d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,6 +21,7 @@ from torch import Tensor
 
 from adaptseg.config import StrictModel
 from adaptseg.errors import UserError
+from adaptseg.io import write_json_atomic
 from adaptseg.methods.base import (
     Batch,
     Method,
@@ -208,6 +212,11 @@ class DecoupleNetPhase1(Method):
 
 
 # ============================================================================================ soft labels
+#: what :meth:`DecoupleNetSoftLabels.write_logits` records beside the logits it writes
+ORIGIN_FILE = "origin.json"
+RESTART_FIX = "run the decouplenet_soft_labels stage again into an empty folder (delete this one first)"
+
+
 class SoftLabelOptions(StrictModel):
     """Which stream to label, in which form (``float16`` logits: compact; ``topk``: most compact; ``float32``:
     the release's logits)."""
@@ -270,6 +279,7 @@ class DecoupleNetSoftLabels(Task):
         from adaptseg.data.transforms import normalize
 
         folder = self.ctx.out_dir / LOGITS_DIR
+        self.claim_logits_folder(folder, dataset)
         files = []
         for i, entry in enumerate(dataset.entries):
             path = logits_file(folder, entry.image_path)
@@ -285,6 +295,40 @@ class DecoupleNetSoftLabels(Task):
                 yield label, confidence
 
         return folder, maps()
+
+    def claim_logits_folder(self, folder: Path, dataset) -> None:
+        """Record what writes ``folder`` (``origin.json``: the phase-1 weights' hash, the data, the form), or
+        check that a resumed folder was written by the same — files that exist are reused, so logits of
+        another model or precision must not be there (what :class:`PseudoLabelStore` does for the store)."""
+        from adaptseg.infer.store import StoreOrigin, model_sha256
+
+        ref = self.ctx.init_ref("student")
+        model = self.ctx.resolve(ref.path) if ref is not None else None
+        origin = StoreOrigin(
+            model=str(model),
+            model_sha256=model_sha256(model) if model is not None else None,
+            dataset=dataset.name,
+            split=str(dataset.split),
+            preset=None,
+            inference={"form": self.options.form},
+        )
+        record = folder / ORIGIN_FILE
+        if record.is_file():
+            try:
+                recorded = json.loads(record.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"unreadable record ({exc})", path=record, fix=RESTART_FIX) from None
+            for name, had, asked in origin.differences(recorded):
+                raise UserError(
+                    f"these soft labels were written with {name}={had!r}, not {asked!r}",
+                    path=record,
+                    fix=RESTART_FIX,
+                )
+            return
+        if folder.is_dir() and any(folder.iterdir()):
+            raise UserError("soft labels without a record of what wrote them", path=folder, fix=RESTART_FIX)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, asdict(origin))
 
     def refuse_skipped(self, skipped: list[str], where) -> None:
         if skipped:
