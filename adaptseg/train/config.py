@@ -83,15 +83,32 @@ class RareClassSamplingOptions(StrictModel):
     min_crop_ratio: float = Field(0.5, ge=0.0)
 
 
+class ClassBalancedOptions(StrictModel):
+    """``data.<stream>.class_balanced``: DecoupleNet's class-balanced file list (adaptseg.data.class_balanced).
+
+    The list has ``(⌊N·B/sub_epoch⌋ + 1)·sub_epoch`` draws for a stage of N iterations at a total batch B.
+    """
+
+    sub_epoch: int = Field(3000, ge=1)
+
+
 class StreamSpec(DatasetSpec):
     """A training data stream: a dataset, its augmentation pipeline and its per-process batch size.
 
-    ``rcs: {}`` samples it by class rarity instead of in shuffled epochs (labelled streams only).
+    ``rcs: {}`` samples it by class rarity instead of in shuffled epochs; ``class_balanced: {}`` runs the
+    shuffled epochs over DecoupleNet's class-balanced file list (labelled streams only; not both).
     """
 
     batch_size: int = Field(2, ge=1)
     pipeline: list[dict[str, Any]] = Field(default_factory=list)
     rcs: RareClassSamplingOptions | None = None
+    class_balanced: ClassBalancedOptions | None = None
+
+    @model_validator(mode="after")
+    def _one_sampling_rule(self) -> StreamSpec:
+        if self.rcs is not None and self.class_balanced is not None:
+            raise ValueError("'rcs' and 'class_balanced' are two sampling rules: keep one")
+        return self
 
 
 class EvalSection(StrictModel):

@@ -138,7 +138,8 @@ class StageContext:
     def open_dataset(self, spec: DatasetSpec):
         """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand; ``concat``
         datasets appended, as one :class:`~adaptseg.data.pipeline.ConcatReader`; a stream with ``rcs``
-        wrapped in a :class:`~adaptseg.data.rcs.RareClassReader` whose statistics live in the run)."""
+        wrapped in a :class:`~adaptseg.data.rcs.RareClassReader` whose statistics live in the run, one with
+        ``class_balanced`` in a :class:`~adaptseg.data.class_balanced.ClassBalancedReader`)."""
         from adaptseg.data.pipeline import ConcatReader, open_dataset
 
         reader = open_dataset(
@@ -157,6 +158,20 @@ class StageContext:
             from adaptseg.data.rcs import RareClassReader, statistics_file
 
             reader = RareClassReader(reader, rcs, statistics_file(self.run_dir, spec))
+        balanced = getattr(spec, "class_balanced", None)  # StreamSpec.class_balanced
+        if balanced is not None:
+            from adaptseg.data.class_balanced import ClassBalancedReader, balanced_list_length
+            from adaptseg.data.rcs import statistics_file
+
+            iterations = self.stage.iters or self.recipe.schedule.iters
+            total_batch = spec.batch_size * self.dist.world_size
+            reader = ClassBalancedReader(
+                reader,
+                statistics_file(self.run_dir, spec),
+                balanced_list_length(iterations, total_batch, balanced.sub_epoch),
+                seed=(self.recipe.seed, zlib.crc32(f"class_balanced/{self.name}".encode())),
+                sub_epoch=balanced.sub_epoch,
+            )
         return reader
 
     def stream_spec(self, name: str) -> DatasetSpec:

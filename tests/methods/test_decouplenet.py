@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from adaptseg.config import load_recipe, validate
+from adaptseg.data.class_balanced import balanced_list_length, class_balanced_files, class_weights
 from adaptseg.eval.confusion import ConfusionMatrix
 from adaptseg.methods.decouplenet.network import DomainStem, head_outputs, low_level_features
-from adaptseg.methods.decouplenet.sampling import balanced_list_length, class_balanced_files, class_weights
 from adaptseg.methods.decouplenet.soft_labels import (
     PROBABILITY_FLOOR,
     SoftLabels,

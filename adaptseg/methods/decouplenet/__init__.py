@@ -10,7 +10,6 @@ Spec: ``shared/methods/decouplenet.md`` (written from ``dvlab-research/DecoupleN
 
 Modules: :mod:`~adaptseg.methods.decouplenet.network` (the decoupled stems and C_aux around the recipe's
 segmentor), :mod:`~adaptseg.methods.decouplenet.soft_labels` (forms, thresholds, fusion),
-:mod:`~adaptseg.methods.decouplenet.sampling` (the class-balanced GTA5 list),
 :mod:`~adaptseg.methods.decouplenet.stages`. Shared parts: :mod:`~adaptseg.methods.parts.discriminator`
 (FCDiscriminator, LSGAN), :mod:`~adaptseg.methods.parts.confidence_bank` (FIFO class banks, descending
 percentile, mean over ranks), :mod:`~adaptseg.methods.parts.geometry` (one resize/crop/flip for image, soft
@@ -54,9 +53,9 @@ online prediction in BN train mode; the     kept in both modes (it is the method
 offline thresholds applied to fused conf
 RandAugment "strong" image computed,        not computed
 never used
-class-balanced GTA5 list (§4)               the rule is :func:`~adaptseg.methods.decouplenet.sampling.
-                                            class_balanced_files`; the Trainer's sampler draws
-                                            uniformly (the list is not wired into the loader yet)
+class-balanced GTA5 list (§4)               ``data.source.class_balanced: {}`` in the GTA5/SYNTHIA
+                                            recipes (:mod:`adaptseg.data.class_balanced`); off on
+                                            MiniCity (its evidence was measured without it)
 ==========================================  =========================================================
 
 Departures: soft labels are the release's logits at the output stride stored as float16 by default (half

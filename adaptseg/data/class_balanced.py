@@ -1,4 +1,4 @@
-"""The class-balanced GTA5 file list of DecoupleNet's data loader (decouplenet.md §4 "GTA5 sampling").
+"""Class-balanced file lists: DecoupleNet's GTA5 sampling (decouplenet.md §4), ``data.<stream>.class_balanced``.
 
 Rule (the release's ``gtav_label_info.p``-driven list; ``split.mat`` ids are unused):
 
@@ -9,14 +9,22 @@ Rule (the release's ``gtav_label_info.p``-driven list; ``split.mat`` ids are unu
   ``len mod (len − 1)`` (1 for lists longer than 2);
 * the list has ``(⌊N·8/3000⌋ + 1)·3000`` entries for N iterations of batch 8.
 
-Not wired into the Trainer's sampler yet (it draws the source stream uniformly); kept as the rule and its test.
+A stream with ``class_balanced: {}`` reads through a :class:`ClassBalancedReader`: the list is drawn once
+per stage (from the recipe seed and the stage name, the same on every rank) from per-image class presence —
+the class statistics RCS caches in the run (``class-stats/``), so stale statistics stop the run the same
+way — and the stream's shuffled epochs run over the list, as the release's ``DistributedSampler`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from adaptseg.errors import UserError
 
 SUB_EPOCH = 3000
 BATCH = 8
@@ -68,4 +76,48 @@ def class_balanced_files(
     return out
 
 
-__all__ = ["balanced_list_length", "class_balanced_files", "class_weights"]
+class ClassBalancedReader:
+    """A labelled reader seen through its class-balanced list: ``len`` is the list's length and item ``i``
+    is the wrapped reader's item ``indices[i]``. Everything else reads through to the wrapped reader."""
+
+    def __init__(
+        self, reader: Any, statistics_file: Path, length: int, seed: Sequence[int], sub_epoch: int = SUB_EPOCH
+    ):
+        if not getattr(reader, "has_labels", True):
+            raise UserError(
+                f"class-balanced sampling needs labels, and {reader!r} has none",
+                fix="remove 'class_balanced' from this stream, or set labels: true on a labelled split",
+            )
+        self.reader = reader
+        self.statistics_file = Path(statistics_file)
+        self.length = length
+        self.seed = tuple(seed)
+        self.sub_epoch = sub_epoch
+
+    @cached_property
+    def indices(self) -> list[int]:
+        from adaptseg.data.rcs import load_or_compute_statistics
+
+        counts = load_or_compute_statistics(self.reader, self.statistics_file).counts
+        present = counts > 0
+        by_class = {int(c): np.flatnonzero(present[:, c]).tolist() for c in range(present.shape[1])}
+        by_file = {i: np.flatnonzero(row).tolist() for i, row in enumerate(present)}
+        rng = np.random.default_rng(list(self.seed))
+        return class_balanced_files(by_class, by_file, self.length, rng, self.sub_epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.reader[self.indices[i]]
+
+    def __getattr__(self, name: str) -> Any:
+        if "reader" not in self.__dict__:  # while unpickling in a loader worker
+            raise AttributeError(name)
+        return getattr(self.__dict__["reader"], name)
+
+    def __repr__(self) -> str:
+        return f"ClassBalancedReader({self.reader!r}, {self.length} draws)"
+
+
+__all__ = ["ClassBalancedReader", "balanced_list_length", "class_balanced_files", "class_weights"]
