@@ -344,11 +344,15 @@ def test_a_live_run_holds_its_folder_then_ctrl_c_says_how_to_resume(tmp_path, da
     recipe = tiny_recipe(tmp_path / "r.yaml", data, iters=300, checkpoint_every=2, log_every=1)
     run = tmp_path / "run"
     with live_run(recipe, run) as proc:
+        # paused (still holding its lock) so that it cannot finish its 300 iterations while the two
+        # checks below start their own processes on a loaded machine
+        proc.send_signal(signal.SIGSTOP)
         # a second run is told who holds the folder, not that the live stage "was interrupted"
         line = assert_user_error(train(recipe, run), run, f"in use by pid {proc.pid}")
         assert "interrupted" not in line
         assert_user_error(train(recipe, run, "--resume"), f"in use by pid {proc.pid}")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # pending until it runs again: Ctrl-C mid-stage
+        proc.send_signal(signal.SIGCONT)
         _, stderr = proc.communicate(timeout=60)
     errors = [x for x in stderr.splitlines() if x.startswith("error:")]
     assert proc.returncode == 130, stderr
