@@ -320,6 +320,9 @@ def _start(recipe: Path, run: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler: give the child Ctrl-C as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
