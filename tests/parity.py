@@ -19,3 +19,23 @@ def assert_fp32_parity(output: str, *, min_agreement: float = 99.99, max_logit_d
     agreement, diff = float(found.group(1)), float(found.group(2))
     assert agreement >= min_agreement, output
     assert diff <= max_logit_diff, output
+
+
+def assert_exports_with_parity_and_evaluates(weights, fmt: str, dataset_root, tmp_path) -> None:
+    """``adaptseg export`` of a trained student (fp32 parity as above), then ``adaptseg eval`` of the artifact
+    on the Cityscapes-like val split writes an mIoU."""
+    from typer.testing import CliRunner
+
+    from adaptseg.cli.app import app
+
+    runner = CliRunner()
+    out = tmp_path / fmt
+    result = runner.invoke(app, ["export", str(weights), "--format", fmt, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert_fp32_parity(result.output)
+    artifact = next(p for p in out.iterdir() if p.suffix in (".pt", ".onnx"))
+    report = tmp_path / "m.json"
+    args = ["--model", str(artifact), "--dataset", "cityscapes", "--root", str(dataset_root)]
+    result = runner.invoke(app, ["eval", *args, "--split", "val", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in report.read_text()

@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from adaptseg.cli.app import app
 from adaptseg.methods.decouplenet.soft_labels import soft_label_bytes
 from adaptseg.train.pipeline import run_recipe, stage_complete
-from tests.parity import assert_fp32_parity
+from tests.parity import assert_exports_with_parity_and_evaluates
 from tests.reliability.audit import assert_no_partials, assert_unchanged, assert_user_error, snapshot
 from tests.reliability.test_train_data import train
 
@@ -91,40 +89,8 @@ def test_compact_soft_labels_take_a_fraction_of_the_float32_bytes(run):
 
 def test_the_phase_2_student_exports_to_onnx_with_parity_and_evaluates(run, tmp_path):
     run_dir, cache, _ = run
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            str(run_dir / "phase2" / "student.safetensors"),
-            "--format",
-            "onnx",
-            "--out",
-            str(tmp_path / "onnx"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert_fp32_parity(result.output)
-    artifact = next((tmp_path / "onnx").glob("*.onnx"))
-    dataset_root = next(cache.glob("*/cityscapes"))
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            str(artifact),
-            "--dataset",
-            "cityscapes",
-            "--root",
-            str(dataset_root),
-            "--split",
-            "val",
-            "--json",
-            str(tmp_path / "m.json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "mIoU" in (tmp_path / "m.json").read_text()
+    weights = run_dir / "phase2" / "student.safetensors"
+    assert_exports_with_parity_and_evaluates(weights, "onnx", next(cache.glob("*/cityscapes")), tmp_path)
 
 
 # ------------------------------------------------------------------------------------- bad phase-2 inputs

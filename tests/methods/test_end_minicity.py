@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from adaptseg.cli.app import app
 from adaptseg.config import load_recipe
 from adaptseg.errors import UserError
 from adaptseg.infer.store import PseudoLabelStore
@@ -21,7 +19,7 @@ from adaptseg.train.config import Recipe, stage_recipe
 from adaptseg.train.context import StageContext
 from adaptseg.train.distributed import DistInfo
 from adaptseg.train.pipeline import run_recipe, stage_complete
-from tests.parity import assert_fp32_parity
+from tests.parity import assert_exports_with_parity_and_evaluates
 
 RECIPE = Path(__file__).resolve().parents[2] / "train" / "end" / "minicity.yaml"
 TINY = [
@@ -99,34 +97,9 @@ def test_the_teacher_pass_resumes_and_refuses_another_model(run, monkeypatch):
 
 
 def test_the_student_exports_with_parity_and_evaluates(run, tmp_path):
-    fmt = "onnx"
     run_dir, cache = run
-    runner = CliRunner()
-    out = tmp_path / fmt
-    result = runner.invoke(
-        app, ["export", str(run_dir / "student" / "student.safetensors"), "--format", fmt, "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    assert_fp32_parity(result.output)
-    artifact = next(p for p in out.iterdir() if p.suffix == ".onnx")
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            str(artifact),
-            "--dataset",
-            "cityscapes",
-            "--root",
-            str(cache / "s0-64x128-n4" / "cityscapes"),
-            "--split",
-            "val",
-            "--json",
-            str(tmp_path / "m.json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "mIoU" in (tmp_path / "m.json").read_text()
+    weights = run_dir / "student" / "student.safetensors"
+    assert_exports_with_parity_and_evaluates(weights, "onnx", cache / "s0-64x128-n4" / "cityscapes", tmp_path)
 
 
 def test_assigning_by_iou_on_target_labels_is_refused_unless_asked(run, monkeypatch):

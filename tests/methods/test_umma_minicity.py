@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from adaptseg.cli.app import app
 from adaptseg.config import load_recipe
 from adaptseg.errors import UserError
 from adaptseg.methods.umma.stages import PipelineImages, UmmaJoint
@@ -19,7 +17,7 @@ from adaptseg.train.context import StageContext
 from adaptseg.train.distributed import DistInfo
 from adaptseg.train.pipeline import run_recipe, stage_complete
 from adaptseg.train.trainer import Trainer
-from tests.parity import assert_fp32_parity
+from tests.parity import assert_exports_with_parity_and_evaluates
 
 RECIPE = Path(__file__).resolve().parents[2] / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
 TINY = [
@@ -85,33 +83,8 @@ def test_the_deployed_model_is_one_module_of_the_final_backbone_and_all_source_h
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_the_deployed_model_exports_with_parity_and_evaluates(run, tmp_path, fmt):
     run_dir, cache = run
-    runner = CliRunner()
-    out = tmp_path / fmt
-    result = runner.invoke(
-        app, ["export", str(run_dir / "final" / "student.safetensors"), "--format", fmt, "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    assert_fp32_parity(result.output)
-    dataset_root = cache / "s0-64x128-n4" / "cityscapes"
-    artifact = next(p for p in out.iterdir() if p.suffix in (".pt", ".onnx"))
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            str(artifact),
-            "--dataset",
-            "cityscapes",
-            "--root",
-            str(dataset_root),
-            "--split",
-            "val",
-            "--json",
-            str(tmp_path / "m.json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "mIoU" in (tmp_path / "m.json").read_text()
+    weights = run_dir / "final" / "student.safetensors"
+    assert_exports_with_parity_and_evaluates(weights, fmt, cache / "s0-64x128-n4" / "cityscapes", tmp_path)
 
 
 def joint_trainer(run_dir: Path, quirks: str) -> tuple[Trainer, dict]:
