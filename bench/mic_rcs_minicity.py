@@ -18,6 +18,7 @@ the GTA5-like train labels: the statistics RCS samples by). The table gives, per
 seeds and each seed's difference to its paired base run::
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/mic_rcs_minicity.py --out runs/bench-mic-rcs --seeds 0 1 2
+    # one method's pairs only: --methods atp
     # a smoke run of the wiring (not a measurement): --iters-scale 0.01 --seeds 0
 
 Run folders are ordinary ``adaptseg train`` run folders (finished stages are skipped on re-run).
@@ -146,10 +147,14 @@ def score(recipe: Recipe, weights: Path) -> dict[str, Any]:
     return {"mIoU": float(report.miou), "per_class": {k: float(v) for k, v in report.per_class.items()}}
 
 
-def bench_seed(seed: int, out: Path, scale: float, overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """Train (or reuse) every variant of one seed under ``out/seed<k>``; their scores by label."""
+def bench_seed(
+    seed: int, out: Path, scale: float, overrides: list[str], methods: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) every variant of ``methods`` for one seed under ``out/seed<k>``; scores by label."""
     results = {}
     for label, method, switches in VARIANTS:
+        if method not in methods:
+            continue
         recipe = variant_recipe(method, switches, seed, scale, overrides)
         run_dir = out / f"seed{seed}" / f"{method}-{'+'.join(switches) or 'base'}"
         if method == "atp" and switches:  # share source and align with the paired base run
@@ -164,11 +169,11 @@ def bench_seed(seed: int, out: Path, scale: float, overrides: list[str]) -> dict
             **score(recipe, run_dir / stage / "student.safetensors"),
             "minutes": (time.time() - started) / 60,
         }
-    (out / f"seed{seed}" / "results.json").write_text(json.dumps(results, indent=2))
+    (out / f"seed{seed}" / f"results-{'+'.join(methods)}.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def table(by_seed: dict[int, dict[str, dict[str, Any]]], rare: list[str]) -> str:
+def table(by_seed: dict[int, dict[str, dict[str, Any]]], rare: list[str], methods: tuple[str, ...]) -> str:
     """Markdown: mean mIoU, per-seed Δ to the paired base, mean Δ, and the mean Δ IoU of each rare class."""
     seeds = sorted(by_seed)
     head = [
@@ -181,6 +186,8 @@ def table(by_seed: dict[int, dict[str, dict[str, Any]]], rare: list[str]) -> str
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base_of = {}
     for label, method, switches in VARIANTS:
+        if method not in methods:
+            continue
         if not switches:
             base_of[method] = label
         base = base_of[method]
@@ -220,16 +227,26 @@ def main(argv: list[str] | None = None) -> str:
         default=1.0,
         help="multiply every stage's iterations (a smoke run of the wiring: 0.01)",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("ddb", "atp"),
+        default=["ddb", "atp"],
+        help="which paired variants to run (each method's pairs are independent)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override k=v")
     args = parser.parse_args(argv)
     tune_host_allocator()  # as the adaptseg command does
 
     started = time.time()
-    by_seed = {seed: bench_seed(seed, args.out, args.iters_scale, args.overrides) for seed in args.seeds}
+    methods = tuple(args.methods)
+    by_seed = {
+        seed: bench_seed(seed, args.out, args.iters_scale, args.overrides, methods) for seed in args.seeds
+    }
     from adaptseg.data.labels import CLASSES
 
     rare = [CLASSES[c] for c in rarest_classes(variant_recipe("ddb", (), args.seeds[0], 1.0, args.overrides))]
-    text = table(by_seed, rare)
+    text = table(by_seed, rare, methods)
     print(
         f"\nMIC / RCS on MiniCity (GTA5-like → Cityscapes-like val), seeds {args.seeds}, iterations ×"
         f"{args.iters_scale:g}; {(time.time() - started) / 60:.1f} min. Rarest source classes: {', '.join(rare)}\n"
