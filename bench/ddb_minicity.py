@@ -2,7 +2,8 @@
 
 Runs ``train/ddb/minicity.yaml`` (R1, or R1+R2 with ``--rounds 2``) and a source-only baseline built
 from the same recipe (same preset, data, optimiser, schedule and seed; one ``source_only`` stage with as
-many iterations as one ST path), then scores every stage's student on the MiniCity Cityscapes-like
+many iterations as one ST path) and an oracle (the same stage on the labelled target train split),
+then scores every stage's student on the MiniCity Cityscapes-like
 val split and prints a Markdown table::
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/ddb_minicity.py --out runs/bench-ddb-minicity \\
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "train" / "ddb" / "minicity.yaml"
 R1_STAGES = ("r1_st_cu", "r1_st_ca", "r1_proto_cu", "r1_proto_ca", "r1_ckd")
 #: rows of the table: (label, stage whose student is scored)
+ORACLE = "Oracle (labelled target, same budget)"
 ROWS = (
     ("R1 ST cu (cut-mix path)", "r1_st_cu"),
     ("R1 ST ca (class-mix path)", "r1_st_ca"),
@@ -44,6 +46,20 @@ def source_only_recipe(recipe: Recipe) -> Recipe:
     iters = recipe.stages[0].iters or (recipe.schedule.iters if recipe.schedule else None)
     stage = StageSpec(name="source", method="source_only", iters=iters)
     return recipe.model_copy(update={"stages": [stage]})
+
+
+def oracle_recipe(recipe: Recipe) -> Recipe:
+    """The source-only baseline trained on the *labelled* target train split instead of the source.
+
+    Same preset, initial weights, optimiser, schedule, iterations, seed and source pipeline: the upper
+    bound that the gap-closed column divides by.
+    """
+    base = source_only_recipe(recipe)
+    target = recipe.data["target"]
+    source = recipe.data["source"].model_copy(
+        update={"name": target.name, "root": target.root, "split": target.split}
+    )
+    return base.model_copy(update={"data": {**recipe.data, "source": source}})
 
 
 def run(recipe: Recipe, run_dir: Path, stages: tuple[str, ...] | None = None) -> None:
@@ -127,6 +143,7 @@ def score(recipe: Recipe, weights: Path) -> float:
 def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
     """Train (or reuse) the source-only baseline and the DDB stages of one seed under ``out``; score them."""
     run(source_only_recipe(recipe), out / "source_only")
+    run(oracle_recipe(recipe), out / "oracle")
     run(recipe, out / "ddb", None if rounds == 2 else R1_STAGES)
     source = out / "source_only" / "source" / "student.safetensors"
     rows = {
@@ -139,6 +156,7 @@ def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
         weights = out / "ddb" / stage / "student.safetensors"
         if weights.is_file():
             rows[label] = score(recipe, weights)
+    rows[ORACLE] = score(recipe, out / "oracle" / "source" / "student.safetensors")
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
 
@@ -173,12 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         f"{' ' + ' '.join(args.overrides) if args.overrides else ''}, seeds {args.seeds}; {minutes:.1f} min\n"
     )
     base = statistics.mean(table["Source-only"])
-    print("| model | mIoU (mean over seeds) | per seed | vs source-only |")
-    print("|---|---|---|---|")
+    gap = statistics.mean(table[ORACLE]) - base
+    print("| model | mIoU (mean over seeds) | per seed | vs source-only | gap closed |")
+    print("|---|---|---|---|---|")
     for label, values in table.items():
         mean = statistics.mean(values)
         per_seed = " / ".join(f"{v:.2f}" for v in values)
-        print(f"| {label} | {mean:.2f} | {per_seed} | {mean - base:+.2f} |")
+        closed = f"{(mean - base) / gap:.2f}" if gap > 0 else "–"
+        print(f"| {label} | {mean:.2f} | {per_seed} | {mean - base:+.2f} | {closed} |")
     return table
 
 
