@@ -181,6 +181,9 @@ class Method(StageMethod):
     #: parameters a phase froze, so SGD momentum and weight decay still move them (UMMA's released
     #: behaviour, umma.md §6.5); ``True`` (default) leaves them untouched.
     zero_grad_to_none: bool = True
+    #: why this stage cannot run under torchrun (empty: it can). Set by methods whose steps call model
+    #: parts directly, which DDP would not synchronise; the Trainer refuses such a run in one line.
+    single_process_only: ClassVar[str] = ""
 
     def build_models(self) -> dict[str, ModelSpec]:
         """The models this stage needs, with their weights loaded. Default: the recipe's student."""

@@ -178,6 +178,11 @@ class Trainer:
     def setup_models(self) -> None:
         """The method's models placed and wrapped, the optimiser, the lr schedule and the grad scaler."""
         recipe, ctx = self.ctx.recipe, self.ctx
+        if ctx.dist.enabled and self.method.single_process_only:
+            raise UserError(
+                f"stage '{ctx.name}' ({type(self.method).__name__}): {self.method.single_process_only}",
+                fix="run it without torchrun (one device)",
+            )
         seed_everything(recipe.seed)
         self.specs = self.method.build_models()
         if not any(s.role == "train" for s in self.specs.values()):

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from adaptseg.config import validate
+from adaptseg.errors import UserError
 from adaptseg.methods.base import Method, OptimizerSpec, Phase
 from adaptseg.train.checkpoint import load_checkpoint
 from adaptseg.train.config import Recipe, stage_recipe
@@ -42,7 +43,7 @@ def data(tmp_path_factory):
     return make_split(tmp_path_factory.mktemp("phases") / "data", n=6)
 
 
-def trainer_for(method_cls: type[Method], data, run_dir: Path, **top) -> Trainer:
+def trainer_for(method_cls: type[Method], data, run_dir: Path, dist=None, **top) -> Trainer:
     recipe = validate(Recipe, recipe_dict(data, **top))
     stage = recipe.stages[0]
     ctx = StageContext(
@@ -50,7 +51,7 @@ def trainer_for(method_cls: type[Method], data, run_dir: Path, **top) -> Trainer
         recipe=stage_recipe(recipe, stage),
         run_dir=run_dir,
         device=torch.device("cpu"),
-        dist=DistInfo(),
+        dist=dist or DistInfo(),
         stage_names=(stage.name,),
     )
     trainer = Trainer(ctx, method_cls(method_cls.Options(), ctx))
@@ -148,6 +149,18 @@ def test_optimizer_specs_must_cover_every_trained_model_once(tmp_path, data):
         trainer_for(Twice, data, tmp_path / "a")
     with pytest.raises(TypeError, match=r"no optimiser steps \['disc'\]"):
         trainer_for(Missing, data, tmp_path / "b")
+
+
+def test_a_single_process_method_is_refused_under_torchrun_before_building_anything(tmp_path, data):
+    class Alone(Adversarial):
+        single_process_only = "its phases call model parts directly"
+
+    with pytest.raises(
+        UserError, match=r"stage 'source' \(Alone\): its phases call .* fix: run it without torchrun"
+    ):
+        trainer_for(Alone, data, tmp_path / "a", dist=DistInfo(rank=0, world_size=2))
+    assert not (tmp_path / "a").exists()
+    trainer_for(Alone, data, tmp_path / "b")  # one process: fine
 
 
 def test_a_loss_name_repeated_by_unnamed_phases_is_refused(tmp_path, data):

@@ -74,14 +74,10 @@ SOURCE, TARGET = 0.0, 1.0
 TEMPERATURE = 1.8
 
 
-def refuse_distributed(ctx) -> None:
-    """DecoupleNet's steps call model parts (stems, shared layers) directly, which DDP would not synchronise."""
-    if ctx.dist.enabled:
-        raise UserError(
-            f"stage '{ctx.name}': DecoupleNet's phases call the stems and shared layers directly, "
-            "which DDP does not synchronise",
-            fix="run it without torchrun (one device)",
-        )
+#: DecoupleNet's steps call model parts (stems, shared layers) directly, which DDP would not synchronise
+SINGLE_PROCESS = (
+    "DecoupleNet's phases call the stems and shared layers directly, which DDP does not synchronise"
+)
 
 
 # ============================================================================================ phase 1
@@ -110,6 +106,8 @@ class DecoupleNetPhase1(Method):
     optimiser; ``D`` (the discriminators on the G phase's detached inputs) steps theirs — so G's terms see
     the pre-update discriminators, as in the release's single step of all optimisers.
     """
+
+    single_process_only = SINGLE_PROCESS
 
     Options = Phase1Options
     options: Phase1Options
@@ -140,10 +138,6 @@ class DecoupleNetPhase1(Method):
             "main": OptimizerSpec(("student", "source_stem", "aux")),
             "discriminators": OptimizerSpec(("d_low", "d_out"), optim=self.options.discriminator_optim),
         }
-
-    def setup(self, models: Mapping[str, ModelHandle]) -> None:
-        refuse_distributed(self.ctx)
-        super().setup(models)
 
     def sd_labels(self, logits: Tensor) -> Tensor:
         """Online SD pseudo-labels (§3): argmax of softmax(logits), 255 below the banked class threshold."""
@@ -363,6 +357,8 @@ class DecoupleNetPhase2(Method):
     softmaxed, then warped). Source and target crops are colour-jittered. No EMA, discriminators or C_aux.
     """
 
+    single_process_only = SINGLE_PROCESS
+
     Options = Phase2Options
     options: Phase2Options
 
@@ -371,7 +367,6 @@ class DecoupleNetPhase2(Method):
         return ("source", self.options.target_stream)
 
     def setup(self, models: Mapping[str, ModelHandle]) -> None:
-        refuse_distributed(self.ctx)
         super().setup(models)
         spec = self.ctx.stream_spec(self.options.target_stream)
         moving = [

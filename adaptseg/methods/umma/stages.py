@@ -179,17 +179,10 @@ def released_optimizer(ctx, model: UnionSegmentor) -> OptimizerSpec:
     return OptimizerSpec(("student",), optim=optim)
 
 
-def refuse_distributed(ctx) -> None:
-    if ctx.dist.enabled:
-        raise UserError(
-            f"stage '{ctx.name}': UMMA trains with batch 1 on one device and its phases call model "
-            "parts directly (no DDP)",
-            fix="run it without torchrun",
-        )
-
-
 class _UmmaTraining(Method):
     """What the three UMMA training stages share: the union student, the optimiser, options record."""
+
+    single_process_only = "UMMA trains with batch 1 on one device and its phases call model parts directly"
 
     options: UmmaOptions
 
@@ -198,10 +191,6 @@ class _UmmaTraining(Method):
 
     def optimizers(self, models: Mapping[str, ModelSpec]) -> dict[str, OptimizerSpec]:
         return {"main": released_optimizer(self.ctx, models["student"].module)}
-
-    def setup(self, models: Mapping[str, ModelHandle]) -> None:
-        refuse_distributed(self.ctx)
-        super().setup(models)
 
     def write_outputs(self, out_dir: Path) -> list[str]:
         student = self.student_model()
