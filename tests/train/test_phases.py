@@ -161,6 +161,12 @@ def test_a_single_process_method_is_refused_under_torchrun_before_building_anyth
         trainer_for(Alone, data, tmp_path / "a", dist=DistInfo(rank=0, world_size=2))
     assert not (tmp_path / "a").exists()
     trainer_for(Alone, data, tmp_path / "b")  # one process: fine
+    from adaptseg.methods import get_method
+
+    for name in ("umma_source", "umma_joint", "umma_final", "decouplenet_phase1", "decouplenet_phase2"):
+        assert get_method(name).single_process_only  # their phases call model parts directly
+    for name in ("source_only", "ddb_st", "ddb_ckd", "atp_teach", "atp_propagate", "end_student"):
+        assert not get_method(name).single_process_only
 
 
 def test_a_loss_name_repeated_by_unnamed_phases_is_refused(tmp_path, data):
