@@ -35,6 +35,13 @@ def register(app: typer.Typer) -> None:
             help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).",
         ),
         overlays: int = typer.Option(4, "--overlays", min=0, help="How many val images the report shows."),
+        pretrained: bool | None = typer.Option(
+            None,
+            "--pretrained/--no-pretrained",
+            help="Start every model's encoder from MiniCity's pre-trained one (pretrained:minicity-synscapes, "
+            "the stand-in for ImageNet) or from random weights (default: as the method's recipe says; "
+            "ATP pre-trained, DDB random).",
+        ),
     ) -> None:
         """Run the whole story on MiniCity: source-only, adapt, export, infer, eval, report."""
         from rich.console import Console
@@ -48,6 +55,7 @@ def register(app: typer.Typer) -> None:
             quick=quick,
             overlays=overlays,
             threads=threads,
+            pretrained=pretrained,
         )
         table = Console()
         if not table.is_terminal:  # a log file: keep the table's rows on one line each

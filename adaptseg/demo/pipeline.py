@@ -60,6 +60,8 @@ COST = {
 #: iterations (oracle 300: it only runs the step). Measured mIoU, source-only / AdaBN / adapted: seed 0
 #: 21.4 / 27.8 / 33.9, seed 1 25.0 / 30.6 / 33.9, seed 2 24.3 / 28.0 / 32.0 (~225 s of CPU, 1 thread).
 #: A method's own reductions are its recipe's ``demo.quick`` overrides.
+#: ``--pretrained``: MiniCity's stand-in for ImageNet (adaptseg.models.pretrained)
+PRETRAINED = "pretrained:minicity-synscapes"
 QUICK: dict[str, list[str]] = {
     "common": ["minicity.size=[64,128]", "minicity.images=160"],
     "oracle": ["schedule.iters=300"],
@@ -74,6 +76,9 @@ class DemoOptions:
     quick: bool = False
     overlays: int = OVERLAYS
     threads: int | None = None
+    #: start every trained model's encoder from MiniCity's pre-trained one (True), from random weights
+    #: (False), or as the method's recipe says (None: ATP pre-trained, DDB random)
+    pretrained: bool | None = None
 
 
 @dataclass
@@ -118,6 +123,8 @@ class Demo:
         ]
         if opts.quick:
             common += QUICK["common"]
+        if opts.pretrained is not None:
+            common.append(f"model.init={PRETRAINED if opts.pretrained else 'null'}")
         self.recipe = load_recipe(
             Recipe, self.recipe_path, [*common, *(self.method.quick if opts.quick else [])]
         )
@@ -144,6 +151,13 @@ class Demo:
         self.export_dir = self.out / "export"
 
     # ------------------------------------------------------------------------------------ helpers
+    def initial_weights(self) -> str:
+        """What the source-only model (and the oracle) start from, as results.json records it."""
+        from adaptseg.train.config import stage_recipe
+
+        init = stage_recipe(self.recipe, self.recipe.stage(self.method.source_stage)).model.init
+        return "random" if init is None else init.path
+
     def _minicity(self) -> dict[str, Any]:
         m = self.recipe.minicity
         return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
@@ -404,6 +418,7 @@ def run_demo(
             "adapted_stage": demo.method.adapted_stage,
             "seed": options.seed,
             "quick": options.quick,
+            "init": demo.initial_weights(),
             "data": {
                 **demo.counts(),
                 "size": list(demo.recipe.minicity.size),

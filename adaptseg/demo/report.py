@@ -110,7 +110,12 @@ def markdown(results: Mapping, overlays: Sequence[str], chart: str) -> str:
         f"target images, scored on {results['data']['val_images']} Cityscapes-like val images "
         f"({results['data']['size'][1]}×{results['data']['size'][0]}), 19-class mIoU in %.",
         "",
-        f"Adaptation: {results['stages_note']}.",
+        f"Adaptation: {results['stages_note']}. Initial weights of every trained model: "
+        + (
+            "random (seeded)."
+            if results.get("init", "random") == "random"
+            else f"`{results['init']}` (encoder; heads seeded)."
+        ),
         "",
         "| model | mIoU | vs source-only |",
         "|---|---:|---:|",

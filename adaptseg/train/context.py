@@ -20,6 +20,7 @@ from torch import nn
 
 from adaptseg.config import StrictModel
 from adaptseg.errors import UserError
+from adaptseg.models.pretrained import encoder_path, is_named
 from adaptseg.resources import shipped_file
 from adaptseg.train.config import CheckpointRef, DatasetSpec, Recipe, StageSpec
 from adaptseg.train.distributed import DistInfo
@@ -96,10 +97,18 @@ class StageContext:
         return path
 
     def init_ref(self, model: str) -> CheckpointRef | None:
-        """Where model ``model`` starts from: the stage's ``init_from[model]``, else ``model.init`` for the student."""
+        """Where model ``model`` starts from: the stage's ``init_from[model]``, else ``model.init`` for the student.
+
+        ``pretrained:<name>`` becomes the shipped encoder for the preset's backbone (:mod:`adaptseg.models.pretrained`).
+        """
         if model in self.stage.init_from:
-            return self.stage.init_from[model]
-        return self.recipe.model.init if model == "student" else None
+            ref = self.stage.init_from[model]
+        else:
+            ref = self.recipe.model.init if model == "student" else None
+        if ref is not None and is_named(ref.path):  # pretrained:<name>: the shipped encoder for this backbone
+            path = encoder_path(ref.path, self.preset.backbone.type)
+            ref = ref.model_copy(update={"path": path, "prefix": "backbone.", "partial": True})
+        return ref
 
     # -- models -------------------------------------------------------------------------------------
     def load_into(self, model: nn.Module, ref: CheckpointRef):
