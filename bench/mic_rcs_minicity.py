@@ -4,7 +4,8 @@ Variants (everything else equal, including the seed and therefore the data order
 
 * DDB round-1 self-training, cut path (``train/ddb/minicity.yaml``, stage ``r1_st_cu``): base, +MIC,
   +RCS on the GTA5-like source stream, +MIC+RCS;
-* ATP's T stage (``train/atp/minicity.yaml``: source → align → teach): base and +MIC. The source and
+* ATP's T stage (``train/atp/minicity.yaml``: source → align → teach): base, +MIC, and +MIC with the
+  masked pass keeping BatchNorm's running statistics (``running_stats: keep``, not in the release). The source and
   align stages are trained once per seed and copied into the +MIC run (finished stages are skipped), so
   the pair differs only in T.
 
@@ -54,6 +55,7 @@ VARIANTS = (
     ("DDB R1 ST cu + MIC + RCS", "ddb", ("mic", "rcs")),
     ("ATP T", "atp", ()),
     ("ATP T + MIC", "atp", ("mic",)),
+    ("ATP T + MIC, BN running stats kept", "atp", ("mic", "keep")),
 )
 
 
@@ -91,7 +93,8 @@ def variant_recipe(
     data["stages"] = [s for s in data["stages"] if s["name"] in stages]
     for s in data["stages"]:
         if s["name"] == stage and "mic" in switches:
-            s["options"] = {**s.get("options", {}), "mic": MIC}
+            mic = {**MIC, "running_stats": "keep"} if "keep" in switches else MIC
+            s["options"] = {**s.get("options", {}), "mic": mic}
     if "rcs" in switches:
         data["data"]["source"]["rcs"] = RCS
     return validate(Recipe, scaled(data, scale))

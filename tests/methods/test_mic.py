@@ -29,6 +29,7 @@ def test_defaults_are_the_released_ones():
         1.0,
         True,
     )
+    assert options.running_stats == "update"  # the masked pass is an ordinary train-mode forward
 
 
 def test_mask_is_square_blocks_covering_the_mask_ratio_in_expectation():
@@ -166,3 +167,50 @@ def test_atp_teach_and_propagate_add_mic_on_their_teacher_labelled_target(tmp_pa
         else:  # P: the hard crop's weight map, plcrop rows at 0
             top, bottom = method.plcrop(64)
             assert (target.weight[:, :top] == 0).all() and (target.weight[:, 64 - bottom :] == 0).all()
+
+
+def test_kept_running_statistics_normalises_with_the_batch_and_leaves_the_running_ones():
+    from adaptseg.methods.parts.modes import kept_running_statistics
+
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.1)).train()
+    x = torch.randn(2, 3, 5, 5) * 3 + 1
+    mean, var = bn[1].running_mean.clone(), bn[1].running_var.clone()
+    reference = torch.nn.functional.batch_norm(bn[0](x), None, None, bn[1].weight, bn[1].bias, training=True)
+    with kept_running_statistics(bn):
+        out = bn(x)
+    assert torch.allclose(out, reference, atol=1e-6)  # batch statistics, as in train mode
+    assert torch.equal(bn[1].running_mean, mean) and torch.equal(bn[1].running_var, var)
+    assert bn[1].momentum == 0.1  # restored
+    bn(x)  # outside the block the running statistics move again
+    batch_mean = bn[0](x).mean(dim=(0, 2, 3))
+    assert torch.allclose(bn[1].running_mean, 0.9 * mean + 0.1 * batch_mean, atol=1e-6)
+
+
+@pytest.mark.parametrize("running_stats", ["update", "keep"])
+def test_mic_pass_moves_the_running_statistics_only_as_released(tmp_path, running_stats):
+    """Two T steps from the same state on the same batch, with MIC and without: with ``keep`` the student's
+    BatchNorm running statistics end identical (only the clean passes move them); ``update`` (the release)
+    also averages the masked images in."""
+    from adaptseg.methods.base import get_method
+
+    roots = {
+        "source": test_atp.make_split(tmp_path / "s", n=2, size=(64, 64), seed=1),
+        "target": test_atp.make_split(tmp_path / "t", n=4, size=(64, 64), seed=2),
+    }
+    images = torch.randn(2, 3, 64, 64)
+    stats = {}
+    for mic in (None, {"block_size": 16, "running_stats": running_stats}):
+        options = {} if mic is None else {"mic": mic}
+        recipe = test_atp.recipe_dict(roots, [{"name": "teach", "method": "atp_teach", "options": options}])
+        ctx = test_atp.stage_context(tmp_path / f"run-{mic is None}", recipe, "teach")
+        method = test_atp.placed(get_method("atp_teach")(get_method("atp_teach").Options(**options), ctx))
+        assert (method.mic is None) == (mic is None)
+        method.step({"target": {"image": images}}, 0)
+        student = method.student.module
+        stats[mic is None] = [
+            b.clone() for n, b in student.named_buffers() if n.endswith(("running_mean", "running_var"))
+        ]
+    assert stats[True]  # the tiny DAFormer's decode head has BatchNorm
+    same = all(torch.equal(a, b) for a, b in zip(stats[True], stats[False], strict=True))
+    assert same == (running_stats == "keep")

@@ -33,8 +33,9 @@ the method's other terms. The recipe switch is per stage: ``options: {mic: {}}``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ from adaptseg.methods.parts.augment import (
     strong_augment,
 )
 from adaptseg.methods.parts.losses import cross_entropy
+from adaptseg.methods.parts.modes import kept_running_statistics
 from adaptseg.methods.parts.precision import full_precision
 
 MIC_MASK_RATIO = 0.7
@@ -67,6 +69,12 @@ class MICOptions(StrictModel):
     block_size: int = Field(MIC_BLOCK_SIZE, ge=1)
     loss_weight: float = Field(MIC_LOSS_WEIGHT, ge=0.0)
     augment: bool = True
+    #: ``update`` (the release): the masked pass is an ordinary train-mode forward, so BatchNorm's running
+    #: statistics also average over masked images. ``keep``: it normalises with its batch statistics but
+    #: leaves the running ones to the method's clean passes — an addition, not in the release: on MiniCity
+    #: ATP's T gain is the re-estimation of those statistics and the released pass undid it
+    #: (bench/RESULTS.md, "MIC and RCS on MiniCity").
+    running_stats: Literal["update", "keep"] = "update"
 
 
 class MICOption(StrictModel):
@@ -178,7 +186,11 @@ class MICMixin:
     ) -> dict[str, Tensor]:
         """``losses`` plus ``"mic"`` when the switch is on, drawn from ``ctx.generator(it, "mic")``."""
         if self.mic is not None:
-            losses["mic"] = self.mic.loss(self.student, target, self.ctx.generator(it, "mic", device="cpu"))
+            keep = self.mic.options.running_stats == "keep"
+            with kept_running_statistics(self.student.module) if keep else nullcontext():
+                losses["mic"] = self.mic.loss(
+                    self.student, target, self.ctx.generator(it, "mic", device="cpu")
+                )
         return losses
 
 
