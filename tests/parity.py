@@ -7,12 +7,14 @@ import re
 _PARITY = re.compile(r"argmax agreement ([0-9.]+)%, max \|Δlogit\| ([0-9.e+-]+)")
 
 
-def assert_fp32_parity(output: str, *, min_agreement: float = 99.99, max_logit_diff: float = 1e-4) -> None:
+def assert_fp32_parity(output: str, *, min_agreement: float = 99.99, max_logit_diff: float = 1e-3) -> None:
     """An fp32 export agrees with eager PyTorch up to float rounding.
 
     Exact 100 % argmax agreement is not a property of a correct export: a trained model has a few pixels
     whose two best logits tie to within 1e-6, and a different summation order flips them. What a broken
-    export shows is large logit differences, which ``max_logit_diff`` catches.
+    export shows is large logit differences, which ``max_logit_diff`` catches. Its 1e-3 is the exporter's
+    own fp32 bar (the smallest it accepts): ONNX Runtime's CPU kernels differ by host (1.2e-4 and 1.5e-4
+    on an AMD EPYC where another host measured below 1e-5), and a real export error is orders larger.
     """
     found = _PARITY.search(output)
     assert found, f"no parity line in the export output:\n{output}"
