@@ -18,8 +18,7 @@ from adaptseg.errors import UserError
 from adaptseg.models import build_model
 from adaptseg.models.pretrained import ENCODERS
 from adaptseg.train.config import Recipe, stage_recipe
-from adaptseg.train.context import StageContext
-from adaptseg.train.distributed import DistInfo
+from tests.methods.test_ddb import make_ctx
 from tests.train.tiny import make_split, recipe_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +30,7 @@ def data(tmp_path_factory):
     return make_split(tmp_path_factory.mktemp("pretrained") / "data", n=2)
 
 
-def context(recipe: Recipe, stage: str, run_dir: Path) -> StageContext:
-    spec = recipe.stage(stage)
-    return StageContext(
-        stage=spec,
-        recipe=stage_recipe(recipe, spec),
-        run_dir=run_dir,
-        device=torch.device("cpu"),
-        dist=DistInfo(),
-        stage_names=tuple(s.name for s in recipe.stages),
-    )
+context = make_ctx  # the stage's single-process CPU context (shared with the DDB tests)
 
 
 @pytest.mark.parametrize(
