@@ -19,13 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptseg.methods.parts.batches import ordered_batches
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The model's BatchNorm layers (1-, 2- and 3-d, SyncBatchNorm included) that track running statistics."""
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+from adaptseg.methods.parts.modes import batchnorm_layers, batchnorm_momentum
 
 
 @torch.no_grad()
@@ -36,25 +30,21 @@ def adabn(model: nn.Module, batches: Iterable[Tensor]) -> int:
     the BatchNorm layers runs in eval mode (dropout off). The model is left in eval mode with every
     layer's momentum as before. Returns the number of batches run (0 when the model has no BatchNorm).
     """
-    norms = batchnorm_layers(model)
-    if not norms:
+    if not batchnorm_layers(model):
         return 0
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over all batches
-    model.eval()
-    for m in norms:
-        m.train()
     count = 0
-    try:
-        for batch in batches:
-            model(batch)
-            count += 1
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+    with batchnorm_momentum(model, None) as norms:  # cumulative moving average over all batches
+        for m in norms:
+            m.reset_running_stats()
         model.eval()
+        for m in norms:
+            m.train()
+        try:
+            for batch in batches:
+                model(batch)
+                count += 1
+        finally:
+            model.eval()
     if count == 0:
         raise ValueError("adabn needs at least one batch of target images")
     return count

@@ -35,6 +35,31 @@ def batchnorm_train_stochastic_off(model: nn.Module) -> nn.Module:
     return model
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers (1-, 2- and 3-d, SyncBatchNorm included) that track running statistics."""
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+@contextmanager
+def batchnorm_momentum(
+    model: nn.Module, momentum: float | None
+) -> Iterator[list[nn.modules.batchnorm._BatchNorm]]:
+    """Within the block every running-statistics BatchNorm layer of ``model`` has ``momentum`` (``None``: a
+    cumulative average, ``0.0``: no update); each layer's own momentum is restored afterwards, also when the
+    block raises. Yields the layers."""
+    norms = batchnorm_layers(model)
+    saved = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = momentum
+        yield norms
+    finally:
+        for m, value in zip(norms, saved, strict=True):
+            m.momentum = value
+
+
 @contextmanager
 def kept_running_statistics(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, BatchNorm layers in train mode update no running statistics.
@@ -43,15 +68,5 @@ def kept_running_statistics(model: nn.Module) -> Iterator[nn.Module]:
     the block (the running mean and variance stay exactly as they were; ``num_batches_tracked`` still
     counts the pass) and restored afterwards, also when the block raises.
     """
-    saved = [
-        (module, module.momentum)
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-    ]
-    try:
-        for module, _ in saved:
-            module.momentum = 0.0
+    with batchnorm_momentum(model, 0.0):
         yield model
-    finally:
-        for module, momentum in saved:
-            module.momentum = momentum
