@@ -9,6 +9,11 @@
 
 ``auto`` means on for CUDA (bf16, channels-last, compile) and off on CPU (shared/environment.md: compile
 gave no CPU speed-up and costs ~20 s per model).
+
+On CPU, :func:`to_channels_last` keeps one kind of layer in NCHW: oneDNN's channels-last weight gradient
+of a strided 1×1 convolution with fewer than 8 input channels writes past its buffer on AVX2-only CPUs
+(torch 2.13.0+cpu, one thread: glibc aborts with "corrupted size vs. prev_size" a few steps later). No
+shipped preset has such a layer (their narrowest is 16 channels); narrow test and user models do.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from adaptseg.errors import UserError
 from adaptseg.train.config import CompileSection, Recipe
@@ -67,3 +73,37 @@ def grad_scaler(switches: Switches, device: torch.device) -> torch.amp.GradScale
     if switches.amp != "fp16":
         return None
     return torch.amp.GradScaler(device.type)
+
+
+#: oneDNN's AVX2 channels-last weight-gradient kernel overruns its buffer below this many input channels
+_NARROW_INPUT_CHANNELS = 8
+
+
+def _is_unsafe_channels_last_conv(module: nn.Module) -> bool:
+    """A strided 1×1 convolution with fewer than 8 input channels (the oneDNN case in the module docstring)."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride != (1, 1)
+        and module.in_channels < _NARROW_INPUT_CHANNELS
+    )
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def to_channels_last(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` in channels-last memory format; on CPU, unsafe narrow strided 1×1 convolutions stay NCHW.
+
+    Those layers keep contiguous weights and get a forward pre-hook that makes their input contiguous,
+    so oneDNN runs its NCHW kernels for them (same numbers); every other layer is channels-last.
+    """
+    module = module.to(memory_format=torch.channels_last)
+    if device.type != "cpu":
+        return module
+    for layer in module.modules():
+        if _is_unsafe_channels_last_conv(layer):
+            layer.weight.data = layer.weight.data.clone(memory_format=torch.contiguous_format)
+            layer.register_forward_pre_hook(_contiguous_input)
+    return module

@@ -43,7 +43,7 @@ from adaptseg.train.distributed import all_gather_object, barrier
 from adaptseg.train.hooks import Hook, default_hooks
 from adaptseg.train.logger import CSV_NAME, CSVWriter, TensorBoardWriter
 from adaptseg.train.optim import build_optimizer
-from adaptseg.train.precision import Switches, autocast, grad_scaler, resolve_switches
+from adaptseg.train.precision import Switches, autocast, grad_scaler, resolve_switches, to_channels_last
 from adaptseg.train.schedule import PolyWarmupSchedule
 from adaptseg.train.selection import BestOnVal
 
@@ -135,7 +135,7 @@ class Trainer:
         device, dist = self.ctx.device, self.ctx.dist
         module = spec.module.to(device)
         if self.switches.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module = to_channels_last(module, device)
         if spec.role in ("train", "ema") and device.type == "cuda" and dist.enabled:
             converted = nn.SyncBatchNorm.convert_sync_batchnorm(module)
             if converted is not module:

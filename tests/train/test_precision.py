@@ -1,5 +1,7 @@
 """Precision and speed switches on CPU: bf16 autocast, channels-last, fp16 refusal, torch.compile (slow)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from adaptseg.config import validate
 from adaptseg.errors import UserError
 from adaptseg.methods.source_only import SourceOnly, SourceOnlyOptions
 from adaptseg.train.config import Recipe
-from adaptseg.train.precision import resolve_switches
+from adaptseg.train.precision import resolve_switches, to_channels_last
 from adaptseg.train.trainer import Trainer
 from tests.train.tiny import make_context, make_split, recipe_dict
 
@@ -90,6 +92,33 @@ def test_channels_last_models_and_batches(tmp_path, data):
     assert torch.allclose(
         _params(eager.handles["student"].module), _params(trainer.handles["student"].module), atol=1e-5
     )
+
+
+def test_narrow_strided_pointwise_convs_stay_nchw_on_cpu():
+    # oneDNN's channels-last weight gradient of a stride-2 1×1 conv with 2-7 input channels corrupts the
+    # heap on AVX2 CPUs (torch 2.13.0+cpu, one thread); those layers alone keep NCHW weights and inputs
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        torch.nn.Conv2d(4, 8, 1, stride=2),  # narrow strided 1×1: the unsafe case
+        torch.nn.Conv2d(8, 8, 1, stride=2),  # 8 input channels: safe, channels-last
+    )
+    model = to_channels_last(copy.deepcopy(reference), torch.device("cpu"))
+    inputs = []
+    model[1].register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+    assert model[0].weight.stride() == (27, 1, 9, 3)
+    assert model[1].weight.stride() == (4, 1, 1, 1)
+    assert model[2].weight.stride() == (8, 1, 8, 8)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x.contiguous(memory_format=torch.channels_last))
+    assert inputs[0].stride() == (1024, 256, 16, 1)  # NCHW
+    out.square().sum().backward()
+    reference(x).square().sum().backward()
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-5)
+    # CUDA kernels are unaffected: every layer goes channels-last there
+    on_gpu = to_channels_last(copy.deepcopy(reference), torch.device("cuda"))
+    assert on_gpu[1].weight.stride() == (4, 1, 4, 4)
 
 
 @pytest.mark.slow
