@@ -2,6 +2,8 @@
 union module through export (TorchScript, ONNX) and eval, and the phase structure of stage 1 under the
 quirk switch (umma.md §7 "step structure", §6.5 momentum drift)."""
 
+import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,45 @@ def test_a_random_target_pipeline_is_refused_in_one_line(run):
     with pytest.raises(UserError, match="must be deterministic") as err:
         PipelineImages(object.__new__(type("D", (), {"entries": []})), [{"flip": 0.5}], recipe_path=RECIPE)
     assert "\n" not in str(err.value) and str(RECIPE) in str(err.value)
+
+
+@pytest.mark.parametrize("statistics", ["model", "target"])
+def test_pseudo_labels_from_target_batchnorm_statistics_only_when_asked(
+    run, tmp_path, monkeypatch, statistics
+):
+    # bn_statistics: target (an addition) re-estimates each labelling backbone's BatchNorm statistics on the
+    # target images first: the stem BN's running mean becomes the mean over images of the stem conv's
+    # per-image channel means; `model` (the release) labels with the stage-0 models' own statistics
+    import adaptseg.infer.run as infer_run
+
+    run_dir, cache = run
+    monkeypatch.setenv("ADAPTSEG_MINICITY", str(cache))
+    out = tmp_path / "run"
+    for stage in ("s0_synscapes", "s0_gta5"):
+        shutil.copytree(run_dir / stage, out / stage)
+    labelled = []
+    real = infer_run.pseudo_label_split
+
+    def spy(backend, images, store, config):
+        labelled.append((copy.deepcopy(backend.module), images))
+        return real(backend, images, store, config)
+
+    monkeypatch.setattr(infer_run, "pseudo_label_split", spy)
+    run_recipe(RECIPE, [*TINY, f"stages.2.options.bn_statistics={statistics}"], out=out, stage="pl1")
+    ((deployed, images),) = labelled
+    loaded = load_model(run_dir / "s0_synscapes" / "student.safetensors")
+    source = loaded.net
+    stem_conv, stem_bn = source.backbones[0].stem[0], deployed.model.backbones[0].stem[1]
+    mean = torch.tensor(loaded.preset.mean).view(3, 1, 1)
+    std = torch.tensor(loaded.preset.std).view(3, 1, 1)
+    per_image = []
+    with torch.no_grad():
+        for i in range(len(images)):
+            x = (torch.from_numpy(images.read_image(i)).permute(2, 0, 1).float() - mean) / std
+            per_image.append(stem_conv(source.release_input(x[None])).mean(dim=(0, 2, 3)))
+    by_hand = torch.stack(per_image).mean(0)
+    own = source.backbones[0].stem[1].running_mean
+    if statistics == "target":
+        assert torch.allclose(stem_bn.running_mean, by_hand, atol=1e-4)
+    else:
+        assert torch.equal(stem_bn.running_mean, own) and not torch.allclose(own, by_hand, atol=1e-2)

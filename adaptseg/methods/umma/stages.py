@@ -31,6 +31,7 @@ from adaptseg.methods.base import (
     Task,
     register_method,
 )
+from adaptseg.methods.parts.adabn import adabn, image_batches
 from adaptseg.methods.parts.thresholds import ClassConfidenceHistogram, apply_class_thresholds
 from adaptseg.methods.umma import losses as L
 from adaptseg.methods.umma.labels import has_others, label_sets, stage0_target
@@ -76,6 +77,10 @@ class PseudoLabelOptions(UmmaOptions):
     round: Literal[1, 2]
     stream: str = "target"
     batch_size: int = Field(1, ge=1)
+    #: BatchNorm statistics the labelling models normalise with: ``model`` = their own running statistics
+    #: (the release: stage-0 models keep their source domain's); ``target`` = re-estimated on the target
+    #: images first (AdaBN, an addition: weights unchanged, labels from target-domain statistics)
+    bn_statistics: Literal["model", "target"] = "model"
     quantile: float = Field(THRESHOLD_QUANTILE, gt=0.0, le=1.0)
     cap: float = Field(THRESHOLD_CAP, gt=0.0, le=1.0)
 
@@ -305,7 +310,8 @@ class UmmaPseudoLabel(Task):
 
     Round 1: ``init_from.<source>`` = each stage-0 model; fusion = mean of the lifted softmaxes.
     Round 2: ``init_from.student`` = the stage-1 model; fusion = mean over backbones of σ(E(g_s(x))).
-    Both run in eval mode over the target stream's images (through its resize), whole image, and write
+    Both run in eval mode over the target stream's images (through its resize), whole image (with
+    ``bn_statistics: target``, after re-estimating the models' BatchNorm statistics on those images), and write
     ``store/`` (raw argmax + confidence) and ``thresholds.json`` (class medians over the whole split from a
     256-level histogram of the stored confidences, capped at 0.9); the training stages apply them.
     """
@@ -331,6 +337,9 @@ class UmmaPseudoLabel(Task):
         dataset = self.ctx.open_dataset(spec.model_copy(update={"labels": False}))
         images = PipelineImages(dataset, spec.pipeline, recipe_path=self.ctx.recipe_path)
         model = self.model().to(self.ctx.device).eval()
+        if self.options.bn_statistics == "target":
+            preset = self.ctx.preset
+            adabn(model, image_batches(images, preset.mean, preset.std, batch_size=1, device=self.ctx.device))
         store = PseudoLabelStore(self.ctx.out_dir / STORE_DIR)
         config = InferenceConfig(mode="whole", batch_size=self.options.batch_size, workers=1)
         summary = pseudo_label_split(self.ctx.backend(model), images, store, config)
