@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
             "the stand-in for ImageNet) or from random weights (default: as the method's recipe says; "
             "ATP pre-trained, DDB random).",
         ),
+        int8: bool = typer.Option(
+            False,
+            "--int8",
+            help="Also export the adapted model as static int8 ONNX (export/onnx-int8.yaml) and score it.",
+        ),
     ) -> None:
         """Run the whole story on MiniCity: source-only, adapt, export, infer, eval, report."""
         from rich.console import Console
@@ -56,6 +61,7 @@ def register(app: typer.Typer) -> None:
             overlays=overlays,
             threads=threads,
             pretrained=pretrained,
+            int8=int8,
         )
         table = Console()
         if not table.is_terminal:  # a log file: keep the table's rows on one line each

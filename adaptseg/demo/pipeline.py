@@ -79,6 +79,8 @@ class DemoOptions:
     #: start every trained model's encoder from MiniCity's pre-trained one (True), from random weights
     #: (False), or as the method's recipe says (None: ATP pre-trained, DDB random)
     pretrained: bool | None = None
+    #: also export the adapted model as static int8 ONNX (``export/onnx-int8.yaml``) and score it
+    int8: bool = False
 
 
 @dataclass
@@ -288,24 +290,36 @@ class Demo:
 
         written = {}
         weights = self.adapted_weights
-        for fmt in ("onnx", "torchscript"):
-            dest = self.export_dir / fmt
+        exports: dict[str, tuple[str, str | None]] = {
+            "onnx": ("onnx", None),
+            "torchscript": ("torchscript", None),
+        }
+        if self.options.int8:
+            exports["onnx-int8"] = ("onnx", "onnx-int8")
+        for name, (fmt, profile) in exports.items():
+            dest = self.export_dir / name
             if (dest / "model.json").is_file() and dest.stat().st_mtime >= weights.stat().st_mtime:
                 artifact = open_artifact(dest)
                 self.console.print(f"  reused {artifact.model_path}")
             else:
                 # the artifact's fixed crop is the MiniCity image: whole-image inference, one crop per image
                 artifact = export_model(
-                    weights, fmt, out=dest, force=True, crop=tuple(self.recipe.minicity.size)
+                    weights,
+                    fmt,
+                    out=dest,
+                    force=True,
+                    crop=tuple(self.recipe.minicity.size),
+                    profile=profile,
                 )
                 parity = artifact.meta.parity
                 if parity is not None:
+                    diff = "" if parity.max_abs_diff is None else f", max |Δlogit| {parity.max_abs_diff:.1e}"
                     self.console.print(
-                        f"  {fmt}: {artifact.model_path} — parity vs eager on {parity.crops} crops: "
-                        f"argmax agreement {parity.agreement:.4%}, max |Δlogit| {parity.max_abs_diff:.1e}",
+                        f"  {name}: {artifact.model_path} — parity vs eager on {parity.crops} crops: "
+                        f"argmax agreement {parity.agreement:.4%}{diff}",
                         highlight=False,
                     )
-            written[fmt] = Path(artifact.model_path)
+            written[name] = Path(artifact.model_path)
         return written
 
     def score(self, model: str | Path, label: str, val: Any) -> Row:
@@ -328,6 +342,10 @@ class Demo:
                 self.export_dir / "onnx", f"Adapted: {self.method.label}, ONNX artifact", val
             ),
         }
+        if self.options.int8:
+            rows["adapted_onnx_int8"] = self.score(
+                self.export_dir / "onnx-int8", f"Adapted: {self.method.label}, ONNX int8 artifact", val
+            )
         if self.adapted_weights != self.weights(self.method.adapted_stage):  # e.g. DDB's EMA teacher
             rows["adapted_student"] = self.score(
                 self.weights(self.method.adapted_stage),
@@ -427,6 +445,11 @@ def run_demo(
             "recipes": {"method": str(demo.recipe_path), "oracle": str(demo.oracle_path)},
             "rows": {key: row.to_dict() for key, row in rows.items()},
             "onnx_vs_eager": round(abs(rows["adapted_onnx"].miou - adapted.miou), 6),
+            **(
+                {"int8_vs_fp32": round(rows["adapted_onnx_int8"].miou - rows["adapted_onnx"].miou, 4)}
+                if "adapted_onnx_int8" in rows
+                else {}
+            ),
             "changed_most": [
                 {
                     "class": c.name,
@@ -478,7 +501,8 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         delta = "" if key == "source_only" else f"{row['miou'] - base:+.1f}"
         table.add_row(row["label"], f"{row['miou']:.1f}", delta, *cells)
     console.print(table)
+    int8 = f"; int8 vs fp32 ONNX ΔmIoU = {results['int8_vs_fp32']:+.2f}" if "int8_vs_fp32" in results else ""
     console.print(
-        f"adapted = {results['stages_note']}; ONNX vs eager |ΔmIoU| = {results['onnx_vs_eager']:.4f}",
+        f"adapted = {results['stages_note']}; ONNX vs eager |ΔmIoU| = {results['onnx_vs_eager']:.4f}{int8}",
         highlight=False,
     )

@@ -125,7 +125,12 @@ def markdown(results: Mapping, overlays: Sequence[str], chart: str) -> str:
         lines.append(f"| {row['label']} | {_num(row['miou'])} | {delta} |")
     lines += [
         "",
-        f"ONNX artifact vs eager PyTorch: |ΔmIoU| = {results['onnx_vs_eager']:.4f}.",
+        f"ONNX artifact vs eager PyTorch: |ΔmIoU| = {results['onnx_vs_eager']:.4f}."
+        + (
+            f" Static int8 ONNX vs fp32 ONNX: ΔmIoU = {results['int8_vs_fp32']:+.2f}."
+            if "int8_vs_fp32" in results
+            else ""
+        ),
         "",
         "## Classes that changed most (source-only → adapted)",
         "",

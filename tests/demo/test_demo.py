@@ -251,3 +251,13 @@ def test_quick_demo_end_to_end(tmp_path):
     # the table on the console names every row
     for key in ("Oracle", "Source-only", "AdaBN", "ONNX artifact"):
         assert key in result.output
+    assert "adapted_onnx_int8" not in results["rows"]  # int8 only when asked
+    # --int8 on the finished run: every stage is reused; the static int8 artifact is exported and scored
+    again = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--overlays", "0", "--int8"])
+    assert again.exit_code == 0, again.output
+    int8 = json.loads((out / "results.json").read_text())
+    meta = json.loads((out / "export" / "onnx-int8" / "model.json").read_text())
+    assert meta["precision"] == "int8" and int8["rows"]["adapted"] == results["rows"]["adapted"]
+    fp32_miou, int8_miou = int8["rows"]["adapted_onnx"]["miou"], int8["rows"]["adapted_onnx_int8"]["miou"]
+    assert int8["int8_vs_fp32"] == pytest.approx(int8_miou - fp32_miou, abs=1e-3)
+    assert "ONNX int8 artifact" in again.output and "int8 vs fp32" in again.output

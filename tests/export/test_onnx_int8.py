@@ -33,7 +33,7 @@ def test_the_int8_profile_and_its_bar():
     bar = profile.parity.bar("int8")
     assert bar == DEFAULT_BARS["int8"] and (bar.min_agreement, bar.min_miou, bar.max_abs_diff) == (
         0.95,
-        0.90,
+        0.85,
         None,
     )
     assert calibration_count(profile, "onnx", "int8") == 32
@@ -91,13 +91,18 @@ def test_calibration_and_parity_images_are_disjoint(tmp_path):
     assert str(tmp_path) in str(err.value)  # names the folder
 
 
-def test_class_map_miou_counts_classes_either_map_has():
+def test_class_map_miou_judges_the_classes_the_reference_predicts_enough():
     reference = lambda x: x  # noqa: E731 - logits = the input, argmax over 3 "classes"
     ref = torch.zeros(1, 3, 2, 2)
     ref[0, 0] = 1.0  # every pixel class 0
     cand = ref.clone()
-    cand[0, 1, 0, 0] = 2.0  # one pixel class 1
+    cand[0, 1, 0, 0] = 2.0  # one pixel class 1, which the reference never predicts
     measured = measure_parity(reference, lambda x: cand, ref, batch_size=1)
     assert measured.agreement == 0.75
-    assert measured.miou == pytest.approx((3 / 4 + 0 / 1) / 2)  # class 0: 3 of 4; class 1 only predicted: 0
-    assert class_map_miou(torch.zeros(3), torch.zeros(3)) == 1.0
+    assert measured.miou == pytest.approx(3 / 4)  # class 0: 3 of 4; class 1 is not judged
+    # 2000 pixels: class 0 on 1000, class 1 on 999 (wiped out by the candidate), class 2 on 1 (< 0.1 %)
+    support = torch.tensor([1000, 999, 1])
+    union = torch.tensor([2000, 999, 1])
+    intersection = torch.tensor([1000, 0, 0])
+    assert class_map_miou(intersection, union, support) == pytest.approx((1000 / 2000 + 0) / 2)
+    assert class_map_miou(torch.zeros(3), torch.zeros(3), torch.zeros(3)) == 1.0
