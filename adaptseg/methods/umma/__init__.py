@@ -32,7 +32,10 @@ Target pipelines must be deterministic (resize/pad), as the pseudo-labels are ma
 **Pseudo-labels** (§3.1) go through the sliding-window engine (whole image, eval mode) into the
 pseudo-label store (raw argmax + uint8 confidence); the class thresholds come from a 19×256 histogram of
 the stored confidences (exact order statistics of the quantised values; the release sorts ~25 GB of
-float64) and are applied when a training stage reads a batch's labels.
+float64) and are applied when a training stage reads a batch's labels. An addition, off by default:
+``bn_statistics: target`` re-estimates the labelling models' BatchNorm statistics on the target images
+before labelling (the release labels with the stage-0 models' source-domain statistics); the MiniCity
+recipes switch it on (bench/RESULTS.md, "UMMA on MiniCity").
 
 Quirks (shared/methods/README.md, fidelity policy 2). ``quirks: intended`` (default) is the behaviour
 the authors meant; ``quirks: official`` reproduces the release where it changes numbers:
