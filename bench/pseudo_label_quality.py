@@ -1,0 +1,87 @@
+"""How good are a pseudo-label stage's labels? Scores its store against the target split's ground truth::
+
+    ADAPTSEG_MINICITY=/tmp/minicity-cache .venv/bin/python bench/pseudo_label_quality.py \\
+        --recipe train/umma/minicity-synscapes+gta5-p.yaml RUN/pl1 RUN/pl2
+
+Each argument is a pseudo-label stage folder (``store/`` and, for UMMA's, ``thresholds.json``). For each
+it prints mIoU19 and pixel accuracy of the raw argmax over every labelled pixel, and — when the stage wrote
+class thresholds — of the labels that survive them (conf ≥ t_ŷ, as the training stages read them) with the
+share of pixels kept. A diagnosis for benches only: the ground truth of the target train split is read
+here and nowhere in training. The split is the recipe's ``data.target`` stream, opened with labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from adaptseg.config import load_recipe
+from adaptseg.data.pipeline import open_dataset
+from adaptseg.eval.confusion import ConfusionMatrix
+from adaptseg.infer.store import PseudoLabelStore
+from adaptseg.train.config import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+IGNORE = 255
+
+
+def stage_quality(stage: Path, dataset) -> dict[str, float]:
+    """Raw and thresholded label quality of one pseudo-label stage folder against ``dataset``'s labels."""
+    store = PseudoLabelStore(stage / "store")
+    index = {entry.id: i for i, entry in enumerate(dataset.entries)}
+    thresholds = stage / "thresholds.json"
+    levels = np.array(json.loads(thresholds.read_text())["levels"]) if thresholds.is_file() else None
+    raw, kept = ConfusionMatrix(), ConfusionMatrix()
+    kept_pixels = 0
+    for image_id in store.ids():
+        label, confidence, _ = store.read(image_id)
+        truth = dataset.read_label(index[image_id])
+        raw.update(label, truth)
+        if levels is not None:
+            keep = np.rint(confidence * 255).astype(np.int64) >= levels[label]
+            kept.update(label, np.where(keep, truth, IGNORE))
+            kept_pixels += int((keep & (truth != IGNORE)).sum())
+    row = {"raw mIoU19": 100 * raw.miou(), "raw accuracy": 100 * raw.pixel_accuracy()}
+    if levels is not None:
+        row["kept mIoU19"] = 100 * kept.miou()
+        row["kept accuracy"] = 100 * kept.pixel_accuracy()
+        row["kept share"] = 100 * kept_pixels / max(raw.total, 1)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("stages", type=Path, nargs="+", help="pseudo-label stage folders")
+    parser.add_argument(
+        "--recipe", type=Path, default=ROOT / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
+    )
+    args = parser.parse_args(argv)
+    recipe = load_recipe(Recipe, args.recipe, [])
+    spec = recipe.data["target"]
+    m = recipe.minicity
+    dataset = open_dataset(
+        spec.name,
+        spec.root,
+        spec.split,
+        labels=True,
+        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+    )
+    print("| stage | raw mIoU19 | raw accuracy | kept mIoU19 | kept accuracy | pixels kept |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for stage in args.stages:
+        q = stage_quality(stage, dataset)
+        kept = (
+            f"{q['kept mIoU19']:.1f} | {q['kept accuracy']:.1f} % | {q['kept share']:.0f} %"
+            if "kept share" in q
+            else "– | – | –"
+        )
+        print(f"| {stage} | {q['raw mIoU19']:.1f} | {q['raw accuracy']:.1f} % | {kept} |")
+
+
+if __name__ == "__main__":
+    main()
