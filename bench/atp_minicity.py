@@ -61,8 +61,7 @@ INITS = {"recipe": [], "random": ["model.init=null"]}
 
 
 def minicity(recipe: Recipe) -> dict:
-    m = recipe.minicity
-    return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+    return recipe.minicity.generator_options()
 
 
 def open_spec(recipe: Recipe, spec):

@@ -89,13 +89,13 @@ def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) 
     preset = load_preset(recipe.model.preset)
     model = build_model(preset)
     load_weights(model, weights)
-    spec, m = recipe.data["target"], recipe.minicity
+    spec = recipe.data["target"]
     dataset = open_dataset(
         spec.name,
         spec.root,
         spec.split,
         labels=False,
-        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+        minicity=recipe.minicity.generator_options(),
     )
     transform = with_normalize(spec.pipeline, preset.mean, preset.std)
     rng = np.random.default_rng(recipe.seed)
@@ -122,12 +122,11 @@ def score(recipe: Recipe, weights: Path) -> float:
     model = build_model(preset)
     load_weights(model, weights)
     spec = recipe.eval.dataset
-    m = recipe.minicity
     dataset = open_dataset(
         spec.name,
         spec.root,
         spec.split,
-        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+        minicity=recipe.minicity.generator_options(),
     )
     report = evaluate_segmentor(
         model,

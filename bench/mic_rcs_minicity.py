@@ -111,12 +111,12 @@ def rarest_classes(recipe: Recipe, k: int = RAREST) -> list[int]:
     from adaptseg.data.pipeline import open_dataset
     from adaptseg.data.rcs import ClassStatistics
 
-    spec, m = recipe.data["source"], recipe.minicity
+    spec = recipe.data["source"]
     reader = open_dataset(
         spec.name,
         spec.root,
         spec.split,
-        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+        minicity=recipe.minicity.generator_options(),
     )
     totals = ClassStatistics.compute(reader).counts.sum(0)
     present = np.flatnonzero(totals)
@@ -132,12 +132,12 @@ def score(recipe: Recipe, weights: Path) -> dict[str, Any]:
     preset = load_preset(recipe.model.preset)
     model = build_model(preset)
     load_weights(model, weights)
-    spec, m = recipe.eval.dataset, recipe.minicity
+    spec = recipe.eval.dataset
     dataset = open_dataset(
         spec.name,
         spec.root,
         spec.split,
-        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+        minicity=recipe.minicity.generator_options(),
     )
     report = evaluate_segmentor(
         model,

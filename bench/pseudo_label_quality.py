@@ -63,13 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     recipe = load_recipe(Recipe, args.recipe, [])
     spec = recipe.data["target"]
-    m = recipe.minicity
     dataset = open_dataset(
         spec.name,
         spec.root,
         spec.split,
         labels=True,
-        minicity={"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache},
+        minicity=recipe.minicity.generator_options(),
     )
     print("| stage | raw mIoU19 | raw accuracy | kept mIoU19 | kept accuracy | pixels kept |")
     print("|---|---:|---:|---:|---:|---:|")

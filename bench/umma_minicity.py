@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def minicity(recipe: Recipe) -> dict:
-    m = recipe.minicity
-    return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+    return recipe.minicity.generator_options()
 
 
 def timed_stages(recipe: Recipe, run_dir: Path, recipe_path: Path) -> dict[str, float]:

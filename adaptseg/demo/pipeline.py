@@ -161,8 +161,7 @@ class Demo:
         return "random" if init is None else init.path
 
     def _minicity(self) -> dict[str, Any]:
-        m = self.recipe.minicity
-        return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+        return self.recipe.minicity.generator_options()
 
     def _dataset(self, spec: Any, labels: bool = True) -> Any:
         from adaptseg.data.pipeline import open_dataset

@@ -200,6 +200,10 @@ class MiniCitySection(StrictModel):
     size: tuple[int, int] = (128, 256)
     images: int | None = None
 
+    def generator_options(self) -> dict[str, Any]:
+        """The keyword options ``open_dataset(..., minicity=...)`` takes for ``minicity:`` roots."""
+        return {"seed": self.seed, "size": tuple(self.size), "images": self.images, "cache": self.cache}
+
 
 class StageSpec(StrictModel):
     """One step of the pipeline: a registered method (training) or task, run under ``RUN_DIR/<name>/``."""

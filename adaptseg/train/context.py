@@ -141,8 +141,7 @@ class StageContext:
 
     # -- data ---------------------------------------------------------------------------------------
     def minicity_options(self) -> dict[str, Any]:
-        m = self.recipe.minicity
-        return {"seed": m.seed, "size": tuple(m.size), "images": m.images, "cache": m.cache}
+        return self.recipe.minicity.generator_options()
 
     def open_dataset(self, spec: DatasetSpec):
         """A dataset reader for a recipe dataset spec (``minicity:`` roots generated on demand; ``concat``
