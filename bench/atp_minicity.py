@@ -60,13 +60,14 @@ ROW_ORDER = ("source", "adabn", "align", "teach", "propagate", "prior", "oracle"
 INITS = {"recipe": [], "random": ["model.init=null"]}
 
 
-def minicity(recipe: Recipe) -> dict:
-    return recipe.minicity.generator_options()
-
-
 def open_spec(recipe: Recipe, spec):
     return open_dataset(
-        spec.name, spec.root, spec.split, labels=spec.labels, options=spec.options, minicity=minicity(recipe)
+        spec.name,
+        spec.root,
+        spec.split,
+        labels=spec.labels,
+        options=spec.options,
+        minicity=recipe.minicity.generator_options(),
     )
 
 

@@ -23,7 +23,7 @@ from adaptseg.train.config import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
+from umma_minicity import oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
 
 #: the soft-label forms compared with the recipe's own: run folder suffix → form
 VARIANTS = {"f32": "float32", "topk": "topk"}
@@ -65,7 +65,9 @@ def bytes_per_pixel(recipe: Recipe, runs: dict[str, Path]) -> dict[str, float]:
     from adaptseg.methods.decouplenet.soft_labels import soft_label_bytes
 
     spec = recipe.data["target_full"]
-    dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
+    dataset = open_dataset(
+        spec.name, spec.root, spec.split, labels=False, minicity=recipe.minicity.generator_options()
+    )
     pixels = sum(image.shape[0] * image.shape[1] for image in map(dataset.read_image, range(len(dataset))))
     out = {}
     for form, run in runs.items():

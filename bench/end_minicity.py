@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import minicity, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
+from umma_minicity import oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
 
 from adaptseg.train.config import Recipe  # noqa: E402
 
@@ -30,7 +30,9 @@ def target_train(recipe: Recipe):
     from adaptseg.data.pipeline import open_dataset
 
     spec = recipe.data["target"]
-    return open_dataset(spec.name, spec.root, spec.split, labels=True, minicity=minicity(recipe))
+    return open_dataset(
+        spec.name, spec.root, spec.split, labels=True, minicity=recipe.minicity.generator_options()
+    )
 
 
 def label_scores(dataset, read) -> dict[str, float]:
@@ -65,7 +67,9 @@ def adabn_score(recipe: Recipe, weights: Path, batches: int = 25, batch_size: in
 
     loaded = load_model(weights)
     spec = recipe.data["target"]
-    dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
+    dataset = open_dataset(
+        spec.name, spec.root, spec.split, labels=False, minicity=recipe.minicity.generator_options()
+    )
     transform = with_normalize(spec.pipeline, loaded.preset.mean, loaded.preset.std)
     rng = np.random.default_rng(recipe.seed)
 
@@ -77,7 +81,7 @@ def adabn_score(recipe: Recipe, weights: Path, batches: int = 25, batch_size: in
     spec = recipe.eval.dataset
     report = evaluate_segmentor(
         loaded.net,
-        open_dataset(spec.name, spec.root, spec.split, minicity=minicity(recipe)),
+        open_dataset(spec.name, spec.root, spec.split, minicity=recipe.minicity.generator_options()),
         mean=loaded.preset.mean,
         std=loaded.preset.std,
         preset=recipe.eval.preset,

@@ -17,11 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adaptseg.config import load_recipe
 from adaptseg.data.pipeline import open_dataset
 from adaptseg.eval.confusion import ConfusionMatrix
 from adaptseg.infer.store import PseudoLabelStore
+from adaptseg.methods.parts.thresholds import apply_class_thresholds
 from adaptseg.train.config import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +35,7 @@ def stage_quality(stage: Path, dataset) -> dict[str, float]:
     store = PseudoLabelStore(stage / "store")
     index = {entry.id: i for i, entry in enumerate(dataset.entries)}
     thresholds = stage / "thresholds.json"
-    levels = np.array(json.loads(thresholds.read_text())["levels"]) if thresholds.is_file() else None
+    levels = torch.tensor(json.loads(thresholds.read_text())["levels"]) if thresholds.is_file() else None
     raw, kept = ConfusionMatrix(), ConfusionMatrix()
     kept_pixels = 0
     for image_id in store.ids():
@@ -41,7 +43,12 @@ def stage_quality(stage: Path, dataset) -> dict[str, float]:
         truth = dataset.read_label(index[image_id])
         raw.update(label, truth)
         if levels is not None:
-            keep = np.rint(confidence * 255).astype(np.int64) >= levels[label]
+            # as umma's PseudoLabels.labels reads a batch: store levels against the class thresholds
+            confidence_levels = torch.from_numpy(np.rint(confidence * 255).astype(np.int64))
+            kept_label = apply_class_thresholds(
+                torch.from_numpy(label.astype(np.int64)), confidence_levels, levels
+            )
+            keep = kept_label.numpy() != IGNORE
             kept.update(label, np.where(keep, truth, IGNORE))
             kept_pixels += int((keep & (truth != IGNORE)).sum())
     row = {"raw mIoU19": 100 * raw.miou(), "raw accuracy": 100 * raw.pixel_accuracy()}

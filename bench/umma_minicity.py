@@ -27,10 +27,6 @@ from adaptseg.train.config import Recipe, StageSpec, StreamSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def minicity(recipe: Recipe) -> dict:
-    return recipe.minicity.generator_options()
-
-
 def timed_stages(recipe: Recipe, run_dir: Path, recipe_path: Path) -> dict[str, float]:
     """Run every stage (skipping finished ones); seconds per iteration of the training stages run now."""
     from adaptseg.train.pipeline import RecipeRunner, stage_complete
@@ -70,7 +66,9 @@ def score(recipe: Recipe, weights: Path, adabn_batches: int = 0) -> float:
     model, preset = loaded.net, loaded.preset
     if adabn_batches:
         spec = recipe.data["target"]
-        dataset = open_dataset(spec.name, spec.root, spec.split, labels=False, minicity=minicity(recipe))
+        dataset = open_dataset(
+            spec.name, spec.root, spec.split, labels=False, minicity=recipe.minicity.generator_options()
+        )
         transform = with_normalize(spec.pipeline, preset.mean, preset.std)
         rng = np.random.default_rng(recipe.seed)
         adabn(
@@ -83,7 +81,7 @@ def score(recipe: Recipe, weights: Path, adabn_batches: int = 0) -> float:
             ),
         )
     spec = recipe.eval.dataset
-    dataset = open_dataset(spec.name, spec.root, spec.split, minicity=minicity(recipe))
+    dataset = open_dataset(spec.name, spec.root, spec.split, minicity=recipe.minicity.generator_options())
     report = evaluate_segmentor(
         model,
         dataset,
