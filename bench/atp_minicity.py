@@ -33,16 +33,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from minicity_bench import gap_closed, labelled_target, open_split, val_report  # noqa: E402
 
 from adaptseg.allocator import tune_host_allocator  # noqa: E402
 from adaptseg.config import load_recipe  # noqa: E402
-from adaptseg.data.pipeline import open_dataset, with_normalize  # noqa: E402
+from adaptseg.data.pipeline import with_normalize  # noqa: E402
 from adaptseg.methods.parts.adabn import adabn as adabn_  # noqa: E402
 from adaptseg.methods.parts.adabn import image_batches  # noqa: E402
 from adaptseg.methods.parts.entropy import normalized_entropy  # noqa: E402
 from adaptseg.models import build_model, load_preset, load_weights  # noqa: E402
 from adaptseg.train.config import Recipe, stage_recipe  # noqa: E402
-from adaptseg.train.evaluation import evaluate_segmentor  # noqa: E402
 from adaptseg.train.pipeline import run_recipe  # noqa: E402
 
 TARGETS = {"cityscapes": "train/atp/minicity.yaml", "fog": "train/atp/minicity-fog.yaml"}
@@ -58,17 +60,6 @@ LABELS = {
 }
 ROW_ORDER = ("source", "adabn", "align", "teach", "propagate", "prior", "oracle")
 INITS = {"recipe": [], "random": ["model.init=null"]}
-
-
-def open_spec(recipe: Recipe, spec):
-    return open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        labels=spec.labels,
-        options=spec.options,
-        minicity=recipe.minicity.generator_options(),
-    )
 
 
 def stage_model(recipe: Recipe, run_dir: Path, stage: str) -> torch.nn.Module:
@@ -96,22 +87,14 @@ def adabn(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     """AdaBN: every BatchNorm's statistics re-estimated on the target train images, one whole image per batch."""
     spec = recipe.data["target"]
     preset = load_preset(recipe.model.preset)
-    adabn_(model, image_batches(open_spec(recipe, spec), preset.mean, preset.std, batch_size=1))
+    adabn_(model, image_batches(open_split(recipe, spec), preset.mean, preset.std, batch_size=1))
     return model.eval()
 
 
 def score(model: torch.nn.Module, recipe: Recipe, *, prior: bool = False) -> dict[str, float]:
     preset = load_preset(recipe.model.preset)
-    val = open_spec(recipe, recipe.eval.dataset)
-    report = evaluate_segmentor(
-        model,
-        val,
-        mean=preset.mean,
-        std=preset.std,
-        preset=recipe.eval.preset,
-        protocol=recipe.eval.protocol,
-        test_time_prior=prior,
-    )
+    val = open_split(recipe, recipe.eval.dataset)
+    report = val_report(recipe, model, preset.mean, preset.std, test_time_prior=prior)
     return {
         "mIoU": round(float(report.miou), 2),
         "entropy": round(mean_entropy(model, val, preset.mean, preset.std), 4),
@@ -121,10 +104,7 @@ def score(model: torch.nn.Module, recipe: Recipe, *, prior: bool = False) -> dic
 def oracle_overrides(recipe: Recipe) -> list[str]:
     """``--set`` overrides that make the source stage the oracle: the labelled target train split as the source
     stream, through the source stream's pipeline and batch size (same preset, init, schedule and seed)."""
-    source, target = recipe.data["source"], recipe.data["target"]
-    oracle = target.model_copy(
-        update={"labels": True, "pipeline": source.pipeline, "batch_size": source.batch_size}
-    )
+    oracle = labelled_target(recipe, batch_from="source", pipeline_from="source")
     return [f"data.source={json.dumps(oracle.model_dump(mode='json'))}"]
 
 
@@ -149,11 +129,6 @@ def run_target(name: str, seed: int, out: Path, overrides: list[str], source_fro
     rows["prior"] = score(stage_model(recipe, run_dir, "propagate"), recipe, prior=True)
     rows["oracle"] = score(stage_model(recipe, out / f"{name}-oracle", "source"), recipe)
     return {"rows": rows, "seconds": round(seconds, 1), "run_dir": str(run_dir)}
-
-
-def gap_closed(miou: float, source: float, oracle: float) -> float:
-    """The fraction of the source → oracle gap a model closes (1 = oracle, 0 = source, < 0 = below source)."""
-    return (miou - source) / (oracle - source) if oracle != source else math.nan
 
 
 def table(results: dict, target: str) -> str:

@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from adaptseg.allocator import tune_host_allocator
-from adaptseg.config import load_recipe
-from adaptseg.train.config import Recipe, StageSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minicity_bench import gap_closed, labelled_target, score  # noqa: E402
+
+from adaptseg.allocator import tune_host_allocator  # noqa: E402
+from adaptseg.config import load_recipe  # noqa: E402
+from adaptseg.train.config import Recipe, StageSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "train" / "ddb" / "minicity.yaml"
@@ -51,15 +55,11 @@ def source_only_recipe(recipe: Recipe) -> Recipe:
 def oracle_recipe(recipe: Recipe) -> Recipe:
     """The source-only baseline trained on the *labelled* target train split instead of the source.
 
-    Same preset, initial weights, optimiser, schedule, iterations, seed and source pipeline: the upper
-    bound that the gap-closed column divides by.
+    Same preset, initial weights, optimiser, schedule, iterations, seed and source pipeline and batch size:
+    the upper bound that the gap-closed column divides by.
     """
-    base = source_only_recipe(recipe)
-    target = recipe.data["target"]
-    source = recipe.data["source"].model_copy(
-        update={"name": target.name, "root": target.root, "split": target.split}
-    )
-    return base.model_copy(update={"data": {**recipe.data, "source": source}})
+    oracle = labelled_target(recipe, batch_from="source", pipeline_from="source")
+    return source_only_recipe(recipe).model_copy(update={"data": {**recipe.data, "source": oracle}})
 
 
 def run(recipe: Recipe, run_dir: Path, stages: tuple[str, ...] | None = None) -> None:
@@ -74,71 +74,6 @@ def run(recipe: Recipe, run_dir: Path, stages: tuple[str, ...] | None = None) ->
             runner.run(stage=name)
 
 
-def adabn_weights(recipe: Recipe, weights: Path, out: Path, batches: int = 100) -> Path:
-    """AdaBN baseline: the model's BatchNorm statistics re-estimated on target-train crops (its stream pipeline).
-
-    Cumulative averages over ``batches`` batches of the target stream's batch size
-    (:func:`adaptseg.methods.parts.adabn.adabn`); weights unchanged.
-    """
-    import numpy as np
-
-    from adaptseg.data.pipeline import open_dataset, with_normalize
-    from adaptseg.methods.parts.adabn import adabn
-    from adaptseg.models import build_model, load_preset, load_weights, save_weights
-
-    preset = load_preset(recipe.model.preset)
-    model = build_model(preset)
-    load_weights(model, weights)
-    spec = recipe.data["target"]
-    dataset = open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        labels=False,
-        minicity=recipe.minicity.generator_options(),
-    )
-    transform = with_normalize(spec.pipeline, preset.mean, preset.std)
-    rng = np.random.default_rng(recipe.seed)
-
-    def crops():
-        for _ in range(batches):
-            picks = rng.integers(0, len(dataset), spec.batch_size)
-            yield torch.stack(
-                [torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks]
-            )
-
-    adabn(model, crops())
-    save_weights(model, out)
-    return out
-
-
-def score(recipe: Recipe, weights: Path) -> float:
-    """Target-val mIoU of the weights in ``weights`` (the recipe's evaluation, as the Trainer runs it)."""
-    from adaptseg.data.pipeline import open_dataset
-    from adaptseg.models import build_model, load_preset, load_weights
-    from adaptseg.train.evaluation import evaluate_segmentor
-
-    preset = load_preset(recipe.model.preset)
-    model = build_model(preset)
-    load_weights(model, weights)
-    spec = recipe.eval.dataset
-    dataset = open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        minicity=recipe.minicity.generator_options(),
-    )
-    report = evaluate_segmentor(
-        model,
-        dataset,
-        mean=preset.mean,
-        std=preset.std,
-        preset=recipe.eval.preset,
-        protocol=recipe.eval.protocol,
-    )
-    return float(report.miou)
-
-
 def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
     """Train (or reuse) the source-only baseline and the DDB stages of one seed under ``out``; score them."""
     run(source_only_recipe(recipe), out / "source_only")
@@ -147,8 +82,10 @@ def bench_seed(recipe: Recipe, out: Path, rounds: int) -> dict[str, float]:
     source = out / "source_only" / "source" / "student.safetensors"
     rows = {
         "Source-only": score(recipe, source),
+        # BatchNorm statistics re-estimated on 100 target-train batches of the target stream (its pipeline
+        # and batch size), weights unchanged
         "AdaBN (source-only, target BN statistics)": score(
-            recipe, adabn_weights(recipe, source, out / "source_only" / "adabn.safetensors")
+            recipe, source, adabn_batches=100, adabn_batch_size=recipe.data["target"].batch_size
         ),
     }
     for label, stage in ROWS:
@@ -190,13 +127,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         f"{' ' + ' '.join(args.overrides) if args.overrides else ''}, seeds {args.seeds}; {minutes:.1f} min\n"
     )
     base = statistics.mean(table["Source-only"])
-    gap = statistics.mean(table[ORACLE]) - base
+    oracle = statistics.mean(table[ORACLE])
     print("| model | mIoU (mean over seeds) | per seed | vs source-only | gap closed |")
     print("|---|---|---|---|---|")
     for label, values in table.items():
         mean = statistics.mean(values)
         per_seed = " / ".join(f"{v:.2f}" for v in values)
-        closed = f"{(mean - base) / gap:.2f}" if gap > 0 else "–"
+        closed = f"{gap_closed(mean, base, oracle):.2f}".replace("nan", "–")
         print(f"| {label} | {mean:.2f} | {per_seed} | {mean - base:+.2f} | {closed} |")
     return table
 

@@ -23,7 +23,7 @@ from adaptseg.train.config import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402  (the MiniCity bench helpers)
+from minicity_bench import gap_closed, open_split, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
 
 #: the soft-label forms compared with the recipe's own: run folder suffix → form
 VARIANTS = {"f32": "float32", "topk": "topk"}
@@ -61,13 +61,9 @@ def form_runs(recipe: Recipe, recipe_path: Path, out: Path) -> dict[str, Path]:
 
 
 def bytes_per_pixel(recipe: Recipe, runs: dict[str, Path]) -> dict[str, float]:
-    from adaptseg.data.pipeline import open_dataset
     from adaptseg.methods.decouplenet.soft_labels import soft_label_bytes
 
-    spec = recipe.data["target_full"]
-    dataset = open_dataset(
-        spec.name, spec.root, spec.split, labels=False, minicity=recipe.minicity.generator_options()
-    )
+    dataset = open_split(recipe, recipe.data["target_full"], labels=False)
     pixels = sum(image.shape[0] * image.shape[1] for image in map(dataset.read_image, range(len(dataset))))
     out = {}
     for form, run in runs.items():
@@ -102,9 +98,7 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
         "oracle (target-trained)": score(recipe, out / "oracle" / "oracle" / "student.safetensors"),
     }
     base = timing.get("source")
-    per_iteration = (
-        {k: v / base for k, v in {**timing, **oracle}.items() if not k.startswith("soft")} if base else {}
-    )
+    per_iteration = {k: v / base for k, v in {**timing, **oracle}.items()} if base else {}
     result = {
         "mIoU19": rows,
         "time_per_iteration_vs_source_only": per_iteration,
@@ -121,8 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for recipe_path, seed, result in seeded_runs(__doc__, default, out, bench_seed, argv):
         rows = result["mIoU19"]
-        gap = rows["oracle (target-trained)"] - rows["source-only"]
-        closed = (rows["phase 2 (OEST, deployed)"] - rows["source-only"]) / gap if gap > 0 else float("nan")
+        closed = gap_closed(
+            rows["phase 2 (OEST, deployed)"], rows["source-only"], rows["oracle (target-trained)"]
+        )
         print(f"\n{recipe_path.name}, seed {seed} (MiniCity Cityscapes-like val, mIoU19)\n")
         print("| model | mIoU19 |\n|---|---|")
         for label, value in rows.items():

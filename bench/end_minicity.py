@@ -7,7 +7,7 @@ target-trained oracle at the student's budget::
         --out /tmp/bench-end [--seeds 0 1]
 
 Run folders are ordinary ``adaptseg train`` run folders (finished stages are skipped on re-run). The
-scoring helpers (val mIoU, AdaBN, oracle recipe) are bench/umma_minicity.py's.
+scoring helpers (val mIoU, AdaBN, oracle recipe) are bench/minicity_bench.py's.
 """
 
 from __future__ import annotations
@@ -19,20 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from umma_minicity import oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
+from minicity_bench import open_split, oracle_recipe, score, seeded_runs, timed_stages  # noqa: E402
 
 from adaptseg.train.config import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def target_train(recipe: Recipe):
-    from adaptseg.data.pipeline import open_dataset
-
-    spec = recipe.data["target"]
-    return open_dataset(
-        spec.name, spec.root, spec.split, labels=True, minicity=recipe.minicity.generator_options()
-    )
 
 
 def label_scores(dataset, read) -> dict[str, float]:
@@ -56,40 +47,6 @@ def label_scores(dataset, read) -> dict[str, float]:
     }
 
 
-def adabn_score(recipe: Recipe, weights: Path, batches: int = 25, batch_size: int = 4) -> float:
-    """Val mIoU19 after AdaBN on target batches of ``batch_size`` (DeepLabV3+'s image-pooling BN needs > 1)."""
-    import torch
-
-    from adaptseg.data.pipeline import open_dataset, with_normalize
-    from adaptseg.methods.parts.adabn import adabn
-    from adaptseg.models.loading import load_model
-    from adaptseg.train.evaluation import evaluate_segmentor
-
-    loaded = load_model(weights)
-    spec = recipe.data["target"]
-    dataset = open_dataset(
-        spec.name, spec.root, spec.split, labels=False, minicity=recipe.minicity.generator_options()
-    )
-    transform = with_normalize(spec.pipeline, loaded.preset.mean, loaded.preset.std)
-    rng = np.random.default_rng(recipe.seed)
-
-    def batch():
-        picks = rng.integers(len(dataset), size=batch_size)
-        return torch.stack([torch.from_numpy(transform(dataset[int(i)].image, None, rng)[0]) for i in picks])
-
-    adabn(loaded.net, (batch() for _ in range(batches)))
-    spec = recipe.eval.dataset
-    report = evaluate_segmentor(
-        loaded.net,
-        open_dataset(spec.name, spec.root, spec.split, minicity=recipe.minicity.generator_options()),
-        mean=loaded.preset.mean,
-        std=loaded.preset.std,
-        preset=recipe.eval.preset,
-        protocol=recipe.eval.protocol,
-    )
-    return float(report.miou)
-
-
 def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     from adaptseg.infer.store import PseudoLabelStore
     from adaptseg.io import read_label
@@ -99,7 +56,7 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
     student_iters = recipe.schedule.iters
     timed_stages(oracle_recipe(recipe, "source"), out / "oracle", recipe_path)
     teachers = list(recipe.stage("teachers").options["teachers"])
-    dataset = target_train(recipe)
+    dataset = open_split(recipe, recipe.data["target"], labels=True)
     train_rows = {
         f"teacher {t}": label_scores(
             dataset, lambda i, t=t: PseudoLabelStore(run / "teachers" / t).read(i).label
@@ -115,7 +72,10 @@ def bench_seed(recipe: Recipe, recipe_path: Path, out: Path) -> dict:
         )
         for t in teachers
     }
-    val_rows["AdaBN of source-only"] = adabn_score(recipe, run / "source" / "student.safetensors")
+    # DeepLabV3+'s image-pooling BatchNorm needs batches of more than one image
+    val_rows["AdaBN of source-only"] = score(
+        recipe, run / "source" / "student.safetensors", adabn_batches=25, adabn_batch_size=4
+    )
     val_rows["EnD student"] = score(recipe, run / "student" / "student.safetensors")
     val_rows[f"oracle (target-trained, {student_iters} its)"] = score(
         recipe, out / "oracle" / "oracle" / "student.safetensors"

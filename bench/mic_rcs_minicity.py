@@ -31,15 +31,19 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adaptseg.allocator import tune_host_allocator
-from adaptseg.config import deep_merge, load_recipe, validate
-from adaptseg.train.config import Recipe
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minicity_bench import open_split, weights_report  # noqa: E402
+
+from adaptseg.allocator import tune_host_allocator  # noqa: E402
+from adaptseg.config import deep_merge, load_recipe, validate  # noqa: E402
+from adaptseg.train.config import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DDB_RECIPE = ROOT / "train" / "ddb" / "minicity.yaml"
@@ -108,16 +112,9 @@ def train(recipe: Recipe, run_dir: Path) -> None:
 
 def rarest_classes(recipe: Recipe, k: int = RAREST) -> list[int]:
     """The ``k`` classes with the smallest (non-zero) pixel share in the source train labels."""
-    from adaptseg.data.pipeline import open_dataset
     from adaptseg.data.rcs import ClassStatistics
 
-    spec = recipe.data["source"]
-    reader = open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        minicity=recipe.minicity.generator_options(),
-    )
+    reader = open_split(recipe, recipe.data["source"])
     totals = ClassStatistics.compute(reader).counts.sum(0)
     present = np.flatnonzero(totals)
     return [int(c) for c in present[np.argsort(totals[present], kind="stable")][:k]]
@@ -125,28 +122,7 @@ def rarest_classes(recipe: Recipe, k: int = RAREST) -> list[int]:
 
 def score(recipe: Recipe, weights: Path) -> dict[str, Any]:
     """Val mIoU19 and per-class IoU (by class name) of ``weights`` under the recipe's evaluation."""
-    from adaptseg.data.pipeline import open_dataset
-    from adaptseg.models import build_model, load_preset, load_weights
-    from adaptseg.train.evaluation import evaluate_segmentor
-
-    preset = load_preset(recipe.model.preset)
-    model = build_model(preset)
-    load_weights(model, weights)
-    spec = recipe.eval.dataset
-    dataset = open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        minicity=recipe.minicity.generator_options(),
-    )
-    report = evaluate_segmentor(
-        model,
-        dataset,
-        mean=preset.mean,
-        std=preset.std,
-        preset=recipe.eval.preset,
-        protocol=recipe.eval.protocol,
-    )
+    report = weights_report(recipe, weights)
     return {"mIoU": float(report.miou), "per_class": {k: float(v) for k, v in report.per_class.items()}}
 
 

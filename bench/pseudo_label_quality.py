@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from adaptseg.config import load_recipe
-from adaptseg.data.pipeline import open_dataset
-from adaptseg.eval.confusion import ConfusionMatrix
-from adaptseg.infer.store import PseudoLabelStore
-from adaptseg.methods.parts.thresholds import apply_class_thresholds
-from adaptseg.train.config import Recipe
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minicity_bench import open_split  # noqa: E402
+
+from adaptseg.config import load_recipe  # noqa: E402
+from adaptseg.eval.confusion import ConfusionMatrix  # noqa: E402
+from adaptseg.infer.store import PseudoLabelStore  # noqa: E402
+from adaptseg.methods.parts.thresholds import apply_class_thresholds  # noqa: E402
+from adaptseg.train.config import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IGNORE = 255
@@ -69,14 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     recipe = load_recipe(Recipe, args.recipe, [])
-    spec = recipe.data["target"]
-    dataset = open_dataset(
-        spec.name,
-        spec.root,
-        spec.split,
-        labels=True,
-        minicity=recipe.minicity.generator_options(),
-    )
+    dataset = open_split(recipe, recipe.data["target"], labels=True)
     print("| stage | raw mIoU19 | raw accuracy | kept mIoU19 | kept accuracy | pixels kept |")
     print("|---|---:|---:|---:|---:|---:|")
     for stage in args.stages:

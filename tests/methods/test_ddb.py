@@ -849,7 +849,7 @@ def test_minicity_r1_runs_on_generated_data(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ADAPTSEG_MINICITY", str(tmp_path / "cache"))
     sys.path.insert(0, str(REPO / "bench"))
-    from ddb_minicity import score
+    from minicity_bench import score
 
     from adaptseg.config import load_recipe
 
@@ -862,7 +862,7 @@ def test_minicity_r1_runs_on_generated_data(tmp_path, monkeypatch):
     protos = load_file(str(tmp_path / "run" / "r1_proto_ca" / "prototypes.safetensors"))
     assert protos["prototypes"].shape == (19, 64) and int((protos["counts"] > 0).sum()) >= 3
     torch.manual_seed(recipe.seed)
-    save_weights(build_model(TINY), tmp_path / "init.safetensors")
+    save_weights(build_model(TINY), tmp_path / "init.safetensors", metadata={"preset": TINY})
     assert (
         score(recipe, tmp_path / "run" / "r1_ckd" / "student.safetensors")
         > score(recipe, tmp_path / "init.safetensors") + 5
