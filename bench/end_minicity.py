@@ -104,4 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from adaptseg.cli.base import one_line_errors
+
+    with one_line_errors():
+        main()

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minicity_bench import open_split  # noqa: E402
 
 from adaptseg.config import load_recipe  # noqa: E402
+from adaptseg.errors import UserError  # noqa: E402
 from adaptseg.eval.confusion import ConfusionMatrix  # noqa: E402
 from adaptseg.infer.store import PseudoLabelStore  # noqa: E402
 from adaptseg.methods.parts.thresholds import apply_class_thresholds  # noqa: E402
@@ -33,15 +34,33 @@ ROOT = Path(__file__).resolve().parents[1]
 IGNORE = 255
 
 
+def require_store(stage: Path) -> Path:
+    """``stage/store``, or a one-line error when ``stage`` is not a finished pseudo-label stage folder."""
+    store = stage / "store"
+    if not store.is_dir():
+        raise UserError(
+            "not a pseudo-label stage folder (no store/ in it)",
+            path=stage,
+            fix="name a pseudo-label stage of a run, e.g. RUN/umma/pl1",
+        )
+    return store
+
+
 def stage_quality(stage: Path, dataset) -> dict[str, float]:
     """Raw and thresholded label quality of one pseudo-label stage folder against ``dataset``'s labels."""
-    store = PseudoLabelStore(stage / "store")
+    store = PseudoLabelStore(require_store(stage))
     index = {entry.id: i for i, entry in enumerate(dataset.entries)}
     thresholds = stage / "thresholds.json"
     levels = torch.tensor(json.loads(thresholds.read_text())["levels"]) if thresholds.is_file() else None
     raw, kept = ConfusionMatrix(), ConfusionMatrix()
     kept_pixels = 0
     for image_id in store.ids():
+        if image_id not in index:
+            raise UserError(
+                f"pseudo-label {image_id!r} is not an image of the recipe's target split",
+                path=stage / "store",
+                fix="pass the recipe whose run wrote this stage (--recipe)",
+            )
         label, confidence, _ = store.read(image_id)
         truth = dataset.read_label(index[image_id])
         raw.update(label, truth)
@@ -71,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         "--recipe", type=Path, default=ROOT / "train" / "umma" / "minicity-synscapes+gta5-p.yaml"
     )
     args = parser.parse_args(argv)
+    for stage in args.stages:  # before the target split is generated or read
+        require_store(stage)
     recipe = load_recipe(Recipe, args.recipe, [])
     dataset = open_split(recipe, recipe.data["target"], labels=True)
     print("| stage | raw mIoU19 | raw accuracy | kept mIoU19 | kept accuracy | pixels kept |")
@@ -86,4 +107,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from adaptseg.cli.base import one_line_errors
+
+    with one_line_errors():
+        main()

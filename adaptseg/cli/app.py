@@ -6,12 +6,9 @@ Errors caused by input reach the user as one line on stderr (``error: …``) wit
 
 from __future__ import annotations
 
-import sys
-
 from adaptseg.allocator import tune_host_allocator
 from adaptseg.cli import data, demo, eval, export, infer, models, pseudo_label, train
-from adaptseg.cli.base import make_typer, report
-from adaptseg.errors import UserError
+from adaptseg.cli.base import make_typer, one_line_errors
 
 app = make_typer(
     help="Domain-adaptive semantic segmentation: train, adapt, export and run segmentation models."
@@ -26,12 +23,5 @@ app.add_typer(models.app, name="models", help="List architecture presets.")
 def main() -> None:
     """Console-script entry point (also ``python -m adaptseg``)."""
     tune_host_allocator()  # this process is ours: keep freed activations for the next step
-    try:
+    with one_line_errors():  # also what is raised outside a command (e.g. while parsing)
         app()
-    except UserError as exc:  # raised outside a command (e.g. while parsing)
-        report(exc)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        error = UserError.from_os_error(exc)
-        report(error)
-        sys.exit(error.exit_code)

@@ -10,6 +10,9 @@ such a line too, naming the path and the cause.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 from typer.core import TyperGroup
 
@@ -31,19 +34,28 @@ def report(exc: UserError) -> None:
     typer.echo(f"error: {exc}", err=True)
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A :class:`UserError` or :class:`OSError` raised inside ends the process as one ``error: …`` line on
+    stderr and the error's exit status (2), not a traceback. The CLI's commands run inside it; so do the
+    bench scripts that read recipes, run folders and datasets."""
+    try:
+        yield
+    except UserError as exc:
+        report(exc)
+        raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        error = UserError.from_os_error(exc)
+        report(error)
+        raise SystemExit(error.exit_code) from None
+
+
 class ErrorReportingGroup(TyperGroup):
-    """Turns :class:`UserError` and :class:`OSError` from any sub-command into one line and exit status 2."""
+    """Runs every sub-command inside :func:`one_line_errors`."""
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except UserError as exc:
-            report(exc)
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:
-            error = UserError.from_os_error(exc)
-            report(error)
-            raise typer.Exit(error.exit_code) from None
 
 
 def make_typer(**kwargs) -> typer.Typer:

@@ -82,3 +82,20 @@ def test_only_plain_splits_are_opened(bench):
     spec = DatasetSpec(name="cityscapes", root="minicity:cityscapes", split="train", ids="rank/easy.txt")
     with pytest.raises(ValueError, match="plain splits"):
         bench.open_split(recipe("train/ddb/minicity.yaml"), spec)
+
+
+@pytest.mark.parametrize("script", ["umma_minicity.py", "end_minicity.py", "decouplenet_minicity.py"])
+def test_a_bench_given_a_missing_recipe_says_so_in_one_line(script, tmp_path):
+    import subprocess
+
+    missing = tmp_path / "nope.yaml"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--recipe", str(missing), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {missing}: recipe file not found — fix: check the path (recipes live in train/, models/, "
+        "export/, infer/)"
+    ]

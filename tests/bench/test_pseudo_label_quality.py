@@ -64,3 +64,22 @@ def test_a_store_without_thresholds_reports_raw_only(quality, tmp_path):
     row = quality.stage_quality(tmp_path / "pl", dataset)
     assert set(row) == {"raw mIoU19", "raw accuracy"}
     assert row["raw mIoU19"] == pytest.approx(100 * (1 / 2 + 0) / 2)  # building 1/2, vegetation 0
+
+
+def test_a_folder_without_a_store_is_a_one_line_error(quality, tmp_path):
+    from adaptseg.errors import UserError
+
+    with pytest.raises(UserError, match="not a pseudo-label stage folder") as caught:
+        quality.stage_quality(tmp_path / "joint", SimpleNamespace(entries=[]))
+    assert str(tmp_path / "joint") in str(caught.value)
+
+
+def test_labels_of_another_split_are_a_one_line_error(quality, tmp_path):
+    from adaptseg.errors import UserError
+
+    store = PseudoLabelStore(tmp_path / "pl" / "store")
+    store.open_for_writing(19)
+    store.write("b/other", one_hot_ish([2], [0.9]))
+    dataset = SimpleNamespace(entries=[SimpleNamespace(id="a/img")], read_label=lambda i: None)
+    with pytest.raises(UserError, match="'b/other' is not an image of the recipe's target split"):
+        quality.stage_quality(tmp_path / "pl", dataset)
