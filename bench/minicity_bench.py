@@ -116,7 +116,7 @@ def weights_report(recipe: Recipe, weights: Path, *, adabn_batches: int = 0, ada
 
 
 def score(recipe: Recipe, weights: Path, *, adabn_batches: int = 0, adabn_batch_size: int = 1) -> float:
-    """Val mIoU19 of :func:`weights_report`."""
+    """Val mIoU (under the recipe's protocol) of :func:`weights_report`."""
     return float(
         weights_report(recipe, weights, adabn_batches=adabn_batches, adabn_batch_size=adabn_batch_size).miou
     )
